@@ -1,0 +1,36 @@
+"""Exception hierarchy of the library; ``cli.py`` maps these to exit codes."""
+
+
+class PoseCliError(Exception):
+    """Base class of every error posecli raises on purpose.
+
+    The message is one line meant for the user. ``exit_code`` is what the CLI exits with.
+    """
+
+    exit_code = 1
+
+
+class UsageError(PoseCliError):
+    """Invalid arguments or options (exit code 2)."""
+
+    exit_code = 2
+
+
+class CheckpointError(PoseCliError):
+    """A checkpoint is missing, unsafe, or does not match the network."""
+
+
+class ModelNotFoundError(CheckpointError):
+    """A model name is not registered and is not an existing path."""
+
+
+class InputError(PoseCliError):
+    """An input (image, video, camera, annotation file) is missing, unreadable or corrupt."""
+
+
+class OutputError(PoseCliError):
+    """An output cannot be written, or exists and overwriting was not allowed."""
+
+
+class DecoderError(PoseCliError):
+    """Heatmaps passed to the decoder have the wrong shape or dtype."""

@@ -1,0 +1,42 @@
+"""Build and install posecli; compiles the Cython decoder in pyx/ into posecli.decode._native."""
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, find_packages, setup
+
+native = Extension(
+    "posecli.decode._native",
+    sources=["pyx/decode_native.pyx"],
+    include_dirs=[numpy.get_include()],
+    extra_compile_args=["-O3"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+)
+
+setup(
+    name="posecli",
+    version="0.1.0",
+    description="Multi-person 2D pose estimation (Simple Pose / IMHN) for videos, webcams and images",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["posecli", "posecli.*"]),
+    ext_modules=cythonize([native], language_level=3),
+    package_data={"posecli": ["py.typed"]},
+    install_requires=[
+        # torch is pinned by the Makefile before this runs: an unpinned torch pulls a CUDA build.
+        "torch>=2.1",
+        "numpy>=1.24",
+        "opencv-python>=4.8",
+        "imageio-ffmpeg>=0.5",
+        "typer>=0.12",
+        "rich>=13",
+        "pycocotools>=2.0.7",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.6"],
+        "train": ["onnxruntime>=1.17"],
+    },
+    entry_points={"console_scripts": ["posecli=posecli.cli:main"]},
+    zip_safe=False,
+)
