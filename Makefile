@@ -2,9 +2,10 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
-DEMO_INPUT ?= /usr/share/doc/opencv-doc/examples/data/vtest.avi
+# Example footage: people walking (OpenCV's vtest.avi), taken from Debian's opencv-doc package.
+DEMO_INPUT ?= out/media/vtest.avi
 
-.PHONY: install test demo lint bench
+.PHONY: install test demo lint
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -18,8 +19,14 @@ test: install
 	$(PYTHON) -m ruff check posecli tests bench examples
 	$(PYTHON) -m pytest -q
 
-demo: install
-	mkdir -p out
+out/media/vtest.avi:
+	mkdir -p out/media
+	cd out/media && (apt-get download opencv-doc 2>/dev/null || (apt-get update -qq && apt-get download opencv-doc))
+	dpkg-deb --fsys-tarfile out/media/opencv-doc_*.deb \
+		| tar -xO ./usr/share/doc/opencv-doc/examples/data/vtest.avi > $@.part
+	mv $@.part $@ && rm -f out/media/opencv-doc_*.deb
+
+demo: install $(DEMO_INPUT)
 	$(VENV)/bin/posecli video "$(DEMO_INPUT)" --out out/demo.mp4 --json out/demo.jsonl --force
 
 lint: $(PYTHON)

@@ -1,0 +1,227 @@
+"""The Estimator: the one inference path that video, webcam, images and evaluation share.
+
+RGB uint8 images → resize/pad/normalise (``posecli.transforms``) → network → the 50-channel
+heatmaps of the last stack at stride 4 → averaged over search scales and the mirrored pass on one
+common grid per image → ``posecli.decode`` → poses in image pixels.
+
+The common grid is the ``decode_stride`` grid of the image resized to the box size (search scale
+1), whatever scales are searched, so the decoder sees the same resolution for the same settings.
+All heatmap work stays on the network's device; only the final common-grid maps are copied to the
+CPU.
+
+Decode grid: ``InferenceConfig.decode_stride`` 4 (the default) decodes the native stride-4 grid;
+2 upsamples ×2 first. ``bench/decode_grid.py`` measured both on ground-truth heatmaps of the shared
+COCO-format sets: equal AP within the sets' noise, and stride 2 costs ~20× the time per frame,
+mostly in the upsampling itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from posecli.config import DecodeConfig, InferenceConfig
+from posecli.decode import decode
+from posecli.errors import CheckpointError, InputError, UsageError
+from posecli.pose import Pose
+from posecli.spec import CHANNEL_FLIP_ORDER, NUM_CHANNELS, STRIDE
+from posecli.transforms import (
+    GridTransform,
+    InputGeometry,
+    input_geometry,
+    normalise,
+    pad_image,
+    resize_image,
+)
+from posecli.weights import PoseModel, prepare_network, resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Heatmaps:
+    """The averaged heatmaps of one image on its common grid.
+
+    Attributes:
+        maps: ``(50, h, w)`` float32, channels as in ``posecli.spec`` (0–29 body parts, 30–47
+            keypoints in network order, 48 person mask, 49 max keypoint map); cell ``(i, j)``
+            covers the image region that ``transform`` maps its centre into.
+        transform: grid coordinates ``[x, y]`` (column, row) → original image pixels.
+    """
+
+    maps: np.ndarray
+    transform: GridTransform
+
+
+def resample_heatmaps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resample ``(N, C, h, w)`` heatmaps to ``(N, C, *size)``, bilinear, on their device.
+
+    Both grids must span the same image region (true of every grid the Estimator makes), which
+    is what ``align_corners=False`` assumes. Shrinking is antialiased.
+    """
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _check_config(config: InferenceConfig) -> None:
+    if not config.scales or any(scale <= 0 for scale in config.scales):
+        raise UsageError(f"search scales must be positive, got {config.scales}")
+    if any(scale * config.box_size < STRIDE for scale in config.scales):
+        raise UsageError(f"box size {config.box_size} × scales {config.scales} is too small")
+    if config.batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {config.batch_size}")
+    if config.pad_multiple < STRIDE or config.pad_multiple % STRIDE:
+        raise UsageError(f"pad multiple must be a multiple of {STRIDE}, got {config.pad_multiple}")
+    if config.decode_stride < 1 or STRIDE % config.decode_stride:
+        raise UsageError(f"decode stride must be 1, 2 or 4, got {config.decode_stride}")
+
+
+def _check_image(image: object, index: int) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` array, C-contiguous, or an InputError naming the image."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"image {index} is a {type(image).__name__}, expected a numpy array")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(
+            f"image {index} must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"image {index} has no pixels: {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+class Estimator:
+    """Images in, heatmaps and poses out, for one model and one set of inference settings.
+
+    The model's network is moved to the configured device (``weights.prepare_network``:
+    eval mode, channels-last on CPU) and, when ``config.half`` is set and the device is CUDA,
+    to float16 — in place: the ``PoseModel`` passed in is the one that runs.
+    """
+
+    def __init__(
+        self,
+        model: PoseModel,
+        config: InferenceConfig = InferenceConfig(),  # noqa: B008 (frozen record)
+        decode_config: DecodeConfig = DecodeConfig(),  # noqa: B008 (frozen record)
+    ) -> None:
+        _check_config(config)
+        self.model = model
+        self.config = config
+        self.decode_config = decode_config
+        self.device = resolve_device(config.device)
+        self.dtype = torch.float16 if config.half and self.device.type == "cuda" else torch.float32
+        if config.half and self.dtype != torch.float16:
+            logger.info("fp16 requested on %s: running float32 (fp16 is CUDA only)", self.device)
+        self.network = prepare_network(model.network, self.device).to(dtype=self.dtype)
+        self._flip_channels = torch.tensor(CHANNEL_FLIP_ORDER, device=self.device)
+        logger.debug(
+            "Estimator: model %s on %s (%s), box %d, scales %s, flip %s, decode stride %d",
+            model.name, self.device, self.dtype, config.box_size, config.scales, config.flip,
+            config.decode_stride,
+        )  # fmt: skip
+
+    @torch.inference_mode()
+    def heatmaps(self, images: Sequence[np.ndarray]) -> list[Heatmaps]:
+        """Averaged heatmaps per image.
+
+        Args:
+            images: RGB uint8 ``(H, W, 3)`` arrays; images of equal size are batched together
+                (``config.batch_size`` per forward pass, twice that with ``flip``).
+
+        Returns:
+            One ``Heatmaps`` per image, in input order: ``(50, h, w)`` float32 maps on the
+            common grid (``h, w`` = resized size at scale 1 / ``decode_stride``) and its
+            transform to image pixels.
+        """
+        checked = [_check_image(image, index) for index, image in enumerate(images)]
+        results: list[Heatmaps | None] = [None] * len(checked)
+        for indices in self._batches(checked):
+            batch = np.stack([checked[index] for index in indices])  # (N, H, W, 3)
+            for index, heatmaps in zip(indices, self._batch_heatmaps(batch), strict=True):
+                results[index] = heatmaps
+        return results  # type: ignore[return-value]  # every slot is filled
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[Pose]]:
+        """Poses per image: RGB uint8 ``(H, W, 3)`` arrays in, people (highest score first) out.
+
+        Keypoints are COCO-17 ``[x, y, confidence]`` in pixels of each original image.
+        """
+        return [self.poses(heatmaps) for heatmaps in self.heatmaps(images)]
+
+    def poses(self, heatmaps: Heatmaps) -> list[Pose]:
+        """Decode one image's heatmaps and map the keypoints to its pixels (missing: 0, 0, 0)."""
+        decoded = decode(heatmaps.maps, self.decode_config, native=True)
+        keypoints = np.array(decoded.keypoints, dtype=np.float32)  # (P, 17, 3) grid coordinates
+        found = keypoints[..., 2:] > 0  # (P, 17, 1)
+        pixels = heatmaps.transform.apply(keypoints[..., :2])  # (P, 17, 2)
+        keypoints[..., :2] = np.where(found, pixels, 0.0)
+        poses = [
+            Pose(keypoints=person, score=float(score))
+            for person, score in zip(keypoints, decoded.scores, strict=True)
+        ]
+        return sorted(poses, key=lambda pose: pose.score, reverse=True)
+
+    def _batches(self, images: Sequence[np.ndarray]) -> Iterator[list[int]]:
+        """Indices of images batched together: equal sizes, at most ``batch_size`` each."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(index)
+        size = self.config.batch_size
+        for indices in by_shape.values():
+            for start in range(0, len(indices), size):
+                yield indices[start : start + size]
+
+    def _batch_heatmaps(self, images: np.ndarray) -> list[Heatmaps]:
+        """Heatmaps of ``(N, H, W, 3)`` RGB uint8 images of one size, averaged over scales."""
+        height, width = images.shape[1:3]
+        stride = self.config.decode_stride
+        reference = self._geometry(height, width, 1.0)
+        grid = reference.grid_shape(stride)
+        total = torch.zeros((len(images), NUM_CHANNELS, *grid), device=self.device)  # (N, 50, h, w)
+        for scale in self.config.scales:
+            geometry = self._geometry(height, width, scale)
+            total += resample_heatmaps(self._scale_heatmaps(images, geometry), grid)
+        total /= len(self.config.scales)
+        transform = reference.grid_transform(stride)
+        return [Heatmaps(maps=maps, transform=transform) for maps in total.cpu().numpy()]
+
+    def _geometry(self, height: int, width: int, scale: float) -> InputGeometry:
+        return input_geometry(
+            height, width, scale * self.config.box_size, pad_multiple=self.config.pad_multiple
+        )
+
+    def _scale_heatmaps(self, images: np.ndarray, geometry: InputGeometry) -> torch.Tensor:
+        """Stride-4 heatmaps of the valid region at one scale, flip-averaged when configured.
+
+        Args:
+            images: ``(N, H, W, 3)`` RGB uint8.
+
+        Returns:
+            ``(N, 50, height/4, width/4)`` float32 on the device.
+        """
+        count = len(images)
+        resized = np.stack([resize_image(image, geometry) for image in images])  # (N, h, w, 3)
+        if self.config.flip:
+            # Mirror before padding, so the padding stays right and the mirror is exact.
+            resized = np.concatenate([resized, resized[:, :, ::-1]])  # (2N, h, w, 3)
+        padded = pad_image(resized, geometry, self.model.preprocessing.pad_value)
+        inputs = torch.from_numpy(normalise(padded, self.model.preprocessing))  # (B, 3, H', W')
+        outputs = self.network(inputs.to(device=self.device, dtype=self.dtype))
+        finest = outputs[-1][0]  # last stack, stride 4: (B, 50, H'/4, W'/4)
+        expected = (len(resized), NUM_CHANNELS, inputs.shape[2] // 4, inputs.shape[3] // 4)
+        if tuple(finest.shape) != expected:
+            raise CheckpointError(
+                f"network output is {tuple(finest.shape)}, expected {expected} for an input of "
+                f"{tuple(inputs.shape)}"
+            )
+        rows, columns = geometry.grid_shape(STRIDE)
+        maps = finest[:, :, :rows, :columns].float()  # (B, 50, height/4, width/4)
+        if not self.config.flip:
+            return maps
+        mirrored = maps[count:].flip(-1)[:, self._flip_channels]  # (N, 50, height/4, width/4)
+        return (maps[:count] + mirrored) / 2

@@ -1,0 +1,592 @@
+"""Where results go: annotated H.264 video, JSON-lines tracks, COCO results, OpenPose JSON, images.
+
+Every sink writes to a temporary name beside its output and renames it when complete, never
+overwrites an existing output unless ``force=True``, and is a context manager:
+
+* :meth:`close` finishes normally and returns the output path (``OutputError`` on failure);
+* :meth:`abort` is for interrupts and errors: it keeps what was completed — a playable MP4 of
+  the frames written so far, the complete JSON lines — renames it into place, never raises,
+  and returns the path (``None`` when nothing was written).
+
+Leaving a ``with`` block calls :meth:`close`, or :meth:`abort` when an exception (including
+``KeyboardInterrupt``) is propagating. Both are idempotent and thread-safe with respect to
+``write`` (a call waits for a write in progress to finish).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import threading
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from posecli.errors import OutputError
+from posecli.io.ffmpeg import FfmpegProcess, ffmpeg_path, probe_video, rational_rate
+from posecli.pose import Frame, frame_to_openpose, frame_to_track_line, to_coco_result
+
+logger = logging.getLogger(__name__)
+
+
+def check_output(path: Path, *, force: bool, directory: bool = False) -> None:
+    """Make sure ``path`` may be written: absent (or ``force``) and in a writable folder.
+
+    Missing parent folders are created (``path`` itself too when ``directory``).
+
+    Raises:
+        OutputError: the output exists without ``force``, is the wrong kind of entry, or its
+            folder cannot be created.
+    """
+    if directory and path.exists() and not path.is_dir():
+        raise OutputError(f"{path} is a file, not a directory")
+    if not directory and path.is_dir():
+        raise OutputError(f"{path} is a directory")
+    if not directory and path.exists() and not force:
+        raise OutputError(f"{path} exists (use --force to overwrite)")
+    folder = path if directory else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create directory {folder}: {error.strerror or error}") from error
+
+
+def temporary_path(path: Path, suffix: str = ".part") -> Path:
+    """Create an empty, unique hidden file beside ``path`` (same folder, so renames are atomic).
+
+    Raises:
+        OutputError: the folder is not writable.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        with open(temporary, "xb"):
+            pass
+    except OSError as error:
+        raise OutputError(f"cannot write to {path.parent}: {error.strerror or error}") from error
+    return temporary
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        logger.warning("could not remove temporary file %s", path, exc_info=True)
+
+
+def _json_line(record: dict) -> bytes:
+    return (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+class Sink:
+    """Context-manager behaviour shared by every sink (see the module docstring)."""
+
+    def close(self) -> Path | None:
+        raise NotImplementedError
+
+    def abort(self) -> Path | None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON lines
+
+
+class JsonLinesSink(Sink):
+    """Per-frame track lines (``.jsonl``, :data:`posecli.pose.TRACK_LINE_SCHEMA`).
+
+    Each :meth:`write` appends one line and flushes it, so an interrupted run keeps every
+    complete line; :meth:`abort` cuts a line left half-written, if any.
+    """
+
+    def __init__(self, path: str | Path, *, force: bool = False) -> None:
+        self.path = Path(path)
+        check_output(self.path, force=force)
+        self._temporary = temporary_path(self.path)
+        self._file = open(self._temporary, "wb")  # noqa: SIM115 — kept open across writes
+        self._complete_bytes = 0
+        self.lines = 0
+        self._lock = threading.Lock()
+        self._result: Path | None = None
+        self._finished = False
+
+    def write(self, frame: Frame) -> None:
+        """Append the line of ``frame`` (its poses in image pixels, COCO-17 order)."""
+        line = _json_line(frame_to_track_line(frame))
+        with self._lock:
+            if self._finished:
+                raise ValueError(f"{self.path}: write after close")
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except OSError as error:
+                raise OutputError(f"cannot write {self.path}: {error.strerror or error}") from error
+            self._complete_bytes += len(line)
+            self.lines += 1
+
+    def close(self) -> Path | None:
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                try:
+                    self._file.close()
+                    os.replace(self._temporary, self.path)
+                except OSError as error:
+                    _remove(self._temporary)
+                    raise OutputError(f"cannot write {self.path}: {error.strerror}") from error
+                self._result = self.path
+            return self._result
+
+    def abort(self) -> Path | None:
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                self._result = self._keep_complete_lines()
+            return self._result
+
+    def _keep_complete_lines(self) -> Path | None:
+        try:
+            try:
+                self._file.flush()
+            finally:
+                self._file.truncate(self._complete_bytes)
+                self._file.close()
+            if self.lines == 0:
+                _remove(self._temporary)
+                return None
+            os.replace(self._temporary, self.path)
+            return self.path
+        except OSError:
+            logger.exception("could not save the track lines written so far to %s", self.path)
+            _remove(self._temporary)
+            return None
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO results
+
+
+class CocoResultsSink(Sink):
+    """A COCO keypoint results file: a JSON list of :func:`posecli.pose.to_coco_result` entries.
+
+    Results are small and kept in memory; the file is written by :meth:`close` (or by
+    :meth:`abort`, with the images done so far). Entries carry ``file_name`` beside
+    ``image_id`` so that ids that are positions can be traced back to files.
+    """
+
+    def __init__(self, path: str | Path, *, force: bool = False) -> None:
+        self.path = Path(path)
+        check_output(self.path, force=force)
+        self._temporary = temporary_path(self.path)
+        self.results: list[dict] = []
+        self.images = 0
+        self._lock = threading.Lock()
+        self._result: Path | None = None
+        self._finished = False
+
+    def write(self, frame: Frame, image_id: int) -> None:
+        """Add the poses of one image (``frame.name`` is recorded as ``file_name``)."""
+        entries = [to_coco_result(pose, image_id, frame.name or None) for pose in frame.poses]
+        with self._lock:
+            if self._finished:
+                raise ValueError(f"{self.path}: write after close")
+            self.results.extend(entries)
+            self.images += 1
+
+    def _save(self) -> Path:
+        body = ",\n".join(json.dumps(entry, allow_nan=False) for entry in self.results)
+        try:
+            self._temporary.write_text(f"[\n{body}\n]\n" if body else "[]\n", encoding="utf-8")
+            os.replace(self._temporary, self.path)
+        except OSError as error:
+            _remove(self._temporary)
+            raise OutputError(f"cannot write {self.path}: {error.strerror or error}") from error
+        return self.path
+
+    def close(self) -> Path | None:
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                self._result = self._save()
+            return self._result
+
+    def abort(self) -> Path | None:
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                if self.images == 0:
+                    _remove(self._temporary)
+                    return None
+                try:
+                    self._result = self._save()
+                except OutputError:
+                    logger.exception("could not save the results done so far")
+            return self._result
+
+
+# ---------------------------------------------------------------------------------------------
+# Files written one by one into a directory (OpenPose JSON, annotated images)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = temporary_path(path)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as error:
+        _remove(temporary)
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+class _DirectorySink(Sink):
+    """Files written whole, one by one, into a directory: nothing is pending at close."""
+
+    def __init__(self, directory: str | Path, *, force: bool) -> None:
+        self.directory = Path(directory)
+        self.force = force
+        check_output(self.directory, force=force, directory=True)
+        self.files = 0
+
+    def _target(self, name: str) -> Path:
+        path = self.directory / name
+        if path.exists() and not self.force:
+            raise OutputError(f"{path} exists (use --force to overwrite)")
+        return path
+
+    def close(self) -> Path | None:
+        return self.directory
+
+    def abort(self) -> Path | None:
+        return self.directory if self.files else None
+
+
+class OpenPoseSink(_DirectorySink):
+    """OpenPose-compatible ``*_keypoints.json`` files, one per frame, in a directory.
+
+    Video frames are named ``{prefix}_{index:012d}_keypoints.json`` (OpenPose's naming), still
+    images ``{stem}_keypoints.json``. Existing keypoint files in the directory make the
+    constructor fail unless ``force``.
+    """
+
+    def __init__(self, directory: str | Path, *, prefix: str = "", force: bool = False) -> None:
+        super().__init__(directory, force=force)
+        self.prefix = prefix
+        existing = next(self.directory.glob("*_keypoints.json"), None)
+        if existing is not None and not force:
+            raise OutputError(f"{existing} exists (use --force to overwrite)")
+
+    def file_name(self, frame: Frame) -> str:
+        if frame.name:
+            return f"{Path(frame.name).stem}_keypoints.json"
+        stem = f"{self.prefix}_{frame.index:012d}" if self.prefix else f"{frame.index:012d}"
+        return f"{stem}_keypoints.json"
+
+    def write(self, frame: Frame) -> Path:
+        path = self._target(self.file_name(frame))
+        _write_atomically(path, json.dumps(frame_to_openpose(frame), allow_nan=False).encode())
+        self.files += 1
+        return path
+
+
+class ImageDirectorySink(_DirectorySink):
+    """Annotated still images, written under their own file names into a directory."""
+
+    def write(self, name: str, image: np.ndarray) -> Path:
+        """Encode ``image`` (``(H, W, 3)`` uint8 RGB) in the format of ``name``'s suffix."""
+        path = self._target(Path(name).name)
+        ok, encoded = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(image[:, :, ::-1]))
+        if not ok:
+            raise OutputError(f"cannot encode {path}: unsupported image format")
+        _write_atomically(path, encoded.tobytes())
+        self.files += 1
+        return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Annotated video
+
+#: Audio codecs copied into MP4 as they are (widely playable there); others become AAC.
+MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
+
+
+def _ebml(element_id: bytes, payload: bytes) -> bytes:
+    return element_id + _ebml_size(len(payload)) + payload
+
+
+def _ebml_size(size: int) -> bytes:
+    for length in range(1, 9):
+        if size < (1 << (7 * length)) - 1:
+            return (size | (1 << (7 * length))).to_bytes(length, "big")
+    raise ValueError(f"EBML element too large: {size} bytes")
+
+
+def _ebml_uint(element_id: bytes, value: int) -> bytes:
+    return _ebml(element_id, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+class MatroskaFrames:
+    """Raw RGB frames with microsecond timestamps as a Matroska stream, for ffmpeg's stdin.
+
+    A raw-video pipe carries no timestamps; this minimal Matroska (one ``V_UNCOMPRESSED`` track
+    with colour space ``RGB\\x18``, i.e. rgb24, one cluster per frame, unknown-size segment) lets
+    ffmpeg keep each frame's time, which variable frame rates need.
+    """
+
+    _UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"
+
+    @staticmethod
+    def header(width: int, height: int) -> bytes:
+        ebml = _ebml(
+            b"\x1a\x45\xdf\xa3",
+            _ebml_uint(b"\x42\x86", 1) + _ebml_uint(b"\x42\xf7", 1)  # EBML (read) version
+            + _ebml_uint(b"\x42\xf2", 4) + _ebml_uint(b"\x42\xf3", 8)  # max id / size length
+            + _ebml(b"\x42\x82", b"matroska")
+            + _ebml_uint(b"\x42\x87", 4) + _ebml_uint(b"\x42\x85", 2),  # DocType versions
+        )  # fmt: skip
+        info = _ebml(
+            b"\x15\x49\xa9\x66",
+            _ebml_uint(b"\x2a\xd7\xb1", 1000)  # TimestampScale: 1 µs
+            + _ebml(b"\x4d\x80", b"posecli")
+            + _ebml(b"\x57\x41", b"posecli"),
+        )
+        video = _ebml(
+            b"\xe0",
+            _ebml_uint(b"\xb0", width) + _ebml_uint(b"\xba", height)
+            + _ebml(b"\x2e\xb5\x24", b"RGB\x18"),  # ColourSpace: packed rgb24
+        )  # fmt: skip
+        track = _ebml(
+            b"\xae",
+            _ebml_uint(b"\xd7", 1) + _ebml_uint(b"\x73\xc5", 1) + _ebml_uint(b"\x83", 1)
+            + _ebml(b"\x86", b"V_UNCOMPRESSED") + video,
+        )  # fmt: skip
+        segment = b"\x18\x53\x80\x67" + MatroskaFrames._UNKNOWN_SIZE
+        return ebml + segment + info + _ebml(b"\x16\x54\xae\x6b", track)
+
+    @staticmethod
+    def frame_header(time_us: int, frame_bytes: int) -> bytes:
+        """Cluster (timestamp ``time_us``) and SimpleBlock headers; the pixels follow them."""
+        block_size = 4 + frame_bytes  # track number, relative time (int16), flags
+        simple_block = b"\xa3" + _ebml_size(block_size) + b"\x81\x00\x00\x80"
+        cluster_body = _ebml_uint(b"\xe7", time_us) + simple_block
+        return b"\x1f\x43\xb6\x75" + _ebml_size(len(cluster_body) + frame_bytes) + cluster_body
+
+
+def _track_timescale(frame_rate: Fraction, timescale: int | None) -> int:
+    """MP4 ticks per second: a multiple of ``timescale`` (or of the rate's numerator) ≥ 10000."""
+    base = timescale or (frame_rate.numerator if frame_rate > 0 else 90000)
+    return base * math.ceil(10000 / base)
+
+
+class VideoSink(Sink):
+    """Annotated frames → H.264 (yuv420p, BT.709) MP4, keeping each frame's presentation time.
+
+    Frames go to ffmpeg with their timestamps, so the output has the same frame count and
+    timing as the frames written: a constant rate stays constant, a variable one keeps its
+    timestamps (shifted so that the first frame is at 0). Odd widths or heights are padded by
+    one black pixel (yuv420p needs even sizes).
+    With ``audio_source``, its first audio stream — cut to the span of the frames written — is
+    added in a final step: copied when MP4 plays it widely (AAC, MP3, AC-3, E-AC-3, ALAC),
+    re-encoded to AAC otherwise.
+
+    Args:
+        path: the ``.mp4`` to write.
+        frame_rate: nominal rate (frames/s); used for frames written without a time and to
+            choose the MP4 timescale.
+        audio_source: file or URL whose audio to add (the video the frames came from).
+        timescale: MP4 ticks per second; pass the source's (``1 / VideoInfo.time_base``) to
+            keep variable timestamps exact.
+        crf, preset: libx264 quality and speed.
+        force: overwrite an existing output.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        frame_rate: float | Fraction,
+        *,
+        audio_source: str | Path | None = None,
+        timescale: int | None = None,
+        crf: int = 23,
+        preset: str = "veryfast",
+        force: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        check_output(self.path, force=force)
+        rate = frame_rate if isinstance(frame_rate, Fraction) else rational_rate(frame_rate)
+        self.frame_rate = rate if rate > 0 else Fraction(25)
+        self.timescale = _track_timescale(self.frame_rate, timescale)
+        self.crf, self.preset = crf, preset
+        self.audio_source = str(audio_source) if audio_source is not None else None
+        self.audio_codec = probe_video(audio_source).audio_codec if audio_source else None
+        self._video = temporary_path(self.path, ".mp4")
+        self._encoder: FfmpegProcess | None = None
+        self._size: tuple[int, int] | None = None  # (height, width)
+        self.frames = 0
+        self._first_time: float | None = None
+        self._last_us = -1
+        self._shift_us = 0  # added after a timestamp jumped backwards
+        self._lock = threading.Lock()
+        self._finished = False
+        self._result: Path | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds covered by the frames written (the last frame lasts one nominal period)."""
+        if not self.frames:
+            return 0.0
+        return self._last_us / 1e6 + float(1 / self.frame_rate)
+
+    def write(self, image: np.ndarray, time: float | None = None) -> None:
+        """Add one frame: ``(H, W, 3)`` uint8 RGB, shown at ``time`` seconds (source time).
+
+        Without ``time`` a frame follows the previous one by one period of ``frame_rate``.
+
+        Raises:
+            OutputError: the encoder failed (disk full, killed…).
+            ValueError: the frame's size differs from the first frame's, or after close.
+        """
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"frames must be (H, W, 3) RGB, got shape {image.shape}")
+        with self._lock:
+            if self._finished:
+                raise ValueError(f"{self.path}: write after close")
+            if self._encoder is None:
+                self._start(image.shape[0], image.shape[1])
+            elif image.shape[:2] != self._size:
+                raise ValueError(f"frame of shape {image.shape}, expected {self._size + (3,)}")
+            time_us = self._timestamp(time)
+            stdin = self._encoder.process.stdin
+            try:
+                stdin.write(MatroskaFrames.frame_header(time_us, image.nbytes))
+                stdin.write(memoryview(image).cast("B"))
+            except (BrokenPipeError, ValueError) as error:
+                raise self._encoder_failure("video encoder failed") from error
+            self.frames += 1
+
+    def _encoder_failure(self, what: str) -> OutputError:
+        """Stop the encoder (it exited or broke its pipe) and describe what it said."""
+        assert self._encoder is not None
+        self._encoder.kill()
+        return OutputError(f"{what} for {self.path}: {self._encoder.error_message()}")
+
+    def _timestamp(self, time: float | None) -> int:
+        """Microseconds since the first frame, strictly increasing."""
+        period_us = round(1e6 / self.frame_rate)
+        if time is None:
+            time = (self._first_time or 0.0) + (self._last_us + period_us) / 1e6
+        if self._first_time is None:
+            self._first_time = time
+        time_us = round((time - self._first_time) * 1e6) + self._shift_us
+        if time_us <= self._last_us:
+            logger.warning("video timestamp went back at %.3f s; continuing after the last", time)
+            self._shift_us += self._last_us + period_us - time_us
+            time_us = self._last_us + period_us
+        self._last_us = time_us
+        return time_us
+
+    def _encoder_args(self) -> list[str]:
+        return [
+            "-loglevel", "error", "-f", "matroska", "-i", "pipe:0", "-map", "0:v:0",
+            "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2,scale=out_color_matrix=bt709:out_range=tv",
+            "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
+            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+            "-color_range", "tv", "-fps_mode", "passthrough",
+            "-enc_time_base", f"1/{self.timescale}", "-video_track_timescale", str(self.timescale),
+            "-movflags", "+faststart", "-f", "mp4", "-y", ffmpeg_path(self._video),
+        ]  # fmt: skip
+
+    def _start(self, height: int, width: int) -> None:
+        self._size = (height, width)
+        self._encoder = FfmpegProcess(self._encoder_args(), stdin=subprocess.PIPE)
+        try:
+            self._encoder.process.stdin.write(MatroskaFrames.header(width, height))
+        except BrokenPipeError as error:
+            raise self._encoder_failure("cannot start the video encoder") from error
+
+    def close(self) -> Path | None:
+        """Finish the MP4 (add audio), rename it into place; ``None`` if no frame was written."""
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                self._result = self._finish()
+            return self._result
+
+    def abort(self) -> Path | None:
+        """Finish a playable MP4 of the frames written so far; log failures instead of raising."""
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                try:
+                    self._result = self._finish()
+                except (OutputError, OSError):
+                    logger.exception("could not save the video written so far")
+            return self._result
+
+    def _finish(self) -> Path | None:
+        """End the encoder, mux audio, rename; temporary files are removed whatever happens."""
+        muxed = None
+        try:
+            if self._encoder is None or self.frames == 0:
+                return None
+            self._end_encoder()
+            final = self._video
+            if self.audio_codec is not None:
+                muxed = temporary_path(self.path, ".mp4")
+                final = muxed if self._add_audio(muxed) else self._video
+            try:
+                os.replace(final, self.path)
+            except OSError as error:
+                raise OutputError(f"cannot write {self.path}: {error.strerror or error}") from error
+            return self.path
+        finally:
+            if self._encoder is not None and self._encoder.running:
+                self._encoder.kill()
+            _remove(self._video)
+            if muxed is not None:
+                _remove(muxed)
+
+    def _end_encoder(self) -> None:
+        assert self._encoder is not None
+        try:
+            self._encoder.process.stdin.close()  # end of stream: ffmpeg writes the MP4 index
+        except BrokenPipeError:
+            logger.debug("encoder stdin already broken", exc_info=True)
+        if self._encoder.wait() != 0:
+            message = self._encoder.error_message()
+            raise OutputError(f"video encoding failed for {self.path}: {message}")
+
+    def _add_audio(self, muxed: Path) -> bool:
+        """Mux the source's audio, cut to the frames' span, with the video; False on failure."""
+        start = self._first_time or 0.0
+        copy = self.audio_codec in MP4_AUDIO_COPY
+        audio = ["-c:a", "copy"] if copy else ["-c:a", "aac", "-b:a", "160k"]
+        seek = ["-ss", f"{start:.6f}"] if start > 0 else []
+        args = [
+            "-nostdin", "-loglevel", "error", "-i", ffmpeg_path(self._video),
+            *seek, "-t", f"{self.duration:.6f}", "-i", ffmpeg_path(self.audio_source),
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *audio,
+            "-movflags", "+faststart", "-f", "mp4", "-y", ffmpeg_path(muxed),
+        ]  # fmt: skip
+        process = FfmpegProcess(args)
+        if process.wait() != 0:
+            logger.warning(
+                "audio of %s could not be added (%s); %s has no sound",
+                self.audio_source, process.error_message(), self.path,
+            )  # fmt: skip
+            return False
+        return True

@@ -1,0 +1,573 @@
+"""Where frames come from: video files and URLs (ffmpeg), still images (OpenCV), cameras (OpenCV).
+
+Every source yields :class:`SourceFrame` records whose ``image`` is an upright RGB uint8
+``(H, W, 3)`` array: video rotation metadata and EXIF orientation are applied, grey and 16-bit
+images become 8-bit RGB, and transparent pixels are composited on white. Sources are context
+managers; closing one mid-stream stops its ffmpeg process or camera thread at once.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import queue
+import re
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import cv2
+import numpy as np
+
+from posecli.errors import InputError, UsageError
+from posecli.io.ffmpeg import (
+    FfmpegProcess,
+    VideoInfo,
+    count_packets,
+    ffmpeg_path,
+    is_url,
+    probe_video,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """One upright frame.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8, RGB, upright.
+        index: frame number in the source (0-based), or the image's position in the sorted list.
+        time: presentation time in seconds from the start of the source (0 for still images;
+            seconds since the first frame for cameras).
+        name: file name for still images, empty otherwise.
+    """
+
+    image: np.ndarray
+    index: int
+    time: float
+    name: str = ""
+
+
+class _Source:
+    """Context-manager plumbing shared by the sources."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Video files and URLs
+
+
+@dataclass(frozen=True)
+class _FrameRecord:
+    """What ffmpeg's ``showinfo`` filter logged about one output frame."""
+
+    number: int  # position among the frames that reach the output (after --every)
+    pts: int | None  # in units of time_base; None when the stream has no timestamps
+    time_base: Fraction
+    width: int
+    height: int
+
+
+_SHOWINFO_CONFIG = re.compile(r"\[Parsed_showinfo_\d+ @ [^\]]*\] config in time_base: (\d+)/(\d+)")
+_SHOWINFO_FRAME = re.compile(
+    r"\[Parsed_showinfo_\d+ @ [^\]]*\] n:\s*(\d+) pts:\s*(\S+) .*? s:(\d+)x(\d+) "
+)
+
+
+class _ShowinfoParser:
+    """Turns ffmpeg log lines into :class:`_FrameRecord` items on a queue (``None`` at the end)."""
+
+    def __init__(self) -> None:
+        self.records: queue.Queue[_FrameRecord | None] = queue.Queue()
+        self._time_base = Fraction(1, 1)
+
+    def __call__(self, line: str) -> None:
+        config = _SHOWINFO_CONFIG.search(line)
+        if config:
+            self._time_base = Fraction(int(config.group(1)), int(config.group(2)))
+            return
+        frame = _SHOWINFO_FRAME.search(line)
+        if frame:
+            number, pts, width, height = frame.groups()
+            self.records.put(
+                _FrameRecord(
+                    number=int(number),
+                    pts=int(pts) if pts.lstrip("-").isdigit() else None,
+                    time_base=self._time_base,
+                    width=int(width),
+                    height=int(height),
+                )
+            )
+
+    def finish(self) -> None:
+        self.records.put(None)
+
+
+class VideoSource(_Source):
+    """Frames of a video file or URL, decoded by ffmpeg as a stream (flat memory).
+
+    ``start`` seeks (fast, frame-accurate) to that time in seconds; frames at ``end`` or later are
+    not read; ``every`` keeps one frame in ``every`` (dropped inside ffmpeg, never piped).
+    ``frame.time`` is the presentation time in the source, so variable frame rates keep their
+    timestamps. ``frame.index`` counts decoded frames from the start of the source; after a seek it
+    is derived from the time (exact for a constant frame rate).
+
+    Iterating starts ffmpeg; :meth:`close` (or leaving the ``with`` block) stops it, also from
+    another thread while a frame is being read.
+
+    Raises:
+        InputError: missing, empty, unreadable or corrupt input, or no video stream.
+        UsageError: ``start``, ``end`` or ``every`` out of range.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        every: int = 1,
+    ) -> None:
+        if every < 1:
+            raise UsageError(f"--every must be at least 1, got {every}")
+        if start is not None and start < 0:
+            raise UsageError(f"--start must not be negative, got {start}")
+        if end is not None and end <= (start or 0.0):
+            raise UsageError(f"--end ({end}) must be after --start ({start or 0.0})")
+        self.source = str(source)
+        self.start, self.end, self.every = start, end, every
+        self.info: VideoInfo = probe_video(self.source)
+        self._process: FfmpegProcess | None = None
+        self._closed = False
+
+    def expected_frames(self) -> int | None:
+        """How many frames iteration should yield, for progress bars (``None`` if unknown).
+
+        Counts the packets of a local file without decoding; estimates from the duration
+        for URLs and for --start/--end ranges.
+        """
+        rate = float(self.info.frame_rate)
+        if self.start is None and self.end is None and not is_url(self.source):
+            total = count_packets(self.source)
+        elif self.info.duration and rate:
+            end = min(self.end or self.info.duration, self.info.duration)
+            total = max(0, round((end - (self.start or 0.0)) * rate))
+        else:
+            return None
+        return -(-total // self.every)
+
+    def _ffmpeg_args(self) -> list[str]:
+        filters = ["showinfo=checksum=0"]
+        if self.every > 1:
+            filters.insert(0, rf"select=not(mod(n\,{self.every}))")
+        seek = ["-ss", f"{self.start:.6f}"] if self.start else []
+        return [
+            "-nostdin", "-nostats", "-loglevel", "info", *seek, "-i", ffmpeg_path(self.source),
+            "-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-flush_packets", "1", "pipe:1",
+        ]  # fmt: skip
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        if self._closed:
+            return
+        parser = _ShowinfoParser()
+        process = FfmpegProcess(
+            self._ffmpeg_args(), stdout=subprocess.PIPE, on_line=parser, on_close=parser.finish
+        )
+        self._process = process
+        try:
+            yield from self._read(process, parser)
+        finally:
+            process.kill()
+
+    def _read(self, process: FfmpegProcess, parser: _ShowinfoParser) -> Iterator[SourceFrame]:
+        yielded = 0
+        for record, image in _decoded(process, parser):
+            time_s = self._time(record)
+            if self.end is not None and time_s >= self.end:
+                break
+            yield SourceFrame(image=image, index=self._index(record, time_s), time=time_s)
+            yielded += 1
+        else:
+            if self._closed:
+                return
+            if process.wait() != 0:
+                message = process.error_message()
+                if not yielded:
+                    raise InputError(f"cannot decode video {self.source}: {message}")
+                logger.warning("video %s ended early: %s", self.source, message)
+        if not yielded:
+            raise InputError(f"no video frames in {self.source}{self._span()}")
+
+    def _span(self) -> str:
+        """`` from 2 s to 5 s`` for a --start/--end range, else empty."""
+        start = f" from {self.start:g} s" if self.start else ""
+        return start + (f" to {self.end:g} s" if self.end is not None else "")
+
+    def _time(self, record: _FrameRecord) -> float:
+        offset = self.start or 0.0
+        if record.pts is None:
+            rate = self.info.frame_rate or Fraction(25)
+            return offset + float(record.number * self.every / rate)
+        return offset + float(record.pts * record.time_base)
+
+    def _index(self, record: _FrameRecord, time_s: float) -> int:
+        if self.start and self.info.frame_rate:
+            return round(time_s * self.info.frame_rate)
+        return record.number * self.every
+
+    def close(self) -> None:
+        """Stop ffmpeg; a running iteration ends (safe to call from another thread, twice)."""
+        self._closed = True
+        if self._process is not None:
+            self._process.kill()
+
+
+def _decoded(
+    process: FfmpegProcess, parser: _ShowinfoParser
+) -> Iterator[tuple[_FrameRecord, np.ndarray]]:
+    """Pair each ``showinfo`` record with its frame from ffmpeg's stdout, in order.
+
+    ffmpeg logs a frame's record before writing its pixels, so the record is always there
+    first; every frame is read at the size of the first (ffmpeg scales later ones to it).
+    """
+    assert process.process.stdout is not None
+    first: _FrameRecord | None = None
+    while (record := parser.records.get()) is not None:
+        first = first or record
+        image = _read_rgb(process.process.stdout, first.width, first.height)
+        if image is None:
+            return
+        yield record, image
+
+
+def _read_rgb(stream: BinaryIO, width: int, height: int) -> np.ndarray | None:
+    """Read one rgb24 frame ``(height, width, 3)`` uint8 from a pipe; ``None`` at its end."""
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    view = memoryview(image).cast("B")
+    filled = 0
+    while filled < len(view):
+        try:
+            count = stream.readinto(view[filled:])
+        except (OSError, ValueError):  # the pipe was closed by close() on another thread
+            return None
+        if not count:
+            if filled:
+                logger.warning("video ended inside a frame; the partial frame is dropped")
+            return None
+        filled += count
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Still images
+
+#: File name suffixes taken from a directory (lower case).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",
+     ".pbm", ".pgm", ".ppm", ".pnm", ".avif"}
+)  # fmt: skip
+
+
+def natural_key(path: Path) -> list[str | int]:
+    """Sort key that orders ``img2.png`` before ``img10.png``."""
+    parts = re.split(r"(\d+)", str(path))
+    return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)]
+
+
+def expand_image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Turn directories, glob patterns and file names into one sorted list of image files.
+
+    Directories contribute their image files (by suffix, not recursive); globs their matching
+    files (``**`` recurses); files are taken as they are. The result is de-duplicated and in
+    natural order.
+
+    Raises:
+        InputError: a name that does not exist, a glob without matches, a directory without images.
+    """
+    found: dict[Path, Path] = {}
+    for item in inputs:
+        for path in _expand_one(item):
+            found.setdefault(path.resolve(), path)
+    if not found:
+        raise InputError("no input images given")
+    return sorted(found.values(), key=natural_key)
+
+
+def _expand_one(item: str | Path) -> list[Path]:
+    path = Path(item)
+    if path.is_dir():
+        images = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if not images:
+            raise InputError(f"no images in directory {path}")
+        return images
+    if path.is_file():
+        return [path]
+    if glob.has_magic(str(item)):
+        matches = [Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file()]
+        if not matches:
+            raise InputError(f"no files match {item}")
+        return matches
+    raise InputError(f"input not found: {item}")
+
+
+_COCO_NAME = re.compile(r"(?:COCO_[A-Za-z]+\d*_)?(\d+)")
+
+
+def image_ids(paths: Sequence[Path]) -> list[tuple[int, str]]:
+    """``(image_id, file name)`` for each path, in order.
+
+    When every file name is COCO-style (its stem is a number such as ``000000123456`` or
+    ``COCO_val2014_000000123456``) and the numbers are distinct, the id is that number. Otherwise
+    every id is the position in ``paths`` (0-based), so ids never mix the two schemes.
+    """
+    numbers = [_COCO_NAME.fullmatch(path.stem) for path in paths]
+    if all(numbers) and len({int(m.group(1)) for m in numbers}) == len(paths):
+        ids = [int(m.group(1)) for m in numbers]
+    else:
+        ids = list(range(len(paths)))
+    return [(image_id, path.name) for image_id, path in zip(ids, paths, strict=True)]
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as upright RGB uint8 ``(H, W, 3)``.
+
+    EXIF orientation (JPEG, PNG, WebP) is applied; grey becomes RGB; 16-bit and float images
+    are scaled to 8 bits; an alpha channel is composited on a white background.
+
+    Raises:
+        InputError: the file is missing, unreadable, empty or not a decodable image.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read image {path}: {error.strerror or error}") from error
+    if not data:
+        raise InputError(f"image is empty: {path}")
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.size == 0:
+        raise InputError(f"cannot decode image {path}: not an image, or corrupt")
+    image = _to_rgb(_to_uint8(decoded, path))
+    return np.ascontiguousarray(apply_orientation(image, exif_orientation(data)))
+
+
+def _to_uint8(image: np.ndarray, path: Path) -> np.ndarray:
+    """Scale any bit depth to uint8 (16-bit: ×255/65535 rounded; float: [0, 1] clipped)."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if image.dtype.kind == "f":
+        return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise InputError(f"cannot read image {path}: unsupported pixel type {image.dtype}")
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV channel layouts (grey, grey+alpha, BGR, BGRA; uint8) to RGB ``(H, W, 3)``."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    channels = image.shape[2]
+    if channels in (2, 4):
+        colour = image[:, :, :-1].astype(np.float32)
+        alpha = image[:, :, -1:].astype(np.float32) / 255.0
+        image = (colour * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        channels -= 1
+    if channels == 1:
+        return np.repeat(image, 3, axis=2)
+    return image[:, :, ::-1]
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1–8, 1 = upright) of an encoded JPEG, PNG or WebP image."""
+    tiff = _exif_block(data)
+    if tiff is None or len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+    if ifd + 2 > len(tiff):
+        return 1
+    (entries,) = struct.unpack_from(order + "H", tiff, ifd)
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * entries, len(tiff) - 11), 12):
+        tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+        if tag == 0x0112 and kind == 3:  # Orientation, SHORT
+            (value,) = struct.unpack_from(order + "H", tiff, entry + 8)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _exif_block(data: bytes) -> bytes | None:
+    """The TIFF-structured EXIF payload of a JPEG (APP1), PNG (eXIf) or WebP (EXIF) file."""
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_exif(data)
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return _chunk(data, 8, b"eXIf", ">", pad=False, crc=True)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        block = _chunk(data, 12, b"EXIF", "<", pad=True, crc=False)
+        return block[6:] if block is not None and block.startswith(b"Exif\0\0") else block
+    return None
+
+
+def _jpeg_exif(data: bytes) -> bytes | None:
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan, end of image: no EXIF before the pixels
+            return None
+        (length,) = struct.unpack_from(">H", data, position + 2)
+        segment = data[position + 4 : position + 2 + length]
+        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
+            return segment[6:]
+        position += 2 + length
+    return None
+
+
+def _chunk(data: bytes, position: int, name: bytes, order: str, *, pad: bool, crc: bool):
+    """Payload of the first chunk called ``name`` in a PNG (big-endian) or RIFF file."""
+    while position + 8 <= len(data):
+        if order == ">":
+            (length,) = struct.unpack_from(">I", data, position)
+            kind = data[position + 4 : position + 8]
+        else:
+            kind = data[position : position + 4]
+            (length,) = struct.unpack_from("<I", data, position + 4)
+        if kind == name:
+            return data[position + 8 : position + 8 + length]
+        position += 8 + length + (4 if crc else 0) + (length % 2 if pad else 0)
+    return None
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an ``(H, W, C)`` image stored with EXIF ``orientation`` upright (a view, no copy)."""
+    transforms = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # upside down
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # transposed
+        6: lambda a: np.rot90(a, -1),  # needs a quarter turn clockwise
+        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),  # transversed
+        8: lambda a: np.rot90(a, 1),  # needs a quarter turn counter-clockwise
+    }
+    return transforms.get(orientation, transforms[1])(image)
+
+
+class ImageSource(_Source):
+    """Still images from directories, globs and files, in natural order.
+
+    ``frame.index`` is the position in :attr:`paths`, ``frame.time`` is 0 and ``frame.name`` the
+    file name; :attr:`ids` gives the ``(image_id, name)`` pairs of :func:`image_ids`.
+    """
+
+    def __init__(self, inputs: Sequence[str | Path]) -> None:
+        self.paths: list[Path] = expand_image_inputs(inputs)
+        self.ids: list[tuple[int, str]] = image_ids(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        for index, path in enumerate(self.paths):
+            yield SourceFrame(image=load_image(path), index=index, time=0.0, name=path.name)
+
+    def close(self) -> None:
+        """Nothing to release: each file is read and closed as it is loaded."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Cameras
+
+
+class CameraSource(_Source):
+    """Live frames from an OpenCV capture device (index) or stream URL, newest first.
+
+    A thread grabs frames continuously and keeps only the newest one; iteration returns it and
+    waits for the next, so a slow consumer skips stale frames instead of queueing them (latency
+    first). ``frame.index`` counts captured frames (gaps show skipped ones; :attr:`dropped` is
+    their number) and ``frame.time`` is seconds since the first capture.
+
+    Raises:
+        InputError: no camera opens, or it opens but delivers no frame.
+    """
+
+    def __init__(
+        self, camera: int | str = 0, *, width: int | None = None, height: int | None = None
+    ) -> None:
+        self.camera = int(camera) if str(camera).isdigit() else camera
+        self._capture = cv2.VideoCapture(self.camera)
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise InputError(f"no camera could be opened at {self.camera!r}")
+        if width:
+            self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        self._capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self.dropped = 0
+        self._newest: tuple[int, float, np.ndarray] | None = None  # index, monotonic time, BGR
+        self._ended = False
+        self._stopping = threading.Event()
+        self._changed = threading.Condition()
+        self._grabber = threading.Thread(target=self._grab, name="camera-grab", daemon=True)
+        self._grabber.start()
+
+    def _grab(self) -> None:
+        index = 0
+        while not self._stopping.is_set():
+            ok, bgr = self._capture.read()
+            if not ok:
+                break
+            with self._changed:
+                self.dropped += self._newest is not None
+                self._newest = (index, time.monotonic(), bgr)
+                self._changed.notify_all()
+            index += 1
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        start = None
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._newest is not None or self._ended)
+                if self._newest is None:
+                    break
+                index, captured, bgr = self._newest
+                self._newest = None
+            start = captured if start is None else start
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield SourceFrame(image=rgb, index=index, time=captured - start)
+        if start is None and not self._stopping.is_set():
+            raise InputError(f"camera {self.camera!r} opened but delivered no frame")
+
+    def close(self) -> None:
+        """Stop the grabbing thread and release the device (safe to call twice)."""
+        self._stopping.set()
+        self._grabber.join(timeout=5.0)
+        with self._changed:  # wake a consumer even if the grabber is stuck in a read
+            self._ended = True
+            self._changed.notify_all()
+        if self._grabber.is_alive():
+            logger.warning("camera %r did not stop within 5 s; leaving it open", self.camera)
+            return
+        self._capture.release()

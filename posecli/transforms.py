@@ -1,0 +1,231 @@
+"""Preprocessing of images for the network and the inverse map back to image pixels.
+
+NumPy and OpenCV only. The Estimator (and anything that must feed the network exactly as the
+Estimator does, such as benchmarks and evaluation) goes through these functions:
+
+1. ``input_geometry`` decides the resized and padded size of an image for one search scale;
+2. ``resize_image`` resizes an RGB uint8 image to that size, ``pad_image`` pads it right and
+   bottom with the checkpoint's pad value;
+3. ``normalise`` turns a batch of padded RGB uint8 images into the float32 NCHW tensor layout the
+   checkpoint expects (channel order, scale, mean, std);
+4. ``InputGeometry.grid_transform`` gives the ``GridTransform`` from a heatmap grid back to
+   pixels of the original image.
+
+Coordinates: integer values at pixel centres, x right, y down. A heatmap cell ``(i, j)`` of
+stride ``s`` has its centre at input pixel ``(s*j + (s-1)/2, s*i + (s-1)/2)``. Resizing follows
+OpenCV's pixel-centre convention: resized pixel ``u`` ↔ original ``(u + 0.5) / f - 0.5`` with
+``f`` the per-axis resize factor (resized size / original size).
+
+The resized sizes are multiples of the network stride (4), so that every stride-4 cell covers
+exactly 4×4 pixels of the image and no padding: every heatmap grid of every scale then spans the
+original image exactly, mirroring a heatmap mirrors the image, and grids of different scales
+align under ``align_corners=False`` resampling. The per-axis factors are kept exactly (they may
+differ by a fraction of a percent), so this rounding costs no accuracy in the inverse map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from posecli.config import Preprocessing
+from posecli.errors import InputError, UsageError
+from posecli.spec import STRIDE
+
+#: Default cap on the resized width relative to the target height: an image wider than this
+#: aspect ratio (a panorama, a strip) is scaled so that its width is ``MAX_ASPECT_RATIO ×``
+#: the target height instead, and its height comes out smaller than the target. This keeps the
+#: network input (and its memory) bounded for absurd shapes; 4:1 leaves every common photo and
+#: video format (up to 32:9) untouched. Tall images need no cap: their long side is the height.
+MAX_ASPECT_RATIO = 4.0
+
+COLOUR_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class GridTransform:
+    """Affine map from heatmap-grid coordinates to original image pixels, per axis.
+
+    ``x_image = scale_x * x_grid + offset_x`` and ``y_image = scale_y * y_grid + offset_y``,
+    with grid coordinates ``(x, y) = (column, row)`` of cell centres and image coordinates in
+    pixels of the original image (integer = pixel centre).
+    """
+
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+
+    @classmethod
+    def from_resize(cls, stride: int, factor_x: float, factor_y: float) -> GridTransform:
+        """The transform of a stride-``stride`` grid laid on an image resized by the factors.
+
+        Cell ``j`` has its centre at resized pixel ``u = stride*j + (stride-1)/2``, which is
+        original pixel ``(u + 0.5) / factor - 0.5 = stride * (j + 0.5) / factor - 0.5``.
+        """
+        return cls(
+            scale_x=stride / factor_x,
+            scale_y=stride / factor_y,
+            offset_x=0.5 * stride / factor_x - 0.5,
+            offset_y=0.5 * stride / factor_y - 0.5,
+        )
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Map ``(..., 2)`` grid points ``[x, y]`` to ``(..., 2)`` float64 image pixels."""
+        points = np.asarray(points, dtype=np.float64)
+        return points * (self.scale_x, self.scale_y) + (self.offset_x, self.offset_y)
+
+    def inverse(self, points: np.ndarray) -> np.ndarray:
+        """Map ``(..., 2)`` image pixels ``[x, y]`` to ``(..., 2)`` float64 grid coordinates."""
+        points = np.asarray(points, dtype=np.float64)
+        return (points - (self.offset_x, self.offset_y)) / (self.scale_x, self.scale_y)
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """Sizes of one image on its way into the network at one search scale.
+
+    Attributes:
+        image_height, image_width: the original image, pixels.
+        height, width: the resized image, multiples of the network stride (4).
+        padded_height, padded_width: the network input after right/bottom padding.
+    """
+
+    image_height: int
+    image_width: int
+    height: int
+    width: int
+    padded_height: int
+    padded_width: int
+
+    @property
+    def factor_x(self) -> float:
+        """Horizontal resize factor, resized width / original width."""
+        return self.width / self.image_width
+
+    @property
+    def factor_y(self) -> float:
+        """Vertical resize factor, resized height / original height."""
+        return self.height / self.image_height
+
+    def grid_shape(self, stride: int = STRIDE) -> tuple[int, int]:
+        """``(rows, columns)`` of the stride-``stride`` grid over the resized (unpadded) image."""
+        if STRIDE % stride:
+            raise UsageError(f"grid stride must divide the network stride {STRIDE}, got {stride}")
+        return self.height // stride, self.width // stride
+
+    def grid_transform(self, stride: int = STRIDE) -> GridTransform:
+        """The map from the stride-``stride`` grid of the resized image to original pixels."""
+        return GridTransform.from_resize(stride, self.factor_x, self.factor_y)
+
+
+def _round_to_stride(length: float) -> int:
+    """Nearest positive multiple of the network stride."""
+    return max(STRIDE, STRIDE * round(length / STRIDE))
+
+
+def _round_up(length: int, multiple: int) -> int:
+    return multiple * math.ceil(length / multiple)
+
+
+def input_geometry(
+    image_height: int,
+    image_width: int,
+    target_height: float,
+    pad_multiple: int = 64,
+    max_aspect_ratio: float = MAX_ASPECT_RATIO,
+) -> InputGeometry:
+    """Resized and padded sizes of an image for a target height (search scale × box size).
+
+    The height becomes ``target_height`` and the width follows with the aspect ratio, both
+    rounded to the nearest multiple of the network stride (4). An image wider than
+    ``max_aspect_ratio`` × its target height is fitted by its width instead (see
+    ``MAX_ASPECT_RATIO``). Padding (right and bottom) brings both sides to multiples of
+    ``pad_multiple``.
+    """
+    if image_height < 1 or image_width < 1:
+        raise InputError(f"image has no pixels: {image_height}×{image_width}")
+    if target_height < STRIDE:
+        raise UsageError(f"input height {target_height:g} is below the network stride {STRIDE}")
+    if pad_multiple < 1 or pad_multiple % STRIDE:
+        raise UsageError(f"pad multiple must be a multiple of {STRIDE}, got {pad_multiple}")
+    factor = target_height / image_height
+    max_width = max_aspect_ratio * target_height
+    if image_width * factor > max_width:
+        factor = max_width / image_width
+    height = _round_to_stride(image_height * factor)
+    width = _round_to_stride(image_width * factor)
+    return InputGeometry(
+        image_height=image_height,
+        image_width=image_width,
+        height=height,
+        width=width,
+        padded_height=_round_up(height, pad_multiple),
+        padded_width=_round_up(width, pad_multiple),
+    )
+
+
+def resize_image(image: np.ndarray, geometry: InputGeometry) -> np.ndarray:
+    """Resize an ``(H, W, 3)`` uint8 image (any channel order) to ``(height, width, 3)`` uint8.
+
+    Area averaging when shrinking (no aliasing), bilinear when enlarging; both follow OpenCV's
+    pixel-centre convention that ``GridTransform`` inverts.
+    """
+    if image.shape[:2] != (geometry.image_height, geometry.image_width):
+        raise InputError(
+            f"image is {image.shape[0]}×{image.shape[1]}, geometry expects "
+            f"{geometry.image_height}×{geometry.image_width}"
+        )
+    size = (geometry.width, geometry.height)  # OpenCV takes (width, height)
+    if size == (geometry.image_width, geometry.image_height):
+        return image
+    shrinking = geometry.width * geometry.height < geometry.image_width * geometry.image_height
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+def pad_image(images: np.ndarray, geometry: InputGeometry, pad_value: int) -> np.ndarray:
+    """Pad resized images right and bottom to the padded size with the uint8 ``pad_value``.
+
+    Args:
+        images: ``(..., height, width, 3)`` uint8, any channel order.
+
+    Returns:
+        ``(..., padded_height, padded_width, 3)`` uint8; the image sits at the top-left.
+    """
+    pad_rows = geometry.padded_height - images.shape[-3]
+    pad_columns = geometry.padded_width - images.shape[-2]
+    if pad_rows == 0 and pad_columns == 0:
+        return images
+    widths = [(0, 0)] * (images.ndim - 3) + [(0, pad_rows), (0, pad_columns), (0, 0)]
+    return np.pad(images, widths, mode="constant", constant_values=pad_value)
+
+
+def normalise(images: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """Turn RGB uint8 images into the network's input convention.
+
+    Args:
+        images: ``(N, H, W, 3)`` uint8, RGB.
+        preprocessing: the checkpoint's convention, ``(x[..., order] * scale - mean) / std``.
+
+    Returns:
+        ``(N, 3, H, W)`` float32, C-contiguous, channels in ``preprocessing.colour_order``.
+    """
+    if preprocessing.colour_order not in COLOUR_ORDERS:
+        raise UsageError(
+            f"unknown colour order {preprocessing.colour_order!r}, expected one of "
+            f"{', '.join(COLOUR_ORDERS)}"
+        )
+    if preprocessing.colour_order == "BGR":
+        images = images[..., ::-1]
+    mean = np.asarray(preprocessing.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(preprocessing.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    scale = np.float32(preprocessing.scale)
+    tensor = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)  # (N, 3, H, W)
+    tensor *= scale
+    tensor -= mean
+    tensor /= std
+    return tensor
