@@ -1,0 +1,59 @@
+"""The door to the compiled decoder ``posecli.decode._native`` (built from pyx/decode_native.pyx).
+
+This is the only module that imports the extension. It passes the configuration as plain
+numbers; the extension takes arrays in and gives arrays out, and releases the GIL while it works.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from posecli.config import DecodeConfig
+
+try:
+    from posecli.decode import _native
+
+    _IMPORT_ERROR = ""
+except ImportError as error:  # not built: `python setup.py build_ext --inplace` or `pip install`
+    _native = None
+    _IMPORT_ERROR = str(error)
+
+
+def available() -> bool:
+    """Whether the extension is built and importable."""
+    return _native is not None
+
+
+def import_error() -> str:
+    """Why the extension could not be imported ("" when it could)."""
+    return _IMPORT_ERROR
+
+
+def decode_people(
+    heatmaps: np.ndarray, body_parts: np.ndarray, num_keypoints: int, config: DecodeConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Same contract as :func:`posecli.decode.reference.decode_people`.
+
+    Args:
+        heatmaps: ``(C, H, W)`` C-contiguous float32 (NaN and ±inf read as in the reference).
+        body_parts: ``(B, 2)`` intc keypoint pairs; part maps are channels ``0…B-1``, keypoint
+            maps ``B…B+num_keypoints-1``.
+    """
+    return _native.decode_people(
+        heatmaps,
+        body_parts,
+        num_keypoints,
+        config.peak_threshold,
+        config.part_threshold,
+        config.part_sample_ratio,
+        config.max_part_samples,
+        config.long_part_fraction,
+        config.part_length_factor,
+        config.merge_ratio,
+        config.min_parts,
+        config.min_mean_part_score,
+        config.max_peaks,
+        config.refinement == "centroid",
+        config.refine_radius,
+        config.completion_reach,
+    )

@@ -1,0 +1,1 @@
+"""Training: ground-truth heatmaps (targets), miss-masks, dataset, augmentation, loss, trainer."""
