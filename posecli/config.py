@@ -21,6 +21,7 @@ class ModelConfig:
     depth: int = 4  # order of each hourglass; yields depth + 1 = 5 output scales
     head_width: int = 256  # channels of the per-scale regression head before its 1×1 output
     se_reduction: int = 16  # squeeze-and-excitation reduction ratio (256 → 16 → 256)
+    dilations: tuple[int, ...] = (3, 3, 4, 4, 5, 5)  # the stem's dilated 3×3 convs (published)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -28,7 +29,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        kept = {k: v for k, v in values.items() if k in known}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})
 
 
 @dataclass(frozen=True)
@@ -53,18 +55,29 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Thresholds of peak finding and greedy grouping (defaults: the published code)."""
+    """Thresholds of peak finding and greedy grouping (defaults: the published code).
 
-    peak_threshold: float = 0.1  # `thre1`: minimum keypoint-heatmap value of a peak
+    Lengths are in heatmap-grid cells; see ``posecli.decode`` for the algorithm.
+    """
+
+    peak_threshold: float = 0.1  # `thre1`: minimum keypoint-heatmap value of a peak (> 0)
     part_threshold: float = 0.1  # `thre2`: a sample on a body part counts when above this
     part_sample_ratio: float = 0.8  # fraction of samples that must exceed part_threshold
     max_part_samples: int = 20  # samples along a candidate part: min(round(length + 1), this)
     long_part_fraction: float = 0.5  # parts longer than this × map height are penalised
-    part_length_factor: float = 16.0  # an end is replaced only if the part ≤ this × longest part
+    part_length_factor: float = 16.0  # a part joins a person only if < this × its longest part
     merge_ratio: float = 0.7  # a merging part must reach this × both people's weakest part
-    min_parts: int = 2  # people with fewer parts are dropped
-    min_mean_part_score: float = 0.45  # people whose mean score per part is lower are dropped
+    min_parts: int = 2  # people with fewer keypoints are dropped
+    min_mean_part_score: float = 0.45  # people whose total score per keypoint is lower are dropped
     max_people: int = 0  # keep at most this many people, highest score first (0: no limit)
+    max_peaks: int = 100  # ours: keypoint candidates kept per type, highest first (bounds time)
+    # ours: "gaussian" fits a parabola to the log of the peak and its two neighbours per axis
+    # (exact for Gaussian peaks); "centroid" is the published weighted centroid of a window
+    refinement: str = "gaussian"
+    refine_radius: int = 2  # published `offset_radius`: centroid window (2r+1)², here in cells
+    # ours: after grouping, small people and leftover keypoints that no body part links to a
+    # person join the nearest one lacking their types within this × its longest part (0: off)
+    completion_reach: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -85,4 +98,118 @@ class InferenceConfig:
 #: parameters); the others are sized for CPUs.
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "imhn-official": ModelConfig(),
+    # 1 stack, 4.0 M parameters, 11.7 GFLOPs at 384×320: ~28 images/s on 2 otherwise idle CPU
+    # cores (bench/model_speed.py), leaving room for decoding within 10 images/s.
+    "imhn-cpu": ModelConfig(
+        stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5)
+    ),
+    # 0.5 M parameters: unit tests and overfitting checks, not for accuracy.
+    "imhn-tiny": ModelConfig(
+        stacks=1, width=32, increase=16, head_width=32, dilations=(2, 3)
+    ),
 }
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Heatmap loss (issue 5). Defaults: the paper's focal L2 with the published channel weights."""
+
+    kind: str = "focal"  # "focal" (focal L2) or "l2"; the paper trains L2 first, then focal L2
+    gamma: float = 2.0  # focusing exponent on |1 - s_t| (paper: 2; published code: 1)
+    alpha: float = 0.1  # easy-sample compensation on foreground, s_t = s - alpha (code: 0)
+    beta: float = 0.02  # easy-sample compensation on background, s_t = 1 - s - beta (code: 0)
+    foreground_threshold: float = 0.01  # a target >= this is foreground (published: 0.01)
+    keypoint_weight: float = 3.0  # keypoint channels 30–47 vs body parts (published: 3)
+    mask_weight: float = 0.1  # person-mask channel 48 (published `multi_task_weight`: 0.1)
+    # per output scale, finest (stride 4) first; published `scale_weight` for 128 → 8
+    scale_weights: tuple[float, ...] = (0.1, 0.2, 0.4, 1.6, 6.4)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random geometry and colour applied to training images (issue 5)."""
+
+    scale_min: float = 0.7  # zoom relative to fitting the image's long side into the crop
+    scale_max: float = 1.3
+    rotate_degrees: float = 40.0  # uniform in ±this (issue 5: ±40°; published: ±50°)
+    shift_fraction: float = 0.15  # centre shift, uniform in ±this × crop size (published: 50 px)
+    flip_probability: float = 0.5  # horizontal mirror with the spec's flip orders (published: 0.5)
+    brightness: float = 0.25  # colour jitter: pixel values × U(1 ± this)
+    contrast: float = 0.25  # pixels pulled to / pushed from the mean grey by U(1 ± this)
+    saturation: float = 0.25  # pixels pulled to / pushed from their own grey by U(1 ± this)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of ``posecli train`` / ``posecli.train.trainer.train``.
+
+    Paths are strings so that the record is JSON-serialisable; ``out`` receives
+    ``checkpoint-last.pt``, ``checkpoint-best.pt``, ``train-state.pt``, ``metrics.jsonl`` and
+    ``config.json``.
+    """
+
+    annotations: str  # COCO person_keypoints JSON (ground truth or pseudo-labels)
+    images: str  # folder holding the images named by ``file_name``
+    out: str = "runs/train"  # run directory
+    val_annotations: str | None = None  # COCO validation set (AP every `val_every_epochs`)
+    val_images: str | None = None  # its image folder (default: beside the annotation file)
+    preset: str = "imhn-official"  # MODEL_PRESETS name used when training from scratch
+    model: ModelConfig | None = None  # explicit network shape; overrides `preset`
+    init: str | None = None  # checkpoint path or model name to start from (its shape wins)
+    preprocessing: Preprocessing = Preprocessing()  # input convention stored in checkpoints
+    resume: bool = False  # continue the run in `out` exactly where it stopped
+    input_size: int = 384  # square training crop, multiple of 64 (paper: 384, then 512)
+    epochs: int = 100  # passes over the training images
+    max_steps: int = 0  # stop after this many optimiser steps in total (0: run all epochs)
+    batch_size: int = 8  # images per process and step (published: 8 per GPU)
+    workers: int = 2  # data-loading processes per training process (0: load in-process)
+    include_empty_images: bool = False  # also train on images without keypoint-annotated people
+    min_keypoint_score: float = 0.3  # pseudo-labels: keypoints below are ignored (masked out)
+    weight_by_score: bool = True  # pseudo-labels: kept keypoints weighted by their score
+    optimizer: str = "sgd"  # "sgd" (published: momentum 0.9) or "adamw"
+    lr: float = 2.5e-5  # per process; scaled by world size (published: 2.5e-5 with summed loss)
+    momentum: float = 0.9  # SGD momentum (published: 0.9)
+    weight_decay: float = 5e-4  # on convolution weights only (published: 5e-4)
+    schedule: str = "cosine"  # "cosine" or "step" (per optimiser step, after warm-up)
+    lr_milestones: tuple[int, ...] = ()  # "step": epochs at which the rate is multiplied
+    lr_gamma: float = 0.1  # "step": factor applied at each milestone
+    min_lr_fraction: float = 0.0  # "cosine": final rate as a fraction of `lr`
+    warmup_steps: int = 0  # linear warm-up from `warmup_start_fraction` × lr (published: 0)
+    warmup_start_fraction: float = 0.01
+    grad_clip: float = 10.0  # max global gradient norm, 0 disables (published max: 10)
+    amp: bool = True  # mixed precision, CUDA only (ignored on CPU)
+    sync_batchnorm: bool = True  # SyncBatchNorm across processes, CUDA + DDP only (published)
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"; under torchrun: cuda:LOCAL_RANK
+    seed: int = 0  # data order, augmentation and initial weights
+    log_every_steps: int = 10  # one metrics line per this many steps
+    checkpoint_every_steps: int = 0  # also save mid-epoch (0: at the end of each epoch only)
+    val_every_epochs: int = 1  # COCO validation period when `val_annotations` is set
+    val_box_size: int = 512  # Estimator box size for validation (published inference: 512)
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in values.items() if k in known}
+        for name, record in (
+            ("model", ModelConfig),
+            ("preprocessing", Preprocessing),
+            ("loss", LossConfig),
+            ("augment", AugmentConfig),
+        ):
+            if isinstance(kept.get(name), dict):
+                kept[name] = _record_from_dict(record, kept[name])
+        if isinstance(kept.get("lr_milestones"), list):
+            kept["lr_milestones"] = tuple(kept["lr_milestones"])
+        return cls(**kept)
+
+
+def _record_from_dict(record: type, values: dict[str, Any]) -> Any:
+    """Build a flat frozen record from a JSON dict, ignoring unknown keys, lists → tuples."""
+    known = {f.name for f in fields(record)}
+    kept = {k: v for k, v in values.items() if k in known}
+    return record(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})

@@ -1,0 +1,250 @@
+"""The Identity Mapping Hourglass Network (IMHN) of Simple Pose, configurable by ModelConfig.
+
+With the default ``ModelConfig`` (the ``imhn-official`` preset) the module tree, parameter
+names and shapes equal the published checkpoint's, without its ``posenet.`` prefix.
+
+Input: float ``(N, 3, H, W)``, H and W multiples of ``2 ** (depth + 2)`` (64 for depth 4),
+already normalised as the checkpoint's Preprocessing says. Output: a list over stacks of lists
+over ``depth + 1`` scales; scale ``j`` is ``(N, channels, H / (4 · 2^j), W / (4 · 2^j))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from posecli.config import ModelConfig
+from posecli.model.layers import Conv, DilatedConv, Merge, Residual, SELayer, leaky_relu
+
+#: Channels of the stem's first 7×7/2 convolution (published: 64, whatever the width).
+STEM_CHANNELS = 64
+
+#: Stride of the stem, and so of the finest output scale.
+STEM_STRIDE = 4
+
+#: Std of the normal init of the 1×1 output convolutions, so that heatmaps start near 0.
+OUTPUT_INIT_STD = 0.001
+
+#: Std of the normal init of the squeeze-and-excitation Linear layers (published: 0.01).
+LINEAR_INIT_STD = 0.01
+
+
+def scale_channels(config: ModelConfig) -> list[int]:
+    """Channels of the hourglass features at each scale: ``width + increase · j``."""
+    return [config.width + config.increase * j for j in range(config.depth + 1)]
+
+
+class Stem(nn.Module):
+    """Stride-4 stem: 7×7/2 conv, two residual blocks around a 2×2 max pool, and a chain of
+    dilated convolutions whose output is concatenated with its input.
+
+    ``(N, 3, H, W)`` → ``(N, width, H/4, W/4)``; half the channels are the residual features,
+    half the dilated ones.
+    """
+
+    def __init__(self, width: int, dilations: Sequence[int]) -> None:
+        super().__init__()
+        half = width // 2
+        self.conv1 = nn.Conv2d(3, STEM_CHANNELS, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
+        self.relu = leaky_relu()
+        self.res1 = Residual(STEM_CHANNELS, half)
+        self.res2 = Residual(half, half)
+        self.dilation = nn.Sequential(*(DilatedConv(half, d) for d in dilations))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))  # (N, 64, H/2, W/2)
+        x = self.res1(x)  # (N, width/2, H/2, W/2)
+        x = self.res2(F.max_pool2d(x, 2))  # (N, width/2, H/4, W/4)
+        dilated = self.dilation(x)  # (N, width/2, H/4, W/4)
+        return torch.cat([x, dilated], dim=1)  # (N, width, H/4, W/4)
+
+
+class Hourglass(nn.Module):
+    """Hourglass of order ``depth`` whose width grows by ``increase`` at every level down.
+
+    ``hg[d]`` holds the blocks of level ``d`` (``c_d = width + increase · d`` channels):
+    ``[0]`` the skip branch, ``[1]`` the way down, ``[2]`` the way up, ``[3]`` the 3×3 conv
+    after upsampling, and at the deepest level ``[4]`` the bottom block.
+
+    ``(N, width, h, w)`` → ``depth + 1`` maps, finest first: ``(N, c_j, h / 2^j, w / 2^j)``.
+    """
+
+    def __init__(self, depth: int, width: int, increase: int) -> None:
+        super().__init__()
+        channels = [width + increase * d for d in range(depth + 1)]
+        levels = []
+        for d in range(depth):
+            here, below = channels[d], channels[d + 1]
+            blocks = [
+                Residual(here, here),
+                Residual(here, below),
+                Residual(below, here),
+                Conv(here, here, 3, bn=True, relu=True),
+            ]
+            if d == depth - 1:
+                blocks.append(Residual(below, below))
+            levels.append(nn.ModuleList(blocks))
+        self.hg = nn.ModuleList(levels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        coarser: list[torch.Tensor] = [x] * len(self.hg)  # filled in level by level
+        finest = self._level(0, x, coarser)  # (N, c_0, h, w)
+        return [finest, *coarser]
+
+    def _level(self, d: int, x: torch.Tensor, coarser: list[torch.Tensor]) -> torch.Tensor:
+        """Run level ``d`` on ``x`` (N, c_d, h', w'); store its bottom output in ``coarser[d]``."""
+        blocks = self.hg[d]
+        up = blocks[0](x)  # (N, c_d, h', w')
+        low = blocks[1](F.max_pool2d(x, 2))  # (N, c_{d+1}, h'/2, w'/2)
+        deepest = d == len(self.hg) - 1
+        low = blocks[4](low) if deepest else self._level(d + 1, low, coarser)  # same shape
+        coarser[d] = low
+        back = blocks[2](low)  # (N, c_d, h'/2, w'/2)
+        back = F.interpolate(back, scale_factor=2.0, mode="nearest")  # (N, c_d, h', w')
+        return up + blocks[3](back)  # (N, c_d, h', w')
+
+
+class Features(nn.Module):
+    """Per-scale regression heads: two 3×3 convs to ``head_width`` channels and an SE layer.
+
+    Maps ``[(N, c_j, h_j, w_j)]`` → ``[(N, head_width, h_j, w_j)]``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], head_width: int, se_reduction: int) -> None:
+        super().__init__()
+        self.before_regress = nn.ModuleList(
+            nn.Sequential(
+                Conv(channels, head_width, 3, bn=True),
+                Conv(head_width, head_width, 3, bn=True),
+                SELayer(head_width, se_reduction),
+            )
+            for channels in in_channels
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [head(f) for head, f in zip(self.before_regress, features, strict=True)]
+
+
+def _check_config(config: ModelConfig) -> None:
+    """Raise ValueError when ``config`` cannot describe a network."""
+    positive = ("stacks", "width", "channels", "depth", "head_width", "se_reduction")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ValueError(f"ModelConfig.{name} must be at least 1, got {getattr(config, name)}")
+    if config.increase < 0:
+        raise ValueError(f"ModelConfig.increase must be at least 0, got {config.increase}")
+    if config.width % 4:
+        raise ValueError(f"ModelConfig.width must be a multiple of 4, got {config.width}")
+    if any(d < 1 for d in config.dilations):
+        raise ValueError(f"ModelConfig.dilations must be positive, got {config.dilations}")
+
+
+class IMHN(nn.Module):
+    """Identity Mapping Hourglass Network: stem, ``stacks`` hourglasses with per-scale heads,
+    and merges that carry each stack's features and predictions into the next.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        config = ModelConfig() if config is None else config
+        _check_config(config)
+        self.config = config
+        channels = scale_channels(config)
+        stacks, head, out = config.stacks, config.head_width, config.channels
+        self.pre = Stem(config.width, config.dilations)
+        self.hourglass = nn.ModuleList(
+            Hourglass(config.depth, config.width, config.increase) for _ in range(stacks)
+        )
+        self.features = nn.ModuleList(
+            Features(channels, head, config.se_reduction) for _ in range(stacks)
+        )
+        self.outs = nn.ModuleList(
+            nn.ModuleList(Conv(head, out, 1, bn=False, relu=False) for _ in channels)
+            for _ in range(stacks)
+        )
+        self.merge_features = nn.ModuleList(
+            nn.ModuleList(Merge(head, c) for c in channels) for _ in range(stacks - 1)
+        )
+        self.merge_preds = nn.ModuleList(
+            nn.ModuleList(Merge(out, c) for c in channels) for _ in range(stacks - 1)
+        )
+        self.reset_parameters()
+
+    @property
+    def input_multiple(self) -> int:
+        """Input height and width must be multiples of this (the coarsest stride)."""
+        return STEM_STRIDE * 2**self.config.depth
+
+    def reset_parameters(self) -> None:
+        """Initialise for training from scratch.
+
+        Convolutions followed by BatchNorm: Kaiming-normal for LeakyReLU(0.01). BatchNorm:
+        weight 1, bias 0, except the BatchNorm closing each residual branch and the merges'
+        BatchNorms, which start at weight 0 so that every residual block starts as its skip
+        and every stack starts from the previous stack's input. (The published code used
+        N(0, 0.001) for all convolutions, noting that Kaiming init made its gradients explode;
+        starting the residual branches at zero is our remedy.) Output 1×1 convolutions:
+        N(0, 0.001), bias 0, so heatmaps start near 0. SE Linear layers: N(0, 0.01), bias 0
+        (as published).
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, LINEAR_INIT_STD)
+                nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, Residual):
+                nn.init.zeros_(module.last_bn.weight)
+            elif isinstance(module, Merge):
+                nn.init.zeros_(module.conv.bn.weight)
+        for stack_outs in self.outs:
+            for head in stack_outs:
+                nn.init.normal_(head.conv.weight, 0.0, OUTPUT_INIT_STD)
+
+    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Heatmaps of every stack and scale; see the module docstring for shapes."""
+        self._check_input(x)
+        x = self.pre(x)  # (N, width, H/4, W/4)
+        carried: list[torch.Tensor] = []
+        predictions: list[list[torch.Tensor]] = []
+        for i in range(self.config.stacks):
+            features = self.hourglass[i](x)  # [(N, c_j, H/4·2^-j, W/4·2^-j)]
+            if carried:
+                features = [f + c for f, c in zip(features, carried, strict=True)]
+            heads = self.features[i](features)  # [(N, head_width, H/4·2^-j, W/4·2^-j)]
+            preds = [out(h) for out, h in zip(self.outs[i], heads, strict=True)]
+            predictions.append(preds)  # [(N, channels, H/4·2^-j, W/4·2^-j)]
+            if i < self.config.stacks - 1:
+                carried = [
+                    merge_pred(p) + merge_feature(h)  # (N, c_j, H/4·2^-j, W/4·2^-j)
+                    for merge_pred, merge_feature, p, h in zip(
+                        self.merge_preds[i], self.merge_features[i], preds, heads, strict=True
+                    )
+                ]
+                x = x + carried[0]  # (N, width, H/4, W/4)
+        return predictions
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"IMHN expects an (N, 3, H, W) tensor, got {tuple(x.shape)}")
+        multiple = self.input_multiple
+        if x.shape[2] % multiple or x.shape[3] % multiple:
+            raise ValueError(
+                f"IMHN input height and width must be multiples of {multiple}, "
+                f"got {x.shape[2]}×{x.shape[3]}"
+            )
+
+
+def build_network(config: ModelConfig) -> IMHN:
+    """A freshly initialised IMHN of shape ``config`` (training mode, on the CPU)."""
+    return IMHN(config)
