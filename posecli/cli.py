@@ -1,0 +1,1024 @@
+"""The ``posecli`` command line: video, webcam, images, eval, train and info.
+
+This is the only module that imports typer and rich, prints, and exits. Library errors
+(``PoseCliError``) become one line on stderr and their exit code: 1 for runtime failures, 2 for
+bad usage; Ctrl-C exits with 130 once the outputs hold the frames already done.
+
+Commands import the heavy modules (torch, OpenCV, the pipeline) when they run, so that
+``posecli --help`` and usage errors answer at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import os
+import platform
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from posecli import __version__
+from posecli.config import MODEL_PRESETS, DecodeConfig, InferenceConfig, TrainConfig
+from posecli.errors import OutputError, PoseCliError, UsageError
+from posecli.pose import Frame
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from posecli.estimator import Estimator
+    from posecli.io.ffmpeg import VideoInfo
+    from posecli.io.sources import SourceFrame, VideoSource
+    from posecli.pipeline import PipelineProgress, PipelineStats
+
+#: Exit codes: success, bad usage, interrupted by Ctrl-C (128 + SIGINT); failures exit 1.
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+app = typer.Typer(
+    name="posecli",
+    help="Multi-person 2D pose estimation (Simple Pose / IMHN) for videos, webcams and images.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
+logger = logging.getLogger("posecli.cli")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared options
+
+
+def _parse_scales(value: str) -> tuple[float, ...]:
+    """``"1"`` or ``"0.5,1,1.5,2"`` → positive floats; a bad list is a usage error (exit 2)."""
+    try:
+        scales = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if any(not scale > 0 for scale in scales):
+        raise typer.BadParameter(f"scales must be positive, got {value!r}")
+    return scales
+
+
+def _check_scales(value: str) -> str:
+    """Option callback: reject a bad ``--scales`` list while parsing (exit 2, option named)."""
+    _parse_scales(value)
+    return value
+
+
+_INFERENCE = InferenceConfig()
+_DECODE = DecodeConfig()
+_PANEL = "Inference"
+
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Registered model name or checkpoint path.", rich_help_panel=_PANEL
+    ),
+]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=_PANEL)]
+Half = Annotated[
+    bool, typer.Option("--half", help="fp16 inference (CUDA only).", rich_help_panel=_PANEL)
+]
+Scales = Annotated[
+    str,
+    typer.Option(
+        callback=_check_scales,
+        help="Search scales, e.g. 1 or 0.5,1,1.5,2 (heatmaps averaged).",
+        rich_help_panel=_PANEL,
+    ),
+]
+Flip = Annotated[
+    bool,
+    typer.Option("--flip/--no-flip", help="Also run the mirrored image.", rich_help_panel=_PANEL),
+]
+BoxSize = Annotated[
+    int,
+    typer.Option(min=16, help="Network input height at scale 1, pixels.", rich_help_panel=_PANEL),
+]
+BatchSize = Annotated[
+    int, typer.Option(min=1, help="Frames per forward pass.", rich_help_panel=_PANEL)
+]
+PeakThreshold = Annotated[
+    float,
+    typer.Option(min=0.0, help="Minimum keypoint heatmap peak (> 0).", rich_help_panel=_PANEL),
+]
+PartThreshold = Annotated[
+    float,
+    typer.Option(
+        min=0.0, help="Body-part heatmap value a link must exceed.", rich_help_panel=_PANEL
+    ),
+]
+MinScore = Annotated[
+    float,
+    typer.Option(min=0.0, help="Drop people scoring less per keypoint.", rich_help_panel=_PANEL),
+]
+Threads = Annotated[
+    int,
+    typer.Option(min=0, help="CPU threads for torch (0: torch's default).", rich_help_panel=_PANEL),
+]
+MaxPeople = Annotated[
+    int, typer.Option(min=0, help="Keep the N best people (0: all).", rich_help_panel=_PANEL)
+]
+Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, warnings or summary.")]
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """The model and the inference/decoding settings common to every inference command."""
+
+    model: str
+    inference: InferenceConfig
+    decode: DecodeConfig
+    threads: int = 0  # torch CPU threads, 0: torch's default
+
+
+def inference_options(
+    *,
+    model: str,
+    device: str,
+    half: bool,
+    scales: str,
+    flip: bool,
+    box_size: int,
+    batch_size: int,
+    peak_threshold: float,
+    part_threshold: float,
+    min_score: float,
+    max_people: int,
+    threads: int,
+) -> InferenceOptions:
+    """Build the configs of the shared inference options (the one place that knows them)."""
+    if not peak_threshold > 0:
+        raise UsageError(f"--peak-threshold must be > 0, got {peak_threshold}")
+    inference = InferenceConfig(
+        box_size=box_size,
+        scales=_parse_scales(scales),
+        flip=flip,
+        batch_size=batch_size,
+        device=device,
+        half=half,
+    )
+    decode = DecodeConfig(
+        peak_threshold=peak_threshold,
+        part_threshold=part_threshold,
+        min_mean_part_score=min_score,
+        max_people=max_people,
+    )
+    return InferenceOptions(model=model, inference=inference, decode=decode, threads=threads)
+
+
+#: The shared inference options, added to a command by :func:`with_inference_options`.
+_INFERENCE_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
+    ("model", Model, "default"),
+    ("device", Device, _INFERENCE.device),
+    ("half", Half, _INFERENCE.half),
+    ("scales", Scales, ",".join(f"{scale:g}" for scale in _INFERENCE.scales)),
+    ("flip", Flip, _INFERENCE.flip),
+    ("box_size", BoxSize, _INFERENCE.box_size),
+    ("batch_size", BatchSize, _INFERENCE.batch_size),
+    ("peak_threshold", PeakThreshold, _DECODE.peak_threshold),
+    ("part_threshold", PartThreshold, _DECODE.part_threshold),
+    ("min_score", MinScore, _DECODE.min_mean_part_score),
+    ("max_people", MaxPeople, _DECODE.max_people),
+    ("threads", Threads, 0),
+)
+
+
+def with_inference_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the shared inference options, passed to it as ``options``.
+
+    The command declares ``options: InferenceOptions``; typer sees the individual options
+    (``--model``, ``--device``, ``--scales``…) instead, and the wrapper builds the record with
+    :func:`inference_options`.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for name, p in signature.parameters.items() if name != "options"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, kind, default in _INFERENCE_PARAMETERS
+    ]
+    names = [name for name, _, _ in _INFERENCE_PARAMETERS]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> None:
+        shared_values = {name: values.pop(name) for name in names}
+        command(options=inference_options(**shared_values), **values)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------
+# Output helpers
+
+
+class OutputFormat(str, Enum):
+    """Extra per-frame JSON formats."""
+
+    posecli = "posecli"
+    openpose = "openpose"
+
+
+def _setup_logging(quiet: bool) -> None:
+    """Library warnings go to stderr through rich (above the progress bar); errors only if quiet.
+
+    :func:`run` restores the previous logging state when the command ends.
+    """
+    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    library = logging.getLogger("posecli")
+    library.handlers[:] = [handler]
+    library.setLevel(logging.ERROR if quiet else logging.WARNING)
+    library.propagate = False
+
+
+@contextmanager
+def _restored_logging() -> Iterator[None]:
+    """Undo :func:`_setup_logging` afterwards (``run`` may be called in-process, e.g. by tests)."""
+    library = logging.getLogger("posecli")
+    state = (list(library.handlers), library.level, library.propagate)
+    try:
+        yield
+    finally:
+        library.handlers[:], library.level, library.propagate = state
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        stderr.print(message, markup=False)
+
+
+class _FpsColumn(ProgressColumn):
+    """Frames per second, measured by rich over the last seconds."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:5.1f} fps" if speed else "  ... fps", style="progress.data.speed")
+
+
+@contextmanager
+def _progress_display(columns: Sequence[ProgressColumn | str]) -> Iterator[Progress]:
+    """A rich progress display on stderr; erased if the command fails, whose error is one line.
+
+    After Ctrl-C it stays: it shows how far the run got.
+    """
+    with Progress(*columns, console=stderr) as progress:
+        try:
+            yield progress
+        except Exception:
+            progress.live.transient = True
+            raise
+
+
+@contextmanager
+def _progress(description: str, quiet: bool) -> Iterator[Callable[[PipelineProgress], None]]:
+    """A rich progress display (frames, fps, ETA); yields a pipeline progress callback."""
+    if quiet:
+        yield lambda update: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _FpsColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with _progress_display(columns) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(state: PipelineProgress) -> None:
+            progress.update(task, completed=state.frames, total=state.total)
+
+        yield update
+
+
+def _openpose_dir(explicit: Path | None, beside: Path) -> Path:
+    """``--openpose-dir``, else ``NAME_openpose/`` next to the main output ``beside``."""
+    return explicit if explicit is not None else beside.with_name(f"{beside.stem}_openpose")
+
+
+def _write_json_file(path: Path, data: Any, force: bool) -> Path:
+    """Write ``data`` as JSON atomically (temporary name, then rename)."""
+    from posecli.io.sinks import check_output, temporary_path
+
+    check_output(path, force=force)
+    temporary = temporary_path(path)
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+    return path
+
+
+def _set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads in torch (0: leave torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _load_estimator(options: InferenceOptions) -> Estimator:
+    """Load the model (ModelNotFoundError / CheckpointError: exit 1) and build the Estimator."""
+    from posecli.estimator import Estimator
+    from posecli.weights import load_model
+
+    _set_threads(options.threads)
+    model = load_model(options.model, device=options.inference.device)
+    return Estimator(model, options.inference, options.decode)
+
+
+def _check_outputs(
+    outputs: Sequence[Path | None], force: bool, directories: Sequence[Path] = ()
+) -> None:
+    """Fail early (before loading a model) on outputs that exist without ``--force``."""
+    from posecli.io.sinks import check_output
+
+    for path in outputs:
+        if path is not None:
+            check_output(path, force=force)
+    for path in directories:
+        check_output(path, force=force, directory=True)
+
+
+def _same_file(a: Path | str, b: Path | None) -> bool:
+    return b is not None and "://" not in str(a) and Path(a).resolve() == b.resolve()
+
+
+# ---------------------------------------------------------------------------------------------
+# video
+
+
+@app.command()
+@with_inference_options
+def video(
+    source: Annotated[
+        str, typer.Argument(metavar="IN", help="Video file or URL (anything ffmpeg reads).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Annotated H.264 MP4 to write.")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="JSON-lines tracks: one line per frame.")
+    ] = None,
+    no_video: Annotated[
+        bool, typer.Option("--no-video", help="Write no video, only --json / --format outputs.")
+    ] = False,
+    start: Annotated[float | None, typer.Option(min=0.0, help="Start at this time, s.")] = None,
+    end: Annotated[float | None, typer.Option(min=0.0, help="Stop at this time, s.")] = None,
+    every: Annotated[int, typer.Option(min=1, help="Process one frame in N.")] = 1,
+    smooth: Annotated[
+        bool, typer.Option("--smooth", help="One-Euro smoothing of tracked keypoints.")
+    ] = False,
+    output_format: Annotated[
+        OutputFormat,
+        typer.Option("--format", help="openpose: also per-frame OpenPose JSON (COCO-18)."),
+    ] = OutputFormat.posecli,
+    openpose_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the OpenPose JSON files (default: OUT_openpose/)."),
+    ] = None,
+    force: Force = False,
+    quiet: Quiet = False,
+    *,
+    options: InferenceOptions,
+) -> None:
+    """Find and track people in a video: annotated MP4 (audio kept) and/or JSON tracks."""
+    from posecli.io.sources import VideoSource
+
+    _setup_logging(quiet)
+    if no_video and out is not None:
+        raise UsageError("--out and --no-video exclude each other")
+    if not no_video and out is None:
+        raise UsageError("--out OUT.mp4 is required (or --no-video with --json)")
+    if openpose_dir is not None:
+        output_format = OutputFormat.openpose
+    main_output = out or json_path
+    if main_output is None and output_format is not OutputFormat.openpose:
+        raise UsageError("nothing to write: give --json or --format openpose with --no-video")
+    if out is not None and out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        raise UsageError(f"--out must name an .mp4 file, got {out}")
+    if _same_file(source, out) or _same_file(source, json_path):
+        raise UsageError("an output would overwrite the input")
+    if out is not None and _same_file(out, json_path):
+        raise UsageError("--out and --json name the same file")
+    openpose = None
+    if output_format is OutputFormat.openpose:
+        if openpose_dir is None and main_output is None:
+            raise UsageError("--format openpose with --no-video needs --openpose-dir or --json")
+        openpose = _openpose_dir(openpose_dir, main_output)  # type: ignore[arg-type]
+    _check_outputs([out, json_path], force, [openpose] if openpose else [])
+    estimator = _load_estimator(options)
+    with VideoSource(source, start=start, end=end, every=every) as frames:
+        total = None if quiet else _expected_frames(frames)
+        stats = _run_stream(
+            frames,
+            estimator,
+            out=out,
+            json_path=json_path,
+            openpose=openpose,
+            smooth=smooth,
+            force=force,
+            quiet=quiet,
+            total=total,
+            video_info=frames.info,
+            description="video",
+            latency_first=False,
+        )
+    written = _written(out, json_path, openpose)
+    _say(quiet, f"{stats.frames} frames at {stats.fps:.1f} fps: {written}")
+
+
+def _expected_frames(frames: VideoSource) -> int | None:
+    """Frames the video should yield, for the progress bar; ``None`` when it cannot tell."""
+    try:
+        return frames.expected_frames()
+    except PoseCliError as error:  # decoding will tell what is wrong, if anything
+        logger.debug("frame count unknown: %s", error)
+        return None
+
+
+def _written(*paths: Path | None) -> str:
+    return ", ".join(str(path) for path in paths if path is not None)
+
+
+def _run_stream(
+    frames: Iterable[SourceFrame],
+    estimator: Estimator,
+    *,
+    out: Path | None,
+    json_path: Path | None,
+    openpose: Path | None,
+    smooth: bool,
+    force: bool,
+    quiet: bool,
+    total: int | None,
+    video_info: VideoInfo | None,
+    description: str,
+    latency_first: bool,
+    window: _Window | None = None,
+    stop: threading.Event | None = None,
+) -> PipelineStats:
+    """Open the sinks of a video or camera run, track and draw, and run the pipeline.
+
+    ``video_info`` describes the source video (frame rate, timescale, audio), ``None`` for a
+    camera. ``window`` shows the annotated frames and sets ``stop`` when the user quits.
+
+    Leaving the sinks' ``with`` blocks on an exception (Ctrl-C included) finalises them with the
+    frames done: a playable MP4, complete JSON lines.
+    """
+    from fractions import Fraction
+
+    from posecli.io.draw import draw_poses
+    from posecli.io.sinks import JsonLinesSink, OpenPoseSink, VideoSink
+    from posecli.pipeline import openpose_writer, run_pipeline, track_writer, video_writer
+    from posecli.track import Tracker, TrackerConfig
+
+    with ExitStack() as outputs:
+        sinks = []
+        if out is not None:
+            rate = video_info.frame_rate if video_info is not None else Fraction(30)
+            video_sink = VideoSink(
+                out,
+                rate,
+                audio_source=video_info.source if video_info and video_info.has_audio else None,
+                timescale=_timescale(video_info),
+                force=force,
+            )
+            sinks.append(video_writer(outputs.enter_context(video_sink)))
+        if json_path is not None:
+            sinks.append(track_writer(outputs.enter_context(JsonLinesSink(json_path, force=force))))
+        if openpose is not None:
+            prefix = (out or json_path or openpose).stem
+            openpose_sink = OpenPoseSink(openpose, prefix=prefix, force=force)
+            sinks.append(openpose_writer(outputs.enter_context(openpose_sink)))
+        if window is not None:
+            sinks.append(window)
+        drawing = out is not None or window is not None
+        with _progress(description, quiet) as progress:
+            return run_pipeline(
+                frames,
+                estimator,
+                sinks,
+                tracker=Tracker(TrackerConfig(smooth=smooth)),
+                draw=draw_poses if drawing else None,
+                latency_first=latency_first,
+                total=total,
+                progress=progress,
+                stop=stop,
+            )
+
+
+def _timescale(video_info: VideoInfo | None) -> int | None:
+    """MP4 ticks per second of the source stream, so that variable timestamps stay exact."""
+    if video_info is None or not video_info.time_base:
+        return None
+    return round(1 / video_info.time_base)
+
+
+# ---------------------------------------------------------------------------------------------
+# webcam
+
+
+class _Window:
+    """A display sink: the annotated frames with their FPS; ``q`` or Esc (or closing) stops.
+
+    Every OpenCV window call happens here, on the pipeline's writer thread: OpenCV's GUI (Qt)
+    must be driven from one thread. The window goes away with the process.
+    """
+
+    TITLE = "posecli webcam (q or Esc quits)"
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self._last: float | None = None
+        self._fps = 0.0
+
+    def __call__(self, frame: Frame, image: np.ndarray) -> None:
+        import cv2
+
+        from posecli.io.draw import draw_fps
+
+        now = time.perf_counter()
+        if self._last is not None and now > self._last:
+            instant = 1.0 / (now - self._last)
+            self._fps = 0.9 * self._fps + 0.1 * instant if self._fps else instant
+        self._last = now
+        shown = cv2.cvtColor(draw_fps(image.copy(), self._fps), cv2.COLOR_RGB2BGR)
+        try:
+            cv2.imshow(self.TITLE, shown)
+            key = cv2.waitKey(1) & 0xFF
+            closed = cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error as error:
+            first_line = str(error).strip().splitlines()[-1]
+            raise PoseCliError(f"cannot show a window ({first_line}); use --no-display") from None
+        if key in (ord("q"), ord("Q"), 27) or closed:
+            self.stop.set()
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: a display server (on Linux) and an OpenCV GUI backend.
+
+    Only checks: the window itself is created by :class:`_Window` on the writer thread.
+    """
+    import cv2
+
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return False
+    backend = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    return backend is not None and backend.group(1).upper() != "NONE"
+
+
+@app.command()
+@with_inference_options
+def webcam(
+    camera: Annotated[
+        str, typer.Option(help="Camera index (0, 1…) or stream URL (also a video file).")
+    ] = "0",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Record the annotated stream to this MP4.")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="JSON-lines tracks: one line per frame.")
+    ] = None,
+    no_display: Annotated[bool, typer.Option("--no-display", help="Show no window.")] = False,
+    smooth: Annotated[
+        bool, typer.Option("--smooth", help="One-Euro smoothing of tracked keypoints.")
+    ] = False,
+    force: Force = False,
+    quiet: Quiet = False,
+    *,
+    options: InferenceOptions,
+) -> None:
+    """Live poses from a camera: a window with skeletons and FPS (q or Esc quits)."""
+    from posecli.io.sources import CameraSource
+
+    _setup_logging(quiet)
+    if out is not None and out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        raise UsageError(f"--out must name an .mp4 file, got {out}")
+    show = not no_display and display_available()
+    if not no_display and not show:
+        logger.warning("no display available: running without a window")
+    if not show and out is None and json_path is None:
+        raise PoseCliError("no display and nothing to write: give --out or --json")
+    _check_outputs([out, json_path], force)
+    estimator = _load_estimator(options)
+    stop = threading.Event()
+    window = _Window(stop) if show else None
+    with CameraSource(camera) as frames:
+        stats = _run_stream(
+            frames,
+            estimator,
+            out=out,
+            json_path=json_path,
+            openpose=None,
+            smooth=smooth,
+            force=force,
+            quiet=quiet,
+            total=None,
+            video_info=None,
+            description="webcam",
+            latency_first=True,
+            window=window,
+            stop=stop,
+        )
+    summary = f"{stats.frames} frames at {stats.fps:.1f} fps ({stats.dropped} stale frames dropped)"
+    _say(quiet, summary + (": " + _written(out, json_path) if out or json_path else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# images and eval
+
+
+def _detect_images(
+    inputs: Sequence[str | Path],
+    estimator: Estimator,
+    *,
+    json_path: Path | None,
+    out_dir: Path | None,
+    openpose: Path | None,
+    force: bool,
+    quiet: bool,
+    ids_by_path: dict[Path, int] | None = None,
+) -> tuple[list[dict], PipelineStats, list[dict]]:
+    """Run still images through the pipeline into COCO results (also saved to ``json_path``).
+
+    ``ids_by_path`` maps resolved image paths to their ids (eval: the annotation file's);
+    otherwise ids come from COCO-style file names or positions (``ImageSource.ids``).
+
+    Returns:
+        The COCO results, the pipeline stats, and the ``{"id", "file_name"}`` image listing.
+    """
+    from posecli.io.draw import draw_poses
+    from posecli.io.sinks import CocoResultsSink, ImageDirectorySink, OpenPoseSink
+    from posecli.io.sources import ImageSource
+    from posecli.pipeline import (
+        coco_collector,
+        coco_writer,
+        image_writer,
+        openpose_writer,
+        run_pipeline,
+    )
+
+    results: list[dict] = []
+    with ImageSource(inputs) as frames, ExitStack() as outputs:
+        if ids_by_path is None:
+            ids = [image_id for image_id, _ in frames.ids]
+        else:
+            ids = [ids_by_path[path.resolve()] for path in frames.paths]
+        listing = [
+            {"id": image_id, "file_name": path.name}
+            for image_id, path in zip(ids, frames.paths, strict=True)
+        ]
+        sinks = [coco_collector(results, ids)]
+        if json_path is not None:
+            coco = outputs.enter_context(CocoResultsSink(json_path, force=force))
+            sinks.append(coco_writer(coco, ids))
+        if out_dir is not None:
+            annotated = outputs.enter_context(ImageDirectorySink(out_dir, force=force))
+            sinks.append(image_writer(annotated))
+        if openpose is not None:
+            sinks.append(
+                openpose_writer(outputs.enter_context(OpenPoseSink(openpose, force=force)))
+            )
+        with _progress("images", quiet) as progress:
+            stats = run_pipeline(
+                frames,
+                estimator,
+                sinks,
+                draw=draw_poses if out_dir is not None else None,
+                total=len(frames),
+                progress=progress,
+            )
+    return results, stats, listing
+
+
+def _listing_path(json_path: Path) -> Path:
+    """``POSES.images.json`` beside ``POSES.json``: the id of every image, with its file name."""
+    return json_path.with_name(f"{json_path.stem}.images.json")
+
+
+@app.command()
+@with_inference_options
+def images(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(metavar="DIR|GLOB|FILE...", help="Image folders, glob patterns or files."),
+    ],
+    json_path: Annotated[Path, typer.Option("--json", help="COCO keypoint results file to write.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Folder for annotated copies of the images.")
+    ] = None,
+    output_format: Annotated[
+        OutputFormat,
+        typer.Option("--format", help="openpose: also one OpenPose JSON per image (COCO-18)."),
+    ] = OutputFormat.posecli,
+    openpose_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the OpenPose JSON files (default: POSES_openpose/)."),
+    ] = None,
+    force: Force = False,
+    quiet: Quiet = False,
+    *,
+    options: InferenceOptions,
+) -> None:
+    """Find people in still images: COCO results JSON (+ image-id listing), annotated copies."""
+    _setup_logging(quiet)
+    openpose = None
+    if output_format is OutputFormat.openpose or openpose_dir is not None:
+        openpose = _openpose_dir(openpose_dir, json_path)
+    listing_path = _listing_path(json_path)
+    directories = [path for path in (out_dir, openpose) if path is not None]
+    _check_outputs([json_path, listing_path], force, directories)
+    estimator = _load_estimator(options)
+    results, stats, listing = _detect_images(
+        inputs,
+        estimator,
+        json_path=json_path,
+        out_dir=out_dir,
+        openpose=openpose,
+        force=force,
+        quiet=quiet,
+    )
+    _write_json_file(listing_path, listing, force)
+    people = f"{len(results)} people in {stats.frames} images ({stats.fps:.1f} images/s)"
+    _say(quiet, f"{people}: {_written(json_path, listing_path, out_dir, openpose)}")
+
+
+@app.command("eval")
+@with_inference_options
+def evaluate(
+    annotations: Annotated[Path, typer.Option(help="COCO person_keypoints JSON (ground truth).")],
+    images_dir: Annotated[
+        Path, typer.Option("--images", help="Folder holding the annotated images.")
+    ],
+    metrics: Annotated[
+        Path | None,
+        typer.Option(help="Write the metrics here as JSON; detections go beside it."),
+    ] = None,
+    force: Force = False,
+    quiet: Quiet = False,
+    *,
+    options: InferenceOptions,
+) -> None:
+    """COCO keypoint AP of a model on an annotated image set (same pipeline as `images`)."""
+    from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap, load_annotations
+
+    _setup_logging(quiet)
+    ground_truth = load_annotations(annotations)
+    ids_by_path = {
+        (images_dir / image["file_name"]).resolve(): image_id
+        for image_id, image in ground_truth.imgs.items()
+    }
+    if not ids_by_path:
+        raise PoseCliError(f"{annotations} lists no images")
+    detections = _detections_path(metrics) if metrics is not None else None
+    _check_outputs([metrics, detections], force)
+    estimator = _load_estimator(options)
+    results, stats, _ = _detect_images(
+        sorted(ids_by_path),
+        estimator,
+        json_path=detections,
+        out_dir=None,
+        openpose=None,
+        force=force,
+        quiet=quiet,
+        ids_by_path=ids_by_path,
+    )
+    scores = coco_keypoint_ap(annotations, results)
+    for key in SUMMARY_KEYS:
+        stdout.print(f"{key:<5} {scores[key]:.4f}")
+    if metrics is not None:
+        _write_json_file(metrics, scores, force)
+    summary = f"{len(results)} people in {stats.frames} images, model {estimator.model.name}"
+    _say(quiet, summary + (f": {_written(metrics, detections)}" if metrics else ""))
+
+
+def _detections_path(metrics: Path) -> Path:
+    """``METRICS.detections.json`` beside the metrics file."""
+    return metrics.with_name(f"{metrics.stem}.detections.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+_TRAIN = TrainConfig(annotations="", images="")
+
+
+@app.command()
+def train(
+    annotations: Annotated[Path, typer.Option(help="COCO person_keypoints JSON to train on.")],
+    images_dir: Annotated[Path, typer.Option("--images", help="Folder of the training images.")],
+    val_annotations: Annotated[
+        Path | None, typer.Option(help="COCO validation set: AP after each epoch.")
+    ] = None,
+    val_images: Annotated[
+        Path | None, typer.Option(help="Validation images (default: beside the annotations).")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help=f"Network shape: {', '.join(MODEL_PRESETS)}.")
+    ] = _TRAIN.preset,
+    init: Annotated[
+        str | None, typer.Option(help="Start from this checkpoint or model name.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the images.")] = _TRAIN.epochs,
+    max_steps: Annotated[
+        int, typer.Option(min=0, help="Stop after this many steps (0: all epochs).")
+    ] = _TRAIN.max_steps,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = _TRAIN.batch_size,
+    input_size: Annotated[
+        int, typer.Option(min=64, help="Square training crop, multiple of 64.")
+    ] = _TRAIN.input_size,
+    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate.")] = _TRAIN.lr,
+    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = _TRAIN.optimizer,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading processes.")] = _TRAIN.workers,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _TRAIN.device,
+    seed: Annotated[
+        int, typer.Option(help="Data order, augmentation, initial weights.")
+    ] = _TRAIN.seed,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path(_TRAIN.out),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")
+    ] = False,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: default).")] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Train a network on COCO-format keypoints (focal L2 loss, five-scale supervision)."""
+    from posecli.train.trainer import train as run_training
+
+    _setup_logging(quiet)
+    _set_threads(threads)
+    config = TrainConfig(
+        annotations=str(annotations),
+        images=str(images_dir),
+        out=str(out),
+        val_annotations=str(val_annotations) if val_annotations else None,
+        val_images=str(val_images) if val_images else None,
+        preset=preset,
+        init=init,
+        resume=resume,
+        input_size=input_size,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        workers=workers,
+        optimizer=optimizer,
+        lr=lr,
+        device=device,
+        seed=seed,
+    )
+    with _training_progress(quiet) as progress:
+        checkpoint = run_training(config, progress)
+    _say(quiet, f"trained: {checkpoint}")
+
+
+@contextmanager
+def _training_progress(quiet: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A rich progress bar over optimiser steps, with the loss; validation AP printed."""
+    if quiet:
+        yield lambda record: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with _progress_display(columns) as progress:
+        task = progress.add_task("train", total=None, loss="...")
+
+        def update(record: dict[str, Any]) -> None:
+            event = record.get("event")
+            if event == "start":
+                progress.update(task, total=record["total_steps"], completed=record["step"])
+            elif event == "batch":
+                progress.update(task, completed=record["step"], loss=f"{record['loss']:.4g}")
+            elif event == "val":
+                scores = " ".join(f"{key} {record[key]:.3f}" for key in ("AP", "AP50", "AR"))
+                progress.console.print(f"epoch {record.get('epoch')}: {scores}")
+
+        yield update
+
+
+# ---------------------------------------------------------------------------------------------
+# info
+
+
+@app.command()
+def info() -> None:
+    """Versions, device, native decoder and known models."""
+    import numpy
+    import torch
+
+    from posecli.decode import native_available
+    from posecli.weights import list_models, resolve_device
+
+    cuda = torch.cuda.is_available()
+    stdout.print(f"posecli {__version__}")
+    stdout.print(f"python  {platform.python_version()} ({sys.executable})")
+    stdout.print(f"torch   {torch.__version__}, numpy {numpy.__version__}")
+    cuda_note = f"{torch.cuda.device_count()} CUDA device(s)" if cuda else "CUDA not available"
+    stdout.print(f"device  {resolve_device('auto')} (auto; {cuda_note})")
+    stdout.print(f"native decoder  {'built' if native_available() else 'NOT built (slow NumPy)'}")
+    stdout.print("models:")
+    for entry in list_models():
+        state = "present" if entry.present else "missing"
+        stdout.print(f"  {entry.name:<20} {state:<8} {entry.path}  ({entry.description})")
+    stdout.print(f"presets (for train --preset): {', '.join(MODEL_PRESETS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"posecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Multi-person 2D pose estimation (Simple Pose / IMHN) for videos, webcams and images."""
+
+
+#: click's exception base class (typer may vendor click): usage errors and friends.
+_ClickError = next(k for k in typer.BadParameter.__mro__ if k.__name__ == "ClickException")
+
+
+def _fail(message: str) -> None:
+    """One line on stderr."""
+    stderr.print(f"posecli: error: {' '.join(message.split())}", markup=False)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    command = typer.main.get_command(app)
+    try:
+        with _restored_logging():
+            code = command.main(
+                args=list(argv) if argv is not None else None,
+                prog_name="posecli",
+                standalone_mode=False,
+            )
+    except _ClickError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":
+            stderr.print(error.format_message(), markup=False)
+            return EXIT_USAGE
+        context = getattr(error, "ctx", None)
+        where = f" (see {context.command_path} --help)" if context is not None else ""
+        _fail(error.format_message() + where)
+        return error.exit_code
+    except PoseCliError as error:
+        _fail(str(error))
+        return error.exit_code
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        stderr.print("posecli: interrupted; the outputs hold the frames done so far")
+    return code if isinstance(code, int) else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point (``posecli``) and ``python -m posecli``."""
+    sys.exit(run(argv))
