@@ -34,7 +34,7 @@ setup(
         "pycocotools>=2.0.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6"],
+        "test": ["pytest>=8", "ruff>=0.6", "onnxruntime>=1.17"],
         "train": ["onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["posecli=posecli.cli:main"]},

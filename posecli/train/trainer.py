@@ -1,0 +1,649 @@
+"""Training loop: optimiser, schedule, checkpoints that resume exactly, DDP, COCO validation.
+
+``train(config, progress)`` is the one entry point, for one process or many: under ``torchrun``
+(``WORLD_SIZE > 1``) it joins the process group through ``torch.distributed``'s ``env://``
+initialisation (gloo on CPU, NCCL on CUDA; each process on ``cuda:LOCAL_RANK``), wraps the
+network in ``DistributedDataParallel`` and gives each process its share of every epoch through a
+``DistributedSampler``. Only rank 0 writes files and reports progress.
+
+The run directory (``config.out``) receives:
+
+* ``checkpoint-last.pt``: the network in posecli's checkpoint format (``posecli.weights``),
+  loadable by ``load_model`` and ``posecli eval``; its provenance records the step;
+* ``checkpoint-best.pt``: the checkpoint of the best validation AP (with a validation set);
+* ``train-state.pt``: optimiser, scheduler, gradient scaler, epoch, step and RNG states; with
+  ``checkpoint-last.pt`` it resumes the run exactly (``resume=True``);
+* ``metrics.jsonl``: one JSON object per logged step (``"event": "step"``), epoch
+  (``"epoch"``) and validation (``"val"``), appended across resumes;
+* ``config.json``: the ``TrainConfig`` of the (latest) invocation.
+
+Exact resume: the data order is a function of (seed, epoch) and every augmentation draw of
+(seed, epoch, image), and the schedule a function of the step, so restoring the network,
+optimiser, scheduler and scaler states and skipping the batches already done in the epoch gives
+the very next step of the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import cv2
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from posecli.config import (
+    MODEL_PRESETS,
+    InferenceConfig,
+    ModelConfig,
+    Preprocessing,
+    TrainConfig,
+)
+from posecli.errors import CheckpointError, PoseCliError, UsageError
+from posecli.estimator import Estimator
+from posecli.evaluate import coco_keypoint_ap, load_annotations
+from posecli.io.sources import load_image
+from posecli.model import build_network
+from posecli.pose import to_coco_result
+from posecli.spec import STRIDE
+from posecli.train.dataset import CocoKeypointDataset
+from posecli.train.loss import heatmap_loss
+from posecli.weights import PoseModel, load_model, resolve_device, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+#: A progress callback receives every record written to ``metrics.jsonl`` plus one
+#: ``{"event": "start", ...}`` record and one ``{"event": "batch", ...}`` record per step.
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step")
+STATE_FORMAT = 1
+#: Processes wait this long for each other (rank 0 validates while the others wait).
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Files of a run directory."""
+
+    root: Path
+
+    @property
+    def last(self) -> Path:
+        return self.root / "checkpoint-last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "checkpoint-best.pt"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "train-state.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Progress:
+    """Where the run stands: the next batch to train is ``batch`` of ``epoch``."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best_ap: float = -1.0
+
+
+def join_process_group(device: torch.device) -> tuple[Distributed, torch.device]:
+    """Join the torchrun process group when ``WORLD_SIZE > 1`` (environment read, never set).
+
+    Returns this process's place and device: ``device``, or ``cuda:LOCAL_RANK`` under torchrun
+    on CUDA (NCCL backend; gloo on CPU). Collectives time out after ``COLLECTIVE_TIMEOUT``, long
+    enough for rank 0 to validate while the others wait.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(), device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    initialised_here = not dist.is_initialized()
+    if initialised_here:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT)
+    distributed = Distributed(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=local_rank,
+        initialised_here=initialised_here,
+    )
+    return distributed, device
+
+
+def initial_network(config: TrainConfig) -> tuple[nn.Module, ModelConfig, Preprocessing]:
+    """The network to train: from ``config.init``, else freshly built from the model or preset."""
+    if config.init:
+        model = load_model(config.init, device="cpu")
+        logger.info("initialised from %s", config.init)
+        return model.network, model.config, model.preprocessing
+    if config.model is not None:
+        model_config = config.model
+    elif config.preset in MODEL_PRESETS:
+        model_config = MODEL_PRESETS[config.preset]
+    else:
+        raise UsageError(
+            f"unknown preset {config.preset!r}; choose one of {', '.join(MODEL_PRESETS)}"
+        )
+    return build_network(model_config), model_config, config.preprocessing
+
+
+def build_optimizer(
+    network: nn.Module, config: TrainConfig, world_size: int
+) -> torch.optim.Optimizer:
+    """SGD or AdamW at ``lr × world_size``; weight decay on weights, not on biases or norms."""
+    decayed = [p for p in network.parameters() if p.requires_grad and p.ndim > 1]
+    others = [p for p in network.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [
+        {"params": decayed, "weight_decay": config.weight_decay},
+        {"params": others, "weight_decay": 0.0},
+    ]
+    lr = config.lr * world_size
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise UsageError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
+
+
+def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier before optimiser step ``step`` (0-based).
+
+    Linear warm-up from ``warmup_start_fraction`` over ``warmup_steps``, then either a cosine
+    decay to ``min_lr_fraction`` at the last step of the last epoch, or ``lr_gamma`` per
+    milestone epoch passed.
+    """
+    if step < config.warmup_steps:
+        fraction = step / config.warmup_steps
+        return config.warmup_start_fraction + (1.0 - config.warmup_start_fraction) * fraction
+    if config.schedule == "cosine":
+        total = config.epochs * steps_per_epoch
+        done = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * done))
+        return config.min_lr_fraction + (1.0 - config.min_lr_fraction) * cosine
+    if config.schedule == "step":
+        passed = sum(step >= milestone * steps_per_epoch for milestone in config.lr_milestones)
+        return config.lr_gamma**passed
+    raise UsageError(f"unknown schedule {config.schedule!r}; choose one of {SCHEDULES}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step ``LambdaLR`` following ``lr_factor``."""
+
+    def factor(step: int) -> float:
+        return lr_factor(step, config, steps_per_epoch)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _worker_init(worker_id: int) -> None:
+    """Data-loading workers: one OpenCV and one torch thread each (the trainer owns the cores)."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _check_config(config: TrainConfig) -> None:
+    if config.batch_size < 1 or config.epochs < 1:
+        raise UsageError("batch size and epochs must be at least 1")
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
+    if config.schedule not in SCHEDULES:
+        raise UsageError(f"unknown schedule {config.schedule!r}; choose one of {SCHEDULES}")
+    if config.log_every_steps < 1 or config.val_every_epochs < 1:
+        raise UsageError("logging and validation periods must be at least 1")
+
+
+class EpochSampler(Sampler):
+    """Keys ``(epoch, index)`` of one process's share of an epoch, from a given batch on.
+
+    Wraps a ``DistributedSampler`` (which shuffles by seed and epoch and splits across
+    processes); the epoch travels with each key, so persistent workers need no notice.
+    """
+
+    def __init__(self, sampler: DistributedSampler, batch_size: int) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.epoch = 0
+        self.first_batch = 0
+
+    def start(self, epoch: int, first_batch: int = 0) -> None:
+        """Serve ``epoch`` from batch ``first_batch`` (resume) on."""
+        self.epoch, self.first_batch = epoch, first_batch
+
+    def _indices(self) -> list[int]:
+        self.sampler.set_epoch(self.epoch)
+        return list(self.sampler)[self.first_batch * self.batch_size :]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, index) for index in self._indices()])
+
+    def __len__(self) -> int:
+        return max(0, self.sampler.num_samples - self.first_batch * self.batch_size)
+
+
+class MetricsLog:
+    """Rank 0 appends JSON lines and forwards every record to the progress callback."""
+
+    def __init__(self, path: Path, enabled: bool, progress: ProgressCallback | None) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.progress = progress
+
+    def notify(self, record: dict[str, Any]) -> None:
+        """Forward a record to the progress callback only."""
+        if self.enabled and self.progress is not None:
+            self.progress(record)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append a record to ``metrics.jsonl`` and forward it."""
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+        self.notify(record)
+
+
+def _mean_across_processes(
+    value: float, count: int, device: torch.device, world_size: int
+) -> float:
+    """Mean of a per-process average weighted by its count, over all processes."""
+    if world_size == 1:
+        return value
+    totals = torch.tensor([value * count, float(count)], dtype=torch.float64, device=device)
+    dist.all_reduce(totals)
+    return float(totals[0] / totals[1].clamp(min=1.0))
+
+
+def _changed_settings(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Names of the settings that differ between two ``TrainConfig.to_dict()`` (resume aside)."""
+    return [
+        name
+        for name in sorted(set(before) | set(after))
+        if name not in ("resume", "max_steps")
+        and json.dumps(before.get(name)) != json.dumps(after.get(name))
+    ]
+
+
+def _rng_states(device: torch.device) -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+class Trainer:
+    """One training run; see ``train``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        distributed: Distributed,
+        device: torch.device,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.config = config
+        self.paths = RunPaths(Path(config.out))
+        self.distributed = distributed
+        self.device = device
+        self.amp = config.amp and self.device.type == "cuda"
+        self.log = MetricsLog(self.paths.metrics, self.distributed.is_main, progress)
+        torch.manual_seed(config.seed)
+        network, self.model_config, self.preprocessing = initial_network(config)
+        self.network = network.to(self.device).train()
+        coarsest = config.input_size // (STRIDE * 2**self.model_config.depth)  # cells per side
+        if config.batch_size * coarsest**2 < 2:
+            raise UsageError(
+                f"batch size 1 at input size {config.input_size} leaves BatchNorm one value per "
+                "channel at the coarsest scale; use a larger batch or input"
+            )
+        self.dataset = CocoKeypointDataset.from_config(config, self.preprocessing)
+        self.sampler = DistributedSampler(
+            self.dataset,
+            num_replicas=self.distributed.world_size,
+            rank=self.distributed.rank,
+            shuffle=True,
+            seed=config.seed,
+        )
+        self.epoch_sampler = EpochSampler(self.sampler, config.batch_size)
+        self.steps_per_epoch = math.ceil(self.sampler.num_samples / config.batch_size)
+        self.optimizer = build_optimizer(self.network, config, self.distributed.world_size)
+        self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.progress = Progress()
+        if config.resume and self.paths.state.is_file():
+            self._resume()
+        elif self.paths.state.is_file():
+            raise UsageError(
+                f"{self.paths.root} already holds a training run; resume it or choose another "
+                "output directory"
+            )
+        self.model = self._parallel(self.network)
+
+    def _parallel(self, network: nn.Module) -> nn.Module:
+        """Wrap for DDP when several processes train (SyncBatchNorm on CUDA when asked)."""
+        if self.distributed.world_size == 1:
+            return network
+        if self.device.type == "cuda" and self.config.sync_batchnorm:
+            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(network, device_ids=device_ids)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        state = torch.load(self.paths.state, map_location="cpu", weights_only=True)
+        if state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{self.paths.state}: not a posecli training state")
+        model = load_model(str(self.paths.last), device="cpu")
+        if model.provenance.get("step") != state["step"]:
+            raise CheckpointError(
+                f"{self.paths.last} (step {model.provenance.get('step')}) does not match "
+                f"{self.paths.state} (step {state['step']}); the run was interrupted while saving"
+            )
+        if model.config != self.model_config:
+            raise CheckpointError(
+                f"{self.paths.last} holds a network of shape {model.config}, this run builds "
+                f"{self.model_config}"
+            )
+        changed = _changed_settings(state["config"], self.config.to_dict())
+        if changed:
+            logger.warning("resuming with changed settings: %s", ", ".join(changed))
+        self.network.load_state_dict(model.network.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        _restore_rng_states(state["rng"], self.device)
+        self.progress = Progress(
+            epoch=state["epoch"],
+            batch=state["batch"],
+            step=state["step"],
+            best_ap=state["best_ap"],
+        )
+        logger.info("resumed %s at step %d", self.paths.root, self.progress.step)
+
+    def _save(self) -> None:
+        """Write ``checkpoint-last.pt``, then ``train-state.pt`` (rank 0; each atomically)."""
+        if not self.distributed.is_main:
+            return
+        provenance = {
+            "trained_by": "posecli train",
+            "annotations": self.config.annotations,
+            "init": self.config.init,
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "world_size": self.distributed.world_size,
+        }
+        save_checkpoint(
+            self.paths.last, self.network, self.model_config, self.preprocessing, provenance
+        )
+        state = {
+            "format": STATE_FORMAT,
+            "epoch": self.progress.epoch,
+            "batch": self.progress.batch,
+            "step": self.progress.step,
+            "best_ap": self.progress.best_ap,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_states(self.device),
+            "config": self.config.to_dict(),
+        }
+        partial = self.paths.state.with_suffix(".partial")
+        torch.save(state, partial)
+        os.replace(partial, self.paths.state)
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _loader(self) -> DataLoader:
+        """One loader for the whole run; ``EpochSampler`` picks each epoch's items.
+
+        Workers are started by a fork server and kept for the run: forking the trainer itself
+        after OpenCV's thread pool has run in it (validation) deadlocks the child.
+        """
+        workers = self.config.workers
+        return DataLoader(
+            self.dataset,
+            batch_size=self.config.batch_size,
+            sampler=self.epoch_sampler,
+            num_workers=workers,
+            worker_init_fn=_worker_init if workers else None,
+            multiprocessing_context="forkserver" if workers else None,
+            persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _step(
+        self, images: torch.Tensor, targets: list[torch.Tensor], masks: list[torch.Tensor]
+    ) -> tuple[float, float]:
+        """One optimiser step; returns the loss and the gradient norm before clipping."""
+        images = images.to(self.device, non_blocking=True)  # (N, 3, S, S)
+        targets = [t.to(self.device, non_blocking=True) for t in targets]  # [(N, 50, h_j, w_j)]
+        masks = [m.to(self.device, non_blocking=True) for m in masks]  # [(N, 1|50, h_j, w_j)]
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            outputs = self.model(images)  # [stacks][scales] (N, 50, h_j, w_j)
+        loss = heatmap_loss(outputs, targets, masks, self.config.loss)
+        if not torch.isfinite(loss):
+            raise PoseCliError(
+                f"training diverged: loss is {loss.item()} at step {self.progress.step + 1}; "
+                "lower the learning rate or enable gradient clipping"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        parameters = [p for p in self.network.parameters() if p.grad is not None]
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.item(), grad_norm.item()
+
+    def _batches(self) -> Iterator[tuple[int, int, tuple]]:
+        """``(epoch, batch index, batch)`` from the resume point to the end of the run."""
+        loader = self._loader()
+        for epoch in range(self.progress.epoch, self.config.epochs):
+            first = self.progress.batch if epoch == self.progress.epoch else 0
+            self.epoch_sampler.start(epoch, first)
+            for index, batch in enumerate(loader, start=first):
+                yield epoch, index, batch
+
+    def run(self) -> Path:
+        """Train to the end (or ``max_steps``); returns the path of ``checkpoint-last.pt``."""
+        config = self.config
+        if self.distributed.is_main:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            self.paths.config.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        total_steps = config.epochs * self.steps_per_epoch
+        if config.max_steps:
+            total_steps = min(total_steps, config.max_steps)
+        self.log.notify({
+            "event": "start", "step": self.progress.step, "total_steps": total_steps,
+            "steps_per_epoch": self.steps_per_epoch, "epochs": config.epochs,
+            "world_size": self.distributed.world_size, "images": len(self.dataset),
+        })  # fmt: skip
+        window: list[float] = []
+        epoch_losses: list[float] = []
+        started = time.perf_counter()
+        for epoch, index, (images, targets, masks) in self._batches():
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss, grad_norm = self._step(images, targets, masks)
+            window.append(loss)
+            epoch_losses.append(loss)
+            self.progress.step += 1
+            self.progress.epoch, self.progress.batch = epoch, index + 1
+            if self.progress.batch == self.steps_per_epoch:
+                self.progress.epoch, self.progress.batch = epoch + 1, 0
+            self.log.notify({
+                "event": "batch", "epoch": epoch, "step": self.progress.step,
+                "batch": index + 1, "batches": self.steps_per_epoch, "loss": loss,
+            })  # fmt: skip
+            if self.progress.step % config.log_every_steps == 0:
+                self._log_step(epoch, window, lr, grad_norm, started, images.shape[0])
+                window, started = [], time.perf_counter()
+            finished = bool(config.max_steps) and self.progress.step >= config.max_steps
+            epoch_done = self.progress.batch == 0
+            if epoch_done:
+                self._end_epoch(epoch, epoch_losses)
+                epoch_losses = []
+            elif finished or (
+                config.checkpoint_every_steps
+                and self.progress.step % config.checkpoint_every_steps == 0
+            ):
+                self._save()
+            if finished:
+                break
+        if self.distributed.world_size > 1:
+            dist.barrier()
+        return self.paths.last
+
+    def _log_step(
+        self,
+        epoch: int,
+        window: list[float],
+        lr: float,
+        grad_norm: float,
+        started: float,
+        batch_size: int,
+    ) -> None:
+        loss = _mean_across_processes(
+            sum(window) / len(window), len(window), self.device, self.distributed.world_size
+        )
+        seconds = time.perf_counter() - started
+        images = len(window) * batch_size * self.distributed.world_size
+        self.log.write({
+            "event": "step", "epoch": epoch, "step": self.progress.step, "loss": loss, "lr": lr,
+            "grad_norm": grad_norm, "images_per_second": images / max(seconds, 1e-9),
+        })  # fmt: skip
+
+    def _end_epoch(self, epoch: int, losses: list[float]) -> None:
+        """Epoch metrics, validation when due, then the checkpoints."""
+        loss = _mean_across_processes(
+            sum(losses) / max(1, len(losses)),
+            len(losses),
+            self.device,
+            self.distributed.world_size,
+        )
+        self.log.write({"event": "epoch", "epoch": epoch, "step": self.progress.step, "loss": loss})
+        metrics = self._validate(epoch)
+        improved = metrics is not None and metrics["AP"] > self.progress.best_ap
+        if improved:
+            self.progress.best_ap = metrics["AP"]
+        self._save()
+        if improved and self.distributed.is_main:
+            shutil.copyfile(self.paths.last, self.paths.best)
+
+    def _validate(self, epoch: int) -> dict[str, float] | None:
+        """COCO keypoint AP on the validation set (rank 0; the others wait)."""
+        config = self.config
+        last_epoch = epoch + 1 == config.epochs
+        if not config.val_annotations or not (
+            (epoch + 1) % config.val_every_epochs == 0 or last_epoch
+        ):
+            return None
+        metrics = None
+        if self.distributed.is_main:
+            images = config.val_images or str(Path(config.val_annotations).parent / "images")
+            model = PoseModel.from_network(
+                self.network, self.model_config, self.preprocessing, name=self.paths.root.name
+            )
+            inference = InferenceConfig(box_size=config.val_box_size, device=str(self.device))
+            metrics = coco_results_ap(model, inference, config.val_annotations, images)
+            self.network.train()
+            self.log.write({"event": "val", "epoch": epoch, "step": self.progress.step, **metrics})
+        if self.distributed.world_size > 1:
+            shared = [metrics]
+            dist.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
+        return metrics
+
+
+def coco_results(estimator: Estimator, annotations: str, images: str) -> list[dict[str, Any]]:
+    """Detections of every image of a COCO set, in COCO results format (COCO-17 keypoints)."""
+    coco = load_annotations(annotations)
+    results = []
+    for image_id in sorted(coco.imgs):
+        image = load_image(Path(images) / coco.imgs[image_id]["file_name"])
+        results.extend(to_coco_result(pose, image_id) for pose in estimator.predict([image])[0])
+    return results
+
+
+def coco_results_ap(
+    model: PoseModel, inference: InferenceConfig, annotations: str, images: str
+) -> dict[str, float]:
+    """AP, AP50, AP75, APM, APL, AR of a model on a COCO keypoint set."""
+    results = coco_results(Estimator(model, inference), annotations, images)
+    return coco_keypoint_ap(annotations, results)
+
+
+def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Path:
+    """Train a network as ``config`` says; returns the path of the final ``checkpoint-last.pt``.
+
+    Works alone or under ``torchrun`` (see the module docstring). ``progress`` (rank 0 only)
+    receives each metrics record as a dict with an ``"event"`` key: ``"start"`` (``step``,
+    ``total_steps``, ``steps_per_epoch``, ``epochs``, ``world_size``, ``images``), ``"batch"``
+    after every step (``epoch``, ``step``, ``batch``, ``batches``, ``loss``), ``"step"`` every
+    ``log_every_steps`` (``loss``, ``lr``, ``grad_norm``, ``images_per_second``), ``"epoch"``
+    (mean ``loss``) and ``"val"`` (``AP``, ``AP50``, ``AP75``, ``APM``, ``APL``, ``AR``).
+
+    Raises:
+        UsageError: invalid settings, or ``out`` holds a run and ``resume`` is off.
+        CheckpointError: ``init`` or the run's checkpoints cannot be loaded.
+        InputError: unreadable annotations or images.
+    """
+    _check_config(config)
+    distributed, device = join_process_group(resolve_device(config.device))
+    try:
+        return Trainer(config, distributed, device, progress).run()
+    finally:
+        if distributed.initialised_here:
+            dist.destroy_process_group()
