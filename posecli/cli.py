@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -863,6 +863,15 @@ def train(
     ] = _TRAIN.input_size,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate.")] = _TRAIN.lr,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = _TRAIN.optimizer,
+    loss: Annotated[
+        str, typer.Option(help="focal (focal L2) or l2; the paper trains l2, then focal.")
+    ] = _TRAIN.loss.kind,
+    warmup_steps: Annotated[
+        int, typer.Option(min=0, help="Linear learning-rate warm-up steps.")
+    ] = _TRAIN.warmup_steps,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=0, help="Also checkpoint every N steps (0: each epoch only).")
+    ] = _TRAIN.checkpoint_every_steps,
     workers: Annotated[int, typer.Option(min=0, help="Data-loading processes.")] = _TRAIN.workers,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _TRAIN.device,
     seed: Annotated[
@@ -896,6 +905,9 @@ def train(
         workers=workers,
         optimizer=optimizer,
         lr=lr,
+        warmup_steps=warmup_steps,
+        checkpoint_every_steps=checkpoint_every,
+        loss=replace(_TRAIN.loss, kind=loss),
         device=device,
         seed=seed,
     )
@@ -937,6 +949,48 @@ def _training_progress(quiet: bool) -> Iterator[Callable[[dict[str, Any]], None]
 
 # ---------------------------------------------------------------------------------------------
 # info
+
+
+@app.command()
+def label(
+    images_inputs: Annotated[
+        list[str],
+        typer.Option("--images", help="Image folder, glob or file; repeat for more."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pseudo-label COCO JSON to write.")],
+    teachers: Annotated[
+        Path, typer.Option(help="Folder of the teacher ONNX files (see ../shared/teachers).")
+    ],
+    teacher: Annotated[
+        str, typer.Option(help="movenet, openpose or both (agreement between them).")
+    ] = "both",
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Pseudo-label photos with teacher models into COCO keypoints (resumable)."""
+    from posecli.io.sources import expand_image_inputs
+    from posecli.label import LabelConfig, label_images, partial_path
+
+    _setup_logging(quiet)
+    if out.exists() and not partial_path(out).exists() and not force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
+    paths = expand_image_inputs(images_inputs)
+    config = LabelConfig(teacher=teacher)
+    with _labelling_progress(quiet) as progress:
+        written = label_images(paths, teachers, out, config, progress)
+    _say(quiet, f"labelled {len(paths)} images: {written}")
+
+
+@contextmanager
+def _labelling_progress(quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar over labelled images."""
+    if quiet:
+        yield lambda done, total: None
+        return
+    columns = (TextColumn("label"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with _progress_display(columns) as progress:
+        task = progress.add_task("label", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 @app.command()

@@ -451,3 +451,23 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
     assert capsys.readouterr().out.split()[0::2] == list(SUMMARY_KEYS)
     assert run(["train", *data, *settings, "--out", str(run_dir)]) == 2  # a run is there already
     assert "resume" in _one_error_line(capsys.readouterr().err)
+
+
+def test_label_writes_coco_keypoints_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    teachers = REPO.parent / "shared" / "teachers"
+    images = REPO.parent / "shared" / "data" / "eval" / "mmpose-coco" / "images"
+    if not (teachers / "movenet-multipose.onnx").exists() or not images.is_dir():
+        pytest.skip("../shared/teachers or ../shared/data/eval is absent")
+    pytest.importorskip("onnxruntime", reason="onnxruntime (the [train] extra) is not installed")
+    image = sorted(images.iterdir())[0]
+    out = tmp_path / "labels.json"
+    command = ["label", "--images", str(image), "--out", str(out), "--teachers", str(teachers)]
+    assert run([*command, "--teacher", "movenet", "--quiet"]) == 0
+    labels = json.loads(out.read_text())
+    assert [entry["file_name"] for entry in labels["images"]] == [image.name]
+    people = [a for a in labels["annotations"] if not a["iscrowd"]]
+    assert people and all(len(a["keypoints"]) == 51 for a in people)
+    assert run([*command, "--quiet"]) == 1
+    assert "exists" in capsys.readouterr().err
