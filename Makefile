@@ -16,7 +16,7 @@ install: $(PYTHON)
 	$(PYTHON) -m pip install -q -e ".[test]"
 
 test: install
-	$(PYTHON) -m ruff check posecli tests bench examples
+	$(PYTHON) -m ruff check setup.py posecli tests bench examples
 	$(PYTHON) -m pytest -q
 
 out/media/vtest.avi:
@@ -30,4 +30,4 @@ demo: install $(DEMO_INPUT)
 	$(VENV)/bin/posecli video "$(DEMO_INPUT)" --out out/demo.mp4 --json out/demo.jsonl --force
 
 lint: $(PYTHON)
-	$(PYTHON) -m ruff check posecli tests bench examples
+	$(PYTHON) -m ruff check setup.py posecli tests bench examples

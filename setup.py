@@ -1,5 +1,7 @@
 """Build and install posecli; compiles the Cython decoder in pyx/ into posecli.decode._native."""
 
+from pathlib import Path
+
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
@@ -15,8 +17,8 @@ native = Extension(
 setup(
     name="posecli",
     version="0.1.0",
-    description="Multi-person 2D pose estimation (Simple Pose / IMHN) for videos, webcams and images",
-    long_description=open("README.md", encoding="utf-8").read(),
+    description="Multi-person 2D pose estimation (Simple Pose / IMHN) for videos, webcams, images",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

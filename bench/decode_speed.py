@@ -7,8 +7,8 @@ decoder and with the NumPy reference in one run, each frame's time being the bes
 decodes all frames on two threads at once to show that the native decoder releases the GIL.
 Prints ms/frame for each and, as the last line, the speed ratio: ``ratio 312.4``.
 
-    python bench/decode_speed.py [--eval-dir ../shared/data/eval] [--repeat 20]
-        [--reference-repeat 3]
+    python bench/decode_speed.py [--eval-dir ../shared/data/eval] [--repeat 50]
+        [--reference-repeat 5]
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_eval = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
     parser.add_argument("--eval-dir", type=Path, default=default_eval)
-    parser.add_argument("--repeat", type=int, default=20, help="native runs per frame")
-    parser.add_argument("--reference-repeat", type=int, default=3, help="reference runs per frame")
+    parser.add_argument("--repeat", type=int, default=50, help="native runs per frame")
+    parser.add_argument("--reference-repeat", type=int, default=5, help="reference runs per frame")
     args = parser.parse_args()
 
     frames, people = rendered_frames(args.eval_dir)

@@ -1,9 +1,10 @@
 # cython: language_level=3
 """Native Simple Pose decoder: the algorithm of posecli/decode/reference.py, in C.
 
-Arrays in, arrays out: ``decode_people`` takes a ``(C, H, W)`` float32 heatmap stack (read as
-the reference sanitises it: NaN as 0, values clipped to ±1e6) and returns ``(P, K, 3)`` float32 keypoints ``[x, y, peak score]`` (network order, grid
-coordinates) and ``(P,)`` float32 scores, in assembly order. The work runs without the GIL.
+Arrays in, arrays out: ``decode_poses`` takes a ``(C, H, W)`` float32 heatmap stack (read as
+the reference sanitises it: NaN as 0, values clipped to ±1e6) and returns ``(P, J, 3)`` float32
+keypoints ``[x, y, peak score]`` (grid coordinates, in the keypoint order asked for) and
+``(P,)`` float32 scores, best first. The work runs without the GIL.
 The reference module documents every rule; each function here names its counterpart there and
 computes in the same order, so the two agree to rounding. Only posecli/decode/ imports this.
 """
@@ -11,13 +12,66 @@ computes in the same order, so the two agree to rounding. Only posecli/decode/ i
 import numpy as np
 
 cimport cython
-from libc.math cimport INFINITY, floor, log, sqrt
+from libc.math cimport INFINITY, log, sqrt
 from libc.stdlib cimport free, malloc, qsort
 
 cdef enum:
     MAX_KEYPOINTS = 32  # capacity of a Person; the skeleton has 18
 
 cdef float HEATMAP_LIMIT = 1e6  # posecli.decode.reference.HEATMAP_LIMIT
+
+
+cdef extern from *:
+    """
+    /* The peak pre-scan reads every cell of every keypoint map, so it is written for SIMD.
+       posecli_block_reaches: whether any of the 32 floats at `values` is >= `threshold` (NaN
+       is not). With SSE2 (every x86-64) a running maximum in two registers: MAXPS returns its
+       second operand when the first is NaN, so NaN never enters the maximum (which starts at
+       -inf). posecli_block_mask: bit k set where values[k] >= threshold, k < 32.
+       posecli_lowest_bit: index of the lowest set bit of a non-zero mask. Elsewhere than
+       SSE2 and GCC/Clang, plain loops. */
+    #include <math.h>
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    static inline int posecli_block_reaches(const float *values, float threshold) {
+        __m128 low = _mm_set1_ps(-INFINITY), high = low;
+        for (int k = 0; k < 32; k += 8) {
+            low = _mm_max_ps(_mm_loadu_ps(values + k), low);
+            high = _mm_max_ps(_mm_loadu_ps(values + k + 4), high);
+        }
+        return _mm_movemask_ps(_mm_cmpge_ps(_mm_max_ps(low, high), _mm_set1_ps(threshold)));
+    }
+    static inline unsigned posecli_block_mask(const float *values, float threshold) {
+        __m128 limit = _mm_set1_ps(threshold);
+        unsigned mask = 0;
+        for (int k = 0; k < 32; k += 4)
+            mask |= (unsigned) _mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(values + k), limit)) << k;
+        return mask;
+    }
+    #else
+    static inline unsigned posecli_block_mask(const float *values, float threshold) {
+        unsigned mask = 0;
+        for (int k = 0; k < 32; ++k) mask |= (unsigned) (values[k] >= threshold) << k;
+        return mask;
+    }
+    static inline int posecli_block_reaches(const float *values, float threshold) {
+        return posecli_block_mask(values, threshold) != 0;
+    }
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+    static inline int posecli_lowest_bit(unsigned mask) { return __builtin_ctz(mask); }
+    #else
+    static inline int posecli_lowest_bit(unsigned mask) {
+        int k = 0;
+        while (!(mask >> k & 1u)) ++k;
+        return k;
+    }
+    #endif
+    """
+    enum: SCAN_BLOCK "32"  # the floats posecli_block_reaches and posecli_block_mask read
+    bint _block_reaches "posecli_block_reaches" (const float* values, float threshold) nogil
+    unsigned int _block_mask "posecli_block_mask" (const float* values, float threshold) nogil
+    int _lowest_bit "posecli_lowest_bit" (unsigned int mask) nogil
 
 
 ctypedef struct PeakCell:  # a keypoint-map cell that passed the NMS
@@ -31,6 +85,11 @@ ctypedef struct Peak:
     double score  # value of the peak cell
     int type  # keypoint type
     int id  # global peak id (index in the peak array)
+
+
+ctypedef struct MapCursor:  # the row of a raster index, followed as indices grow
+    Py_ssize_t row
+    Py_ssize_t row_start  # raster index of the row's first cell
 
 
 ctypedef struct Candidate:  # a candidate body part between peak i of type a and j of type b
@@ -55,6 +114,11 @@ ctypedef struct Person:
     int count  # number of keypoints
     double longest  # longest part, grid cells
     bint alive
+
+
+ctypedef struct RankedPerson:  # a kept person in output order
+    float score  # the output score, max(1 - 1/total, 0)
+    int person  # index in the people array
 
 
 ctypedef struct Settings:  # DecodeConfig as plain numbers
@@ -95,6 +159,14 @@ cdef int _by_score_then_id(const void* left, const void* right) noexcept nogil:
     return (a.id > b.id) - (a.id < b.id)
 
 
+cdef int _by_score_then_person(const void* left, const void* right) noexcept nogil:
+    cdef const RankedPerson* a = <const RankedPerson*> left
+    cdef const RankedPerson* b = <const RankedPerson*> right
+    if a.score != b.score:
+        return -1 if a.score > b.score else 1
+    return (a.person > b.person) - (a.person < b.person)
+
+
 cdef int _by_rank_then_peaks(const void* left, const void* right) noexcept nogil:
     cdef const Candidate* a = <const Candidate*> left
     cdef const Candidate* b = <const Candidate*> right
@@ -110,17 +182,6 @@ cdef inline float _clean(float value) noexcept nogil:
     if value != value:
         return 0.0
     return min(max(value, -HEATMAP_LIMIT), HEATMAP_LIMIT)
-
-
-@cython.boundscheck(False)
-@cython.wraparound(False)
-cdef bint _row_reaches(const float* row, Py_ssize_t width, float threshold) noexcept nogil:
-    """Whether any value of the row is ≥ threshold (a loop the compiler vectorises)."""
-    cdef Py_ssize_t j
-    cdef int reaches = 0
-    for j in range(width):
-        reaches |= row[j] >= threshold
-    return reaches != 0
 
 
 @cython.boundscheck(False)
@@ -141,39 +202,100 @@ cdef bint _beats_row(
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
+cdef inline bint _is_peak(
+    const float* keypoint_map, Py_ssize_t height, Py_ssize_t width, Py_ssize_t i, Py_ssize_t j,
+    float value,
+) noexcept nogil:
+    """Whether cell ``(i, j)`` of a row-major ``height × width`` map, of cleaned ``value``, is ≥
+    its 3×3 neighbours and > those before it in raster order. Its own row is checked first
+    (cheapest, and where most slope cells fail)."""
+    cdef const float* row = keypoint_map + i * width
+    if j > 0 and _clean(row[j - 1]) >= value:
+        return False
+    if j + 1 < width and _clean(row[j + 1]) > value:
+        return False
+    if i > 0 and not _beats_row(row - width, j, width, value, True):
+        return False
+    if i + 1 < height and not _beats_row(row + width, j, width, value, False):
+        return False
+    return True
+
+
+cdef inline Py_ssize_t _column(
+    MapCursor* cursor, Py_ssize_t index, Py_ssize_t width
+) noexcept nogil:
+    """The column of raster ``index``, moving ``cursor`` forward to its row (indices must come
+    in increasing order: over a whole map the cursor moves ``height`` rows at most)."""
+    while index - cursor.row_start >= width:
+        cursor.row_start += width
+        cursor.row += 1
+    return index - cursor.row_start
+
+
+cdef inline unsigned int _span_mask(
+    const float* values, Py_ssize_t count, float threshold
+) noexcept nogil:
+    """Bit ``k`` set where ``values[k] >= threshold``, for ``count <= 32`` values (the tail of a
+    map after its whole ``SCAN_BLOCK`` blocks)."""
+    cdef Py_ssize_t k
+    cdef unsigned int mask = 0
+    for k in range(count):
+        if values[k] >= threshold:
+            mask |= 1u << k
+    return mask
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef Py_ssize_t _peaks_in_mask(
+    const float* keypoint_map, Py_ssize_t height, Py_ssize_t width, Py_ssize_t first,
+    unsigned int mask, MapCursor* cursor, PeakCell* cells, Py_ssize_t count,
+) noexcept nogil:
+    """Appends to ``cells[count:]`` the peaks among the cells ``first + k`` of the set bits
+    ``k`` of ``mask`` (the cells ≥ the threshold); returns the new count."""
+    cdef Py_ssize_t index, j
+    cdef float value
+    while mask:
+        index = first + _lowest_bit(mask)
+        mask &= mask - 1
+        j = _column(cursor, index, width)
+        value = _clean(keypoint_map[index])
+        if _is_peak(keypoint_map, height, width, cursor.row, j, value):
+            cells[count].value = value
+            cells[count].index = index
+            count += 1
+    return count
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
 cdef Py_ssize_t _find_peaks(
-    const float[:, :, ::1] heatmaps, Py_ssize_t channel, const Settings* settings,
+    const float* keypoint_map, Py_ssize_t height, Py_ssize_t width, const Settings* settings,
     PeakCell* cells,
 ) noexcept nogil:
-    """reference.find_peaks: fills ``cells`` (capacity ⌈H/2⌉·⌈W/2⌉) and returns how many are kept.
+    """reference.find_peaks on a row-major ``height × width`` map: fills ``cells`` (capacity
+    ⌈H/2⌉·⌈W/2⌉) and returns how many are kept.
 
-    Rows without a value ≥ the threshold are skipped by a vectorised pre-scan; a candidate is
-    checked against its own row first (cheapest, and where most slope cells fail)."""
-    cdef Py_ssize_t height = heatmaps.shape[1], width = heatmaps.shape[2]
-    cdef Py_ssize_t i, j, count = 0
-    cdef const float* row
-    cdef float value
-    for i in range(height):
-        row = &heatmaps[channel, i, 0]
-        if not _row_reaches(row, width, settings.peak_threshold):
-            continue
-        for j in range(width):
-            if not row[j] >= settings.peak_threshold:  # NaN fails too
-                continue
-            value = _clean(row[j])
-            if j > 0 and _clean(row[j - 1]) >= value:  # the cell before must be strictly less
-                continue
-            if j + 1 < width and _clean(row[j + 1]) > value:
-                continue
-            if i > 0 and not _beats_row(&heatmaps[channel, i - 1, 0], j, width, value, True):
-                continue
-            if i + 1 < height and not _beats_row(
-                &heatmaps[channel, i + 1, 0], j, width, value, False
-            ):
-                continue
-            cells[count].value = value
-            cells[count].index = i * width + j
-            count += 1
+    Every cell of every keypoint map is read here, so the map is scanned as one flat array in
+    blocks of ``SCAN_BLOCK`` cells; only the cells ≥ the threshold of the blocks that hold any
+    are examined one by one."""
+    cdef Py_ssize_t size = height * width, block, first, count = 0
+    cdef Py_ssize_t tail = size - size % SCAN_BLOCK
+    cdef float threshold = settings.peak_threshold
+    cdef MapCursor cursor
+    cursor.row = 0
+    cursor.row_start = 0
+    for block in range(size // SCAN_BLOCK):
+        first = block * SCAN_BLOCK
+        if _block_reaches(keypoint_map + first, threshold):
+            count = _peaks_in_mask(
+                keypoint_map, height, width, first, _block_mask(keypoint_map + first, threshold),
+                &cursor, cells, count,
+            )
+    count = _peaks_in_mask(
+        keypoint_map, height, width, tail,
+        _span_mask(keypoint_map + tail, size - tail, threshold), &cursor, cells, count,
+    )
     if count > settings.max_peaks:
         qsort(cells, count, sizeof(PeakCell), _by_value_then_index)
         count = settings.max_peaks
@@ -202,6 +324,13 @@ cdef void _centroid_refinement(
             moment_y += weight * (r - row)
     peak.x = moment_x / total + col
     peak.y = moment_y / total + row
+
+
+cdef inline Py_ssize_t _floor(double value) noexcept nogil:
+    """``floor(value)`` for a finite value within the Py_ssize_t range, without a libm call
+    (part samples are at most a map's diagonal from the map)."""
+    cdef Py_ssize_t truncated = <Py_ssize_t> value  # rounds towards zero
+    return truncated - (truncated > value)
 
 
 @cython.cdivision(True)
@@ -258,30 +387,32 @@ cdef Peak _make_peak(
 @cython.wraparound(False)
 @cython.cdivision(True)
 cdef bint _score_part(
-    const float[:, :, ::1] heatmaps, Py_ssize_t channel, const Peak* start, const Peak* end,
-    const Settings* settings, Candidate* candidate,
+    const float* part_map, Py_ssize_t height, Py_ssize_t width, const Peak* start,
+    const Peak* end, const Settings* settings, Candidate* candidate,
 ) noexcept nogil:
-    """reference.score_part: fills ``candidate.score`` and ``.length``; False when rejected."""
-    cdef Py_ssize_t height = heatmaps.shape[1], width = heatmaps.shape[2]
+    """reference.score_part on a row-major ``height × width`` map: fills ``candidate.score``
+    and ``.length``; False when rejected."""
     cdef double dx = end.x - start.x, dy = end.y - start.y
     cdef double length = sqrt(dx * dx + dy * dy)
-    cdef double t, total = 0.0, score
+    cdef double t, total = 0.0, score, needed
     cdef Py_ssize_t row, col
     cdef int sample, count, strong = 0
     cdef float value
     if length == 0.0:
         return False
-    count = min(<int> floor(length + 1.5), settings.max_part_samples)
+    count = <int> min(_floor(length + 1.5), settings.max_part_samples)
+    needed = settings.part_sample_ratio * count
     for sample in range(count):
         t = sample / <double> (count - 1) if count > 1 else 0.0
-        col = min(max(<Py_ssize_t> floor(start.x + t * dx + 0.5), 0), width - 1)
-        row = min(max(<Py_ssize_t> floor(start.y + t * dy + 0.5), 0), height - 1)
-        value = _clean(heatmaps[channel, row, col])
-        if value > settings.part_threshold:
-            strong += 1
+        col = min(max(_floor(start.x + t * dx + 0.5), 0), width - 1)
+        row = min(max(_floor(start.y + t * dy + 0.5), 0), height - 1)
+        value = _clean(part_map[row * width + col])
+        strong += value > settings.part_threshold
+        if strong + (count - 1 - sample) < needed:
+            return False  # too few strong samples even if all the rest are strong
         total += value
     score = total / count + min(settings.long_part_fraction * height / length - 1.0, 0.0)
-    if strong < settings.part_sample_ratio * count or not score > 0.0:
+    if strong < needed or not score > 0.0:
         return False
     candidate.score = score
     candidate.length = length
@@ -289,19 +420,21 @@ cdef bint _score_part(
 
 
 cdef Py_ssize_t _find_connections(
-    const float[:, :, ::1] heatmaps, Py_ssize_t channel, const Peak* peaks,
+    const float* part_map, Py_ssize_t height, Py_ssize_t width, const Peak* peaks,
     Py_ssize_t first_a, Py_ssize_t count_a, Py_ssize_t first_b, Py_ssize_t count_b,
     const Settings* settings, Candidate* candidates, char* used_a, char* used_b,
     Connection* connections,
 ) noexcept nogil:
-    """reference.find_connections; returns the number of connections written."""
+    """reference.find_connections on a row-major ``height × width`` part map; returns the
+    number of connections written."""
     cdef Py_ssize_t i, j, c, num_candidates = 0, num_connections = 0
     cdef Candidate* candidate
     for i in range(count_a):
         for j in range(count_b):
             candidate = &candidates[num_candidates]
             if not _score_part(
-                heatmaps, channel, &peaks[first_a + i], &peaks[first_b + j], settings, candidate
+                part_map, height, width, &peaks[first_a + i], &peaks[first_b + j], settings,
+                candidate,
             ):
                 continue
             candidate.rank = (
@@ -621,7 +754,7 @@ cdef int _decode(
 
     type_starts[0] = 0
     for k in range(num_keypoints):
-        n = _find_peaks(heatmaps, num_parts + k, settings, cells)
+        n = _find_peaks(&heatmaps[num_parts + k, 0, 0], height, width, settings, cells)
         for p in range(n):
             peaks[type_starts[k] + p] = _make_peak(
                 heatmaps, num_parts + k, cells[p].index // width, cells[p].index % width,
@@ -646,7 +779,7 @@ cdef int _decode(
         connection_starts[0] = 0
         for p in range(num_parts):
             connection_starts[p + 1] = connection_starts[p] + _find_connections(
-                heatmaps, p, peaks,
+                &heatmaps[p, 0, 0], height, width, peaks,
                 type_starts[body_parts[p, 0]],
                 type_starts[body_parts[p, 0] + 1] - type_starts[body_parts[p, 0]],
                 type_starts[body_parts[p, 1]],
@@ -673,26 +806,33 @@ cdef int _decode(
     return num_people
 
 
-def decode_people(
+def decode_poses(
     const float[:, :, ::1] heatmaps, const int[:, ::1] body_parts, int num_keypoints,
-    float peak_threshold, float part_threshold, double part_sample_ratio, int max_part_samples,
-    double long_part_fraction, double part_length_factor, double merge_ratio, int min_parts,
-    double min_mean_part_score, int max_peaks, bint centroid_refinement, int refine_radius,
+    const int[::1] output_keypoints, float peak_threshold, float part_threshold,
+    double part_sample_ratio, int max_part_samples, double long_part_fraction,
+    double part_length_factor, double merge_ratio, int min_parts, double min_mean_part_score,
+    int max_people, int max_peaks, bint centroid_refinement, int refine_radius,
     double completion_reach,
 ):
-    """Decode a ``(C, H, W)`` float32 stack: ``(keypoints (P, K, 3) float32, scores (P,) float32)``.
+    """Decode a ``(C, H, W)`` float32 stack into ``(keypoints (P, J, 3) float32, scores (P,)
+    float32)``: the people of reference.decode_people, sorted by score descending (ties in
+    assembly order), the best ``max_people`` when it is > 0, keypoint ``j`` of each being the
+    network keypoint ``output_keypoints[j]`` (``J = len(output_keypoints)``).
 
     Body-part maps are channels ``0 … B-1`` (``B = len(body_parts)``), keypoint maps the next
-    ``num_keypoints``. Arguments after ``num_keypoints`` are the DecodeConfig fields
+    ``num_keypoints``. Arguments after ``output_keypoints`` are the DecodeConfig fields
     (``centroid_refinement``: ``refinement == "centroid"``).
     """
     if not 0 < num_keypoints <= MAX_KEYPOINTS:
         raise ValueError(f"num_keypoints must be in 1..{MAX_KEYPOINTS}, got {num_keypoints}")
     if heatmaps.shape[0] < body_parts.shape[0] + num_keypoints:
         raise ValueError("too few channels for the body parts and keypoints")
-    parts = np.asarray(body_parts)
-    if parts.shape[1] != 2 or np.any(parts < 0) or np.any(parts >= num_keypoints):
+    if heatmaps.shape[1] == 0 or heatmaps.shape[2] == 0:
+        raise ValueError("empty heatmaps")
+    if body_parts.shape[1] != 2 or not _all_below(body_parts, num_keypoints):
         raise ValueError("body_parts must be (B, 2) keypoint indices")
+    if not _all_below(output_keypoints[None, :], num_keypoints):
+        raise ValueError("output_keypoints must be keypoint indices")
     if max_peaks < 1 or max_part_samples < 1 or refine_radius < 0 or not peak_threshold > 0:
         raise ValueError("need max_peaks, max_part_samples >= 1, refine_radius >= 0, "
                          "peak_threshold > 0")
@@ -712,39 +852,69 @@ def decode_people(
     settings.completion_reach = completion_reach
     cdef Person* people = NULL
     cdef Peak* peaks = NULL
-    cdef int num_people, p, kept = 0
+    cdef RankedPerson* ranked = NULL
+    cdef int num_people, kept = 0
     with nogil:
         num_people = _decode(heatmaps, body_parts, num_keypoints, &settings, &people, &peaks)
+        if num_people >= 0:
+            ranked = <RankedPerson*> malloc(max(num_people, 1) * sizeof(RankedPerson))
+            if ranked != NULL:
+                kept = _rank_people(people, num_people, max_people, ranked)
     try:
-        if num_people < 0:
+        if num_people < 0 or ranked == NULL:
             raise MemoryError("decoder: out of memory")
-        for p in range(num_people):
-            kept += people[p].alive
-        keypoints = np.zeros((kept, num_keypoints, 3), dtype=np.float32)
-        scores = np.zeros(kept, dtype=np.float32)
-        _write_people(people, num_people, peaks, num_keypoints, keypoints, scores)
+        keypoints = np.zeros((kept, output_keypoints.shape[0], 3), dtype=np.float32)
+        scores = np.empty(kept, dtype=np.float32)
+        _write_people(people, ranked, kept, peaks, output_keypoints, keypoints, scores)
         return keypoints, scores
     finally:
+        free(ranked)
         free(people)
         free(peaks)
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _write_people(
-    const Person* people, int num_people, const Peak* peaks, int num_keypoints,
-    float[:, :, ::1] keypoints, float[::1] scores,
+cdef bint _all_below(const int[:, :] values, int limit) noexcept nogil:
+    """Whether every value is in ``0 … limit-1``."""
+    cdef Py_ssize_t r, c
+    for r in range(values.shape[0]):
+        for c in range(values.shape[1]):
+            if not 0 <= values[r, c] < limit:
+                return False
+    return True
+
+
+cdef int _rank_people(
+    const Person* people, int num_people, int max_people, RankedPerson* ranked
 ) noexcept nogil:
-    """Copy the kept people into the output arrays (sized for exactly the kept ones)."""
-    cdef int p, k, out = 0, peak_id
+    """Fills ``ranked`` with the kept (``alive``) people, best score first, ties in assembly
+    order, at most ``max_people`` when it is > 0; returns how many."""
+    cdef int p, kept = 0
     for p in range(num_people):
-        if not people[p].alive:
-            continue
-        for k in range(num_keypoints):
-            peak_id = people[p].peak_ids[k]
+        if people[p].alive:
+            ranked[kept].score = <float> max(1.0 - 1.0 / people[p].total, 0.0)
+            ranked[kept].person = p
+            kept += 1
+    qsort(ranked, kept, sizeof(RankedPerson), _by_score_then_person)
+    return min(kept, max_people) if max_people > 0 else kept
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _write_people(
+    const Person* people, const RankedPerson* ranked, int kept, const Peak* peaks,
+    const int[::1] output_keypoints, float[:, :, ::1] keypoints, float[::1] scores,
+) noexcept nogil:
+    """Copy the ranked people into the zeroed output arrays (sized for exactly ``kept``)."""
+    cdef int r, k, peak_id
+    cdef const Person* person
+    for r in range(kept):
+        person = &people[ranked[r].person]
+        for k in range(output_keypoints.shape[0]):
+            peak_id = person.peak_ids[output_keypoints[k]]
             if peak_id >= 0:
-                keypoints[out, k, 0] = <float> peaks[peak_id].x
-                keypoints[out, k, 1] = <float> peaks[peak_id].y
-                keypoints[out, k, 2] = <float> peaks[peak_id].score
-        scores[out] = <float> max(1.0 - 1.0 / people[p].total, 0.0)
-        out += 1
+                keypoints[r, k, 0] = <float> peaks[peak_id].x
+                keypoints[r, k, 1] = <float> peaks[peak_id].y
+                keypoints[r, k, 2] = <float> peaks[peak_id].score
+        scores[r] = ranked[r].score

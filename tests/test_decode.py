@@ -248,6 +248,25 @@ def test_centroid_refinement_recovers_sub_cell_positions_without_swapping_axes()
         )
 
 
+@pytest.mark.parametrize(("height", "width"), [(3, 11), (5, 13), (2, 50), (7, 32)])
+def test_keypoints_at_scan_block_edges_and_in_map_tails_are_found(height: int, width: int) -> None:
+    # The native peak scan reads a map as blocks of 32 cells plus a tail of H·W mod 32 cells:
+    # the nose sits in the last cell (in the tail, or the last cell of a block), the neck in
+    # cell 31 (the last of the first block), each beside a NaN.
+    nose_map = np.zeros((height, width), dtype=np.float32)
+    nose_map[-1, -1] = 0.8
+    neck_map = np.zeros((height, width), dtype=np.float32)
+    neck_map.flat[31] = 0.9
+    heatmaps = neck_nose_scene(neck_map, nose_map)
+    heatmaps[KEYPOINT_CHANNELS.start + NOSE].flat[-2] = np.nan
+    heatmaps[KEYPOINT_CHANNELS.start + NECK].flat[30] = np.nan
+    for native in (True, False):
+        poses = decode(heatmaps, native=native)
+        np.testing.assert_allclose(
+            decoded_network_keypoint(poses, "nose"), (width - 1, height - 1, 0.8), atol=1e-6
+        )
+
+
 def test_completion_joins_a_wrist_whose_elbow_is_missing() -> None:
     person = standing_person(100.0, 40.0)
     person[7, 2] = 0  # left elbow not labelled: nothing links the left wrist to the body
@@ -287,6 +306,18 @@ def test_max_people_keeps_the_best() -> None:
     assert len(best_two) == 2
     np.testing.assert_array_equal(best_two.scores, everyone.scores[:2])
     assert (best_two.keypoints[0, 11:, 2] > 0).all()  # the full person comes first
+
+
+def test_native_sorts_and_cuts_like_the_reference() -> None:
+    # Four copies of one person 22 cells apart: equal scores, so ties keep assembly order.
+    people = np.stack([standing_person(45.0 + 88 * i, 30.0) for i in range(4)])
+    heatmaps = render_heatmaps(coco_to_network(people), 280, 360)
+    assert len(set(decode(heatmaps).scores.tolist())) == 1
+    for max_people in (0, 1, 3):
+        config = DecodeConfig(max_people=max_people)
+        poses = decode(heatmaps, config)
+        assert len(poses) == (max_people or 4)
+        assert_same_people(poses, decode(heatmaps, config, native=False))
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,7 @@ REFINEMENTS = ("gaussian", "centroid")
 #: The defaults of DecodeConfig (frozen, so one shared instance is safe).
 DEFAULT_CONFIG = DecodeConfig()
 _BODY_PARTS = np.array(BODY_PARTS, dtype=np.intc)  # (30, 2) network-order keypoint pairs
-_COCO_TO_NETWORK = np.array(COCO_TO_NETWORK, dtype=np.intp)  # (17,)
+_COCO_TO_NETWORK = np.array(COCO_TO_NETWORK, dtype=np.intc)  # (17,)
 
 
 @dataclass(frozen=True)
@@ -100,17 +100,27 @@ def decode(
     """
     maps = _checked_heatmaps(heatmaps)
     _check_config(config)
-    if native:
-        keypoints, scores = _native_module().decode_people(maps, _BODY_PARTS, NUM_KEYPOINTS, config)
+    if native:  # sorts, cuts and reorders natively as _ranked does
+        keypoints, scores = _native_module().decode_poses(
+            maps, _BODY_PARTS, NUM_KEYPOINTS, _COCO_TO_NETWORK, config
+        )
     else:
-        keypoints, scores = reference.decode_people(maps, _BODY_PARTS, NUM_KEYPOINTS, config)
+        keypoints, scores = _ranked(
+            *reference.decode_people(maps, _BODY_PARTS, NUM_KEYPOINTS, config), config.max_people
+        )
+    return DecodedPoses(keypoints=keypoints, scores=scores)
+
+
+def _ranked(
+    keypoints: np.ndarray, scores: np.ndarray, max_people: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """People in assembly order (network-order ``(P, K, 3)`` keypoints, ``(P,)`` scores) →
+    sorted by score descending (ties in assembly order), the best ``max_people`` when > 0, and
+    keypoints in COCO-17 order ``(P, 17, 3)``."""
     order = np.argsort(-scores, kind="stable")
-    if config.max_people > 0:
-        order = order[: config.max_people]
-    return DecodedPoses(
-        keypoints=np.ascontiguousarray(keypoints[order][:, _COCO_TO_NETWORK, :]),
-        scores=scores[order],
-    )
+    if max_people > 0:
+        order = order[:max_people]
+    return keypoints[order[:, None], _COCO_TO_NETWORK], scores[order]
 
 
 def _native_module():  # the posecli.decode.native module, or DecoderError

@@ -29,20 +29,31 @@ def import_error() -> str:
     return _IMPORT_ERROR
 
 
-def decode_people(
-    heatmaps: np.ndarray, body_parts: np.ndarray, num_keypoints: int, config: DecodeConfig
+def decode_poses(
+    heatmaps: np.ndarray,
+    body_parts: np.ndarray,
+    num_keypoints: int,
+    output_keypoints: np.ndarray,
+    config: DecodeConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Same contract as :func:`posecli.decode.reference.decode_people`.
+    """The people of :func:`posecli.decode.reference.decode_people`, ready for output.
 
     Args:
         heatmaps: ``(C, H, W)`` C-contiguous float32 (NaN and ±inf read as in the reference).
         body_parts: ``(B, 2)`` intc keypoint pairs; part maps are channels ``0…B-1``, keypoint
             maps ``B…B+num_keypoints-1``.
+        output_keypoints: ``(J,)`` intc, the network keypoint of each output keypoint.
+
+    Returns:
+        ``keypoints`` ``(P, J, 3)`` float32 ``[x, y, conf]`` (grid coordinates, zeros for a
+        missing keypoint) and ``scores`` ``(P,)`` float32, sorted by score descending (ties in
+        assembly order) and cut to ``config.max_people`` when that is > 0.
     """
-    return _native.decode_people(
+    return _native.decode_poses(
         heatmaps,
         body_parts,
         num_keypoints,
+        output_keypoints,
         config.peak_threshold,
         config.part_threshold,
         config.part_sample_ratio,
@@ -52,6 +63,7 @@ def decode_people(
         config.merge_ratio,
         config.min_parts,
         config.min_mean_part_score,
+        config.max_people,
         config.max_peaks,
         config.refinement == "centroid",
         config.refine_radius,
