@@ -1,10 +1,12 @@
 """Oracle AP: render ground-truth heatmaps from a COCO keypoint file, decode them, score them.
 
 For every image of the annotation file, the annotated people (not crowds, at least one keypoint)
-are converted to network order, rendered with ``posecli.train.targets.render_heatmaps`` at the
-image size, decoded with ``posecli.decode.decode``, mapped back to pixels
-(``x = stride·gx + (stride-1)/2``) and scored with pycocotools. Prints the COCO summary figures
-and, as its last line, the OKS AP: ``AP 0.912``.
+are converted to network order and rendered with ``posecli.train.targets.render_heatmaps`` at the
+image size. From there on the path is the one ``posecli eval`` takes after the network: the maps
+and their grid → pixel transform (stride ``s`` at resize factor 1: ``x = s·gx + (s-1)/2``) as
+``posecli.estimator.Heatmaps``, ``posecli.estimator.decode_heatmaps`` to poses in pixels,
+``posecli.pose.to_coco_result`` and ``posecli.evaluate.coco_keypoint_ap``. Prints the COCO
+summary figures and, as its last line, the OKS AP: ``AP 0.912``.
 
     python bench/oracle_ap.py --annotations ../shared/data/eval/cocomini-train/person_keypoints.json
     python bench/oracle_ap.py --annotations ANN.json --set refinement=centroid \
@@ -16,16 +18,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pycocotools.coco import COCO
 
 from posecli.config import DecodeConfig
-from posecli.decode import decode
+from posecli.estimator import Heatmaps, decode_heatmaps
 from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap, load_annotations
+from posecli.pose import to_coco_result
 from posecli.spec import coco_to_network
 from posecli.train.targets import render_heatmaps
+from posecli.transforms import GridTransform
+
+
+@dataclass(frozen=True)
+class OracleRun:
+    """One oracle run: COCO summary figures (``SUMMARY_KEYS``), the results scored, counts."""
+
+    figures: dict[str, float]
+    results: list[dict]  # COCO results (``posecli.pose.to_coco_result``), by image id
+    images: int
+    people_in: int  # annotated people rendered
+    people_out: int  # people decoded
+    decode_seconds: float  # total time in decode_heatmaps
 
 
 def annotated_people(coco: COCO, image_id: int) -> np.ndarray:
@@ -39,22 +56,33 @@ def annotated_people(coco: COCO, image_id: int) -> np.ndarray:
     return coco_to_network(keypoints.reshape(-1, 17, 3))
 
 
-def image_results(
-    image_id: int, keypoints: np.ndarray, scores: np.ndarray, stride: int
-) -> list[dict]:
-    """COCO results of one image from decoded grid keypoints ``(P, 17, 3)``."""
-    pixels = keypoints.astype(np.float64).copy()
-    present = pixels[..., 2] > 0
-    pixels[..., :2] = np.where(present[..., None], stride * pixels[..., :2] + (stride - 1) / 2, 0)
-    return [
-        {
-            "image_id": image_id,
-            "category_id": 1,
-            "keypoints": [round(float(v), 3) for v in person.reshape(-1)],
-            "score": float(score),
-        }
-        for person, score in zip(pixels, scores, strict=True)
-    ]
+def ground_truth_heatmaps(people: np.ndarray, height: int, width: int, stride: int) -> Heatmaps:
+    """The rendered targets of ``(P, 18, 3)`` people on the stride grid of an image at its size."""
+    maps = render_heatmaps(people, height, width, stride)  # (50, H/s, W/s)
+    return Heatmaps(maps=maps, transform=GridTransform.from_resize(stride, 1.0, 1.0))
+
+
+def oracle_ap(
+    annotations: Path,
+    config: DecodeConfig = DecodeConfig(),  # noqa: B008 (frozen record)
+    stride: int = 4,
+    native: bool = True,
+) -> OracleRun:
+    """OKS AP of the decoded ground-truth heatmaps of every image of ``annotations``."""
+    coco = load_annotations(annotations)
+    results, people_in, people_out, seconds = [], 0, 0, 0.0
+    image_ids = sorted(coco.getImgIds())
+    for image_id in image_ids:
+        image, people = coco.imgs[image_id], annotated_people(coco, image_id)
+        heatmaps = ground_truth_heatmaps(people, image["height"], image["width"], stride)
+        start = time.perf_counter()
+        poses = decode_heatmaps(heatmaps, config, native=native)
+        seconds += time.perf_counter() - start
+        results += [to_coco_result(pose, image_id) for pose in poses]
+        people_in += len(people)
+        people_out += len(poses)
+    figures = coco_keypoint_ap(annotations, results)
+    return OracleRun(figures, results, len(image_ids), people_in, people_out, seconds)
 
 
 def decode_config(overrides: list[str]) -> DecodeConfig:
@@ -83,29 +111,16 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    coco = load_annotations(args.annotations)
-    config = decode_config(args.set)
-    results, people_in, people_out, seconds = [], 0, 0, 0.0
-    for image_id in sorted(coco.getImgIds()):
-        image = coco.imgs[image_id]
-        people = annotated_people(coco, image_id)
-        heatmaps = render_heatmaps(people, image["height"], image["width"], args.stride)
-        start = time.perf_counter()
-        poses = decode(heatmaps, config, native=not args.reference)
-        seconds += time.perf_counter() - start
-        results += image_results(image_id, poses.keypoints, poses.scores, args.stride)
-        people_in += len(people)
-        people_out += len(poses)
-    figures = coco_keypoint_ap(args.annotations, results)
+    run = oracle_ap(args.annotations, decode_config(args.set), args.stride, not args.reference)
     decoder = "reference" if args.reference else "native"
     print(
-        f"{args.annotations}: {len(coco.getImgIds())} images, {people_in} annotated people, "
-        f"{people_out} decoded ({decoder}, stride {args.stride}, "
-        f"{1000 * seconds / max(len(coco.getImgIds()), 1):.2f} ms/image)"
+        f"{args.annotations}: {run.images} images, {run.people_in} annotated people, "
+        f"{run.people_out} decoded ({decoder}, stride {args.stride}, "
+        f"{1000 * run.decode_seconds / max(run.images, 1):.2f} ms/image)"
         + (f", {' '.join(args.set)}" if args.set else "")
     )
-    print("  ".join(f"{key} {figures[key]:.3f}" for key in SUMMARY_KEYS))
-    print(f"AP {figures['AP']:.3f}")
+    print("  ".join(f"{key} {run.figures[key]:.3f}" for key in SUMMARY_KEYS))
+    print(f"AP {run.figures['AP']:.3f}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,30 @@ class Heatmaps:
     transform: GridTransform
 
 
+def decode_heatmaps(heatmaps: Heatmaps, config: DecodeConfig, native: bool = True) -> list[Pose]:
+    """Decode one image's heatmaps and map the keypoints to its pixels.
+
+    Args:
+        heatmaps: the image's ``(50, h, w)`` float32 maps and their grid → pixel transform.
+        config: decoder settings.
+        native: use the compiled decoder (``False``: the NumPy reference).
+
+    Returns:
+        People, highest score first: COCO-17 ``[x, y, confidence]`` keypoints in original
+        image pixels, float32; a missing keypoint is ``(0, 0, 0)``.
+    """
+    decoded = decode(heatmaps.maps, config, native=native)
+    keypoints = np.array(decoded.keypoints, dtype=np.float32)  # (P, 17, 3) grid coordinates
+    found = keypoints[..., 2:] > 0  # (P, 17, 1)
+    pixels = heatmaps.transform.apply(keypoints[..., :2])  # (P, 17, 2)
+    keypoints[..., :2] = np.where(found, pixels, 0.0)
+    poses = [
+        Pose(keypoints=person, score=float(score))
+        for person, score in zip(keypoints, decoded.scores, strict=True)
+    ]
+    return sorted(poses, key=lambda pose: pose.score, reverse=True)
+
+
 def resample_heatmaps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resample ``(N, C, h, w)`` heatmaps to ``(N, C, *size)``, bilinear, on their device.
 
@@ -154,17 +178,8 @@ class Estimator:
         return [self.poses(heatmaps) for heatmaps in self.heatmaps(images)]
 
     def poses(self, heatmaps: Heatmaps) -> list[Pose]:
-        """Decode one image's heatmaps and map the keypoints to its pixels (missing: 0, 0, 0)."""
-        decoded = decode(heatmaps.maps, self.decode_config, native=True)
-        keypoints = np.array(decoded.keypoints, dtype=np.float32)  # (P, 17, 3) grid coordinates
-        found = keypoints[..., 2:] > 0  # (P, 17, 1)
-        pixels = heatmaps.transform.apply(keypoints[..., :2])  # (P, 17, 2)
-        keypoints[..., :2] = np.where(found, pixels, 0.0)
-        poses = [
-            Pose(keypoints=person, score=float(score))
-            for person, score in zip(keypoints, decoded.scores, strict=True)
-        ]
-        return sorted(poses, key=lambda pose: pose.score, reverse=True)
+        """Decode one image's heatmaps into poses in its pixels (see ``decode_heatmaps``)."""
+        return decode_heatmaps(heatmaps, self.decode_config)
 
     def _batches(self, images: Sequence[np.ndarray]) -> Iterator[list[int]]:
         """Indices of images batched together: equal sizes, at most ``batch_size`` each."""
