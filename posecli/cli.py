@@ -438,8 +438,8 @@ def video(
             raise UsageError("--format openpose with --no-video needs --openpose-dir or --json")
         openpose = _openpose_dir(openpose_dir, main_output)  # type: ignore[arg-type]
     _check_outputs([out, json_path], force, [openpose] if openpose else [])
-    estimator = _load_estimator(options)
     with VideoSource(source, start=start, end=end, every=every) as frames:
+        estimator = _load_estimator(options)  # after the input is known to be readable
         total = None if quiet else _expected_frames(frames)
         stats = _run_stream(
             frames,
