@@ -17,6 +17,7 @@ The two measurements alternate ``--repeat`` times and the best of each is kept, 
 from other processes on the machine skews the ratio less.
 
 Usage: .venv/bin/python bench/pipeline_speed.py [--model M] [--frames 795] [--threads 1]
+       [--long-side 384]
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--model", help="model name or checkpoint (default: see module doc)")
     parser.add_argument("--frames", type=int, default=795, help="frames of the video to use")
     parser.add_argument("--box-size", type=int, default=InferenceConfig().box_size)
+    parser.add_argument("--long-side", type=int, default=0, help="overrides --box-size (0: off)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--repeat", type=int, default=2, help="measurement pairs (best kept)")
@@ -133,7 +135,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, note = pick_model(args.model)
-    config = InferenceConfig(box_size=args.box_size, batch_size=args.batch_size, device="cpu")
+    config = InferenceConfig(
+        box_size=args.box_size, long_side=args.long_side, batch_size=args.batch_size, device="cpu"
+    )
     estimator = Estimator(model, config)
     with VideoSource(args.video) as frames:
         info = frames.info
@@ -142,8 +146,9 @@ def main() -> None:
     parameters = sum(p.numel() for p in model.network.parameters()) / 1e6
     print(f"video: {args.video.name}, {info.width}x{info.height}, {float(info.frame_rate):g} fps")
     print(f"model: {note}, {parameters:.1f} M parameters")
-    print(f"box size {args.box_size}, batch {args.batch_size}, torch threads "
-          f"{torch.get_num_threads()}, native decoder {native_available()}")  # fmt: skip
+    sizing = f"long side {args.long_side}" if args.long_side else f"box size {args.box_size}"
+    print(f"{sizing}, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
+          f"native decoder {native_available()}")  # fmt: skip
     model_fps, result = 0.0, {"fps": 0.0}
     for run in range(1, args.repeat + 1):  # alternate the two, keep the best of each
         fps, count = model_only_fps(estimator, args.video, end)

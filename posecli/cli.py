@@ -94,6 +94,7 @@ def _check_scales(value: str) -> str:
 _INFERENCE = InferenceConfig()
 _DECODE = DecodeConfig()
 _PANEL = "Inference"
+_MIN_INPUT_SIZE = 16  # smallest --box-size / --long-side, pixels
 
 Model = Annotated[
     str,
@@ -119,7 +120,17 @@ Flip = Annotated[
 ]
 BoxSize = Annotated[
     int,
-    typer.Option(min=16, help="Network input height at scale 1, pixels.", rich_help_panel=_PANEL),
+    typer.Option(
+        min=_MIN_INPUT_SIZE, help="Network input height at scale 1, pixels.", rich_help_panel=_PANEL
+    ),
+]
+LongSide = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Resize so the longer image side is N at scale 1; overrides --box-size (0: off).",
+        rich_help_panel=_PANEL,
+    ),
 ]
 BatchSize = Annotated[
     int, typer.Option(min=1, help="Frames per forward pass.", rich_help_panel=_PANEL)
@@ -167,6 +178,7 @@ def inference_options(
     scales: str,
     flip: bool,
     box_size: int,
+    long_side: int,
     batch_size: int,
     peak_threshold: float,
     part_threshold: float,
@@ -177,8 +189,13 @@ def inference_options(
     """Build the configs of the shared inference options (the one place that knows them)."""
     if not peak_threshold > 0:
         raise UsageError(f"--peak-threshold must be > 0, got {peak_threshold}")
+    if 0 < long_side < _MIN_INPUT_SIZE:
+        raise UsageError(
+            f"--long-side must be 0 (off) or at least {_MIN_INPUT_SIZE}, got {long_side}"
+        )
     inference = InferenceConfig(
         box_size=box_size,
+        long_side=long_side,
         scales=_parse_scales(scales),
         flip=flip,
         batch_size=batch_size,
@@ -202,6 +219,7 @@ _INFERENCE_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
     ("scales", Scales, ",".join(f"{scale:g}" for scale in _INFERENCE.scales)),
     ("flip", Flip, _INFERENCE.flip),
     ("box_size", BoxSize, _INFERENCE.box_size),
+    ("long_side", LongSide, _INFERENCE.long_side),
     ("batch_size", BatchSize, _INFERENCE.batch_size),
     ("peak_threshold", PeakThreshold, _DECODE.peak_threshold),
     ("part_threshold", PartThreshold, _DECODE.part_threshold),

@@ -85,6 +85,9 @@ class InferenceConfig:
     """How the Estimator turns images into heatmaps."""
 
     box_size: int = 512  # network input height at scale 1 (published: 512)
+    # ours: if > 0, the image is resized so that its longer side is this × scale, instead of
+    # its height being box_size × scale (e.g. 384: a 640×480 image → 384×288 before padding)
+    long_side: int = 0
     scales: tuple[float, ...] = (1.0,)  # multi-scale search, e.g. (0.5, 1.0, 1.5, 2.0)
     flip: bool = False  # also run the mirrored image and average
     batch_size: int = 1  # images per forward pass

@@ -4,10 +4,10 @@ RGB uint8 images → resize/pad/normalise (``posecli.transforms``) → network �
 heatmaps of the last stack at stride 4 → averaged over search scales and the mirrored pass on one
 common grid per image → ``posecli.decode`` → poses in image pixels.
 
-The common grid is the ``decode_stride`` grid of the image resized to the box size (search scale
-1), whatever scales are searched, so the decoder sees the same resolution for the same settings.
-All heatmap work stays on the network's device; only the final common-grid maps are copied to the
-CPU.
+The common grid is the ``decode_stride`` grid of the image resized to the box size (or, with
+``long_side``, to that long side) at search scale 1, whatever scales are searched, so the decoder
+sees the same resolution for the same settings. All heatmap work stays on the network's device;
+only the final common-grid maps are copied to the CPU.
 
 Decode grid: ``InferenceConfig.decode_stride`` 4 (the default) decodes the native stride-4 grid;
 2 upsamples ×2 first. ``bench/decode_grid.py`` measured both on ground-truth heatmaps of the shared
@@ -34,6 +34,7 @@ from posecli.transforms import (
     GridTransform,
     InputGeometry,
     input_geometry,
+    long_side_geometry,
     normalise,
     pad_image,
     resize_image,
@@ -96,6 +97,10 @@ def resample_heatmaps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 def _check_config(config: InferenceConfig) -> None:
     if not config.scales or any(scale <= 0 for scale in config.scales):
         raise UsageError(f"search scales must be positive, got {config.scales}")
+    if config.long_side < 0:
+        raise UsageError(f"long side must be 0 (off) or positive, got {config.long_side}")
+    if config.long_side and any(scale * config.long_side < STRIDE for scale in config.scales):
+        raise UsageError(f"long side {config.long_side} × scales {config.scales} is too small")
     if any(scale * config.box_size < STRIDE for scale in config.scales):
         raise UsageError(f"box size {config.box_size} × scales {config.scales} is too small")
     if config.batch_size < 1:
@@ -144,9 +149,10 @@ class Estimator:
         self.network = prepare_network(model.network, self.device).to(dtype=self.dtype)
         self._flip_channels = torch.tensor(CHANNEL_FLIP_ORDER, device=self.device)
         logger.debug(
-            "Estimator: model %s on %s (%s), box %d, scales %s, flip %s, decode stride %d",
-            model.name, self.device, self.dtype, config.box_size, config.scales, config.flip,
-            config.decode_stride,
+            "Estimator: model %s on %s (%s), box %d, long side %d, scales %s, flip %s, "
+            "decode stride %d",
+            model.name, self.device, self.dtype, config.box_size, config.long_side, config.scales,
+            config.flip, config.decode_stride,
         )  # fmt: skip
 
     @torch.inference_mode()
@@ -206,8 +212,15 @@ class Estimator:
         return [Heatmaps(maps=maps, transform=transform) for maps in total.cpu().numpy()]
 
     def _geometry(self, height: int, width: int, scale: float) -> InputGeometry:
+        """Sizes at one search scale: longer side ``scale × long_side`` if set, else height
+        ``scale × box_size``."""
+        config = self.config
+        if config.long_side:
+            return long_side_geometry(
+                height, width, scale * config.long_side, pad_multiple=config.pad_multiple
+            )
         return input_geometry(
-            height, width, scale * self.config.box_size, pad_multiple=self.config.pad_multiple
+            height, width, scale * config.box_size, pad_multiple=config.pad_multiple
         )
 
     def _scale_heatmaps(self, images: np.ndarray, geometry: InputGeometry) -> torch.Tensor:

@@ -3,7 +3,8 @@
 NumPy and OpenCV only. The Estimator (and anything that must feed the network exactly as the
 Estimator does, such as benchmarks and evaluation) goes through these functions:
 
-1. ``input_geometry`` decides the resized and padded size of an image for one search scale;
+1. ``input_geometry`` (target height) or ``long_side_geometry`` (target longer side) decides the
+   resized and padded size of an image for one search scale;
 2. ``resize_image`` resizes an RGB uint8 image to that size, ``pad_image`` pads it right and
    bottom with the checkpoint's pad value;
 3. ``normalise`` turns a batch of padded RGB uint8 images into the float32 NCHW tensor layout the
@@ -146,16 +147,45 @@ def input_geometry(
     ``MAX_ASPECT_RATIO``). Padding (right and bottom) brings both sides to multiples of
     ``pad_multiple``.
     """
-    if image_height < 1 or image_width < 1:
-        raise InputError(f"image has no pixels: {image_height}×{image_width}")
-    if target_height < STRIDE:
-        raise UsageError(f"input height {target_height:g} is below the network stride {STRIDE}")
-    if pad_multiple < 1 or pad_multiple % STRIDE:
-        raise UsageError(f"pad multiple must be a multiple of {STRIDE}, got {pad_multiple}")
+    _check_sizing(image_height, image_width, target_height, pad_multiple, "input height")
     factor = target_height / image_height
     max_width = max_aspect_ratio * target_height
     if image_width * factor > max_width:
         factor = max_width / image_width
+    return _resized_geometry(image_height, image_width, factor, pad_multiple)
+
+
+def long_side_geometry(
+    image_height: int, image_width: int, target_long_side: float, pad_multiple: int = 64
+) -> InputGeometry:
+    """Resized and padded sizes of an image whose longer side becomes ``target_long_side``.
+
+    The longer side becomes ``target_long_side`` (search scale × long side) and the other
+    follows with the aspect ratio, both rounded to the nearest multiple of the network stride
+    (4, at least 4), e.g. 640×480 (width × height) at 384 → 384×288. No aspect-ratio cap is
+    needed: both sides are bounded by the target. Padding as in ``input_geometry``.
+    """
+    _check_sizing(image_height, image_width, target_long_side, pad_multiple, "input long side")
+    factor = target_long_side / max(image_height, image_width)
+    return _resized_geometry(image_height, image_width, factor, pad_multiple)
+
+
+def _check_sizing(
+    image_height: int, image_width: int, target: float, pad_multiple: int, name: str
+) -> None:
+    """InputError for an empty image, UsageError for a target or pad multiple that cannot work."""
+    if image_height < 1 or image_width < 1:
+        raise InputError(f"image has no pixels: {image_height}×{image_width}")
+    if target < STRIDE:
+        raise UsageError(f"{name} {target:g} is below the network stride {STRIDE}")
+    if pad_multiple < 1 or pad_multiple % STRIDE:
+        raise UsageError(f"pad multiple must be a multiple of {STRIDE}, got {pad_multiple}")
+
+
+def _resized_geometry(
+    image_height: int, image_width: int, factor: float, pad_multiple: int
+) -> InputGeometry:
+    """The geometry of an image resized by ``factor``, sides rounded to the stride, padded."""
     height = _round_to_stride(image_height * factor)
     width = _round_to_stride(image_width * factor)
     return InputGeometry(

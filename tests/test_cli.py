@@ -24,6 +24,7 @@ from tiny_model import save_tiny_checkpoint
 
 from posecli import cli
 from posecli.cli import run
+from posecli.estimator import Estimator
 from posecli.evaluate import SUMMARY_KEYS
 from posecli.io import sources
 from posecli.io.ffmpeg import probe_video
@@ -162,6 +163,8 @@ def test_existing_output_needs_force(
         ("unknown option", 2, "--frobnicate"),
         ("no output", 2, "--out"),
         ("bad device", 2, "device"),
+        ("negative long side", 2, "--long-side"),
+        ("long side too small", 2, "--long-side"),
         ("end before start", 2, "--end"),
     ],
 )
@@ -189,6 +192,8 @@ def test_errors_exit_with_their_code_and_one_line(
         "unknown option": ["video", str(plain_video), *out, *fast, "--frobnicate"],
         "no output": ["video", str(plain_video), *fast],
         "bad device": ["video", str(plain_video), *out, *fast, "--device", "tpu"],
+        "negative long side": ["video", str(plain_video), *out, *fast, "--long-side", "-1"],
+        "long side too small": ["video", str(plain_video), *out, *fast, "--long-side", "8"],
         "end before start": ["video", str(plain_video), *out, *fast, "--start", "1", "--end", "1"],
     }[case]
     assert run(args) == code
@@ -371,6 +376,22 @@ def test_images_with_a_glob_and_ids_by_position(fast: list[str], tmp_path: Path)
     assert run(["images", str(folder / "*.png"), "--json", str(results), *fast]) == 0
     listing = json.loads((tmp_path / "poses.images.json").read_text())
     assert listing == [{"id": 0, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]
+
+
+def test_long_side_reaches_the_estimator(
+    fast: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_images(tmp_path / "photos")
+    load_estimator, estimators = cli._load_estimator, []
+
+    def recording(options: cli.InferenceOptions) -> Estimator:
+        estimators.append(load_estimator(options))
+        return estimators[-1]
+
+    monkeypatch.setattr(cli, "_load_estimator", recording)
+    args = ["images", str(tmp_path / "photos"), "--json", str(tmp_path / "poses.json"), *fast]
+    assert run([*args, "--long-side", "96"]) == 0
+    assert [estimator.config.long_side for estimator in estimators] == [96]
 
 
 def test_images_missing_input(fast: list[str], tmp_path: Path, capsys) -> None:

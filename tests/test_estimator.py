@@ -212,6 +212,42 @@ def test_heatmap_peaks_map_back_to_image_pixels(scale: float, decode_stride: int
     np.testing.assert_allclose(heatmaps.transform.apply(grid_point), [x, y], atol=0.5)
 
 
+class InputRecorder(BrightnessNetwork):
+    """``BrightnessNetwork`` that records the ``(H, W)`` of every input it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_sizes: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        self.input_sizes.append((x.shape[2], x.shape[3]))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "padded", "grid"),
+    [(480, 640, (320, 384), (72, 96)), (640, 480, (384, 320), (96, 72))],
+    ids=["landscape", "portrait"],
+)
+def test_long_side_sizes_the_input_and_peaks_map_back(
+    height: int, width: int, padded: tuple[int, int], grid: tuple[int, int]
+) -> None:
+    """Long side 384: 640×480 → 384×288 (padded 384×320), 480×640 → 288×384, at any scales."""
+    x, y = 0.55 * width + 0.3, 0.4 * height + 0.7
+    image = blobs_image(height, width, [(x, y)], sigma=16.0)
+    single = replace(CPU, box_size=512, long_side=384)
+    for config in (single, replace(single, scales=(0.5, 1.0), flip=True)):
+        network = InputRecorder()
+        (heatmaps,) = Estimator(wrap(network), config).heatmaps([image])
+        assert network.input_sizes[-1] == padded  # scale 1, the last one searched
+        assert heatmaps.maps.shape == (NUM_CHANNELS, *grid)  # the valid 384×288 region / 4
+        maps = heatmaps.maps[0]
+        rows, columns = np.mgrid[0 : maps.shape[0], 0 : maps.shape[1]]
+        weights = np.clip(maps - 0.05 * maps.max(), 0, None)  # background-free centroid
+        grid_point = np.array([(weights * columns).sum(), (weights * rows).sum()]) / weights.sum()
+        np.testing.assert_allclose(heatmaps.transform.apply(grid_point), [x, y], atol=0.5)
+
+
 def test_batching_gives_the_same_maps_as_one_by_one() -> None:
     model = wrap(StandInNetwork(mirror_shifts()))
     sizes = [(100, 170), (90, 61), (100, 170), (100, 170), (90, 61)]
@@ -322,6 +358,9 @@ def test_invalid_images_and_settings_fail_clearly() -> None:
         replace(CPU, batch_size=0),
         replace(CPU, decode_stride=3),
         replace(CPU, pad_multiple=30),
+        replace(CPU, long_side=-1),
+        replace(CPU, long_side=3),
+        replace(CPU, long_side=6, scales=(0.5, 1.0)),
     ):
         with pytest.raises(UsageError):
             Estimator(wrap(StandInNetwork(mirror_shifts())), bad)

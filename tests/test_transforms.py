@@ -10,7 +10,9 @@ from posecli.errors import InputError, UsageError
 from posecli.transforms import (
     MAX_ASPECT_RATIO,
     GridTransform,
+    InputGeometry,
     input_geometry,
+    long_side_geometry,
     normalise,
     pad_image,
     resize_image,
@@ -71,6 +73,34 @@ def test_geometry_rejects_empty_images_and_bad_settings() -> None:
         input_geometry(10, 10, 512).grid_shape(3)
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "resized", "padded"),
+    [
+        (480, 640, (288, 384), (320, 384)),  # landscape 640×480 → 384×288, padded to 384×320
+        (640, 480, (384, 288), (384, 320)),  # portrait
+        (384, 384, (384, 384), (384, 384)),  # square, no resizing
+        (100, 10_000, (4, 384), (64, 384)),  # panorama: no aspect cap, thin side ≥ the stride
+    ],
+)
+def test_long_side_geometry_fits_the_longer_side(
+    height: int, width: int, resized: tuple[int, int], padded: tuple[int, int]
+) -> None:
+    geometry = long_side_geometry(height, width, 384, pad_multiple=64)
+    assert (geometry.height, geometry.width) == resized
+    assert (geometry.padded_height, geometry.padded_width) == padded
+    half = long_side_geometry(height, width, 0.5 * 384)
+    assert max(half.height, half.width) == 192
+
+
+def test_long_side_geometry_rejects_empty_images_and_bad_settings() -> None:
+    with pytest.raises(InputError):
+        long_side_geometry(10, 0, 384)
+    with pytest.raises(UsageError, match="long side"):
+        long_side_geometry(10, 10, 3)
+    with pytest.raises(UsageError):
+        long_side_geometry(10, 10, 384, pad_multiple=30)
+
+
 def test_padding_is_right_and_bottom_with_the_pad_value() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(300, 500, 3), dtype=np.uint8)
@@ -121,7 +151,16 @@ def test_inverse_map_brings_a_point_back_to_its_pixel(
     height: int, width: int, scale: float
 ) -> None:
     """Render a blob, resize it as the network input, locate it on a grid, map it back."""
-    geometry = input_geometry(height, width, scale * BOX_SIZE)
+    assert_points_map_back(height, width, input_geometry(height, width, scale * BOX_SIZE))
+
+
+@pytest.mark.parametrize(("height", "width"), [(480, 640), (640, 480)])
+def test_inverse_map_of_the_long_side_geometry(height: int, width: int) -> None:
+    assert_points_map_back(height, width, long_side_geometry(height, width, 384))
+
+
+def assert_points_map_back(height: int, width: int, geometry: InputGeometry) -> None:
+    """Blobs rendered, resized per ``geometry`` and located on its grids map back within 0.5 px."""
     smallest_factor = min(geometry.factor_x, geometry.factor_y)
     sigma = max(2.0, 2.0 / smallest_factor)  # at least 2 px in both images
     rng = np.random.default_rng(height * width)
