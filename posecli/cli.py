@@ -966,7 +966,7 @@ def _training_progress(quiet: bool) -> Iterator[Callable[[dict[str, Any]], None]
 
 
 # ---------------------------------------------------------------------------------------------
-# info
+# label and export
 
 
 @app.command()
@@ -1009,6 +1009,34 @@ def _labelling_progress(quiet: bool) -> Iterator[Callable[[int, int], None]]:
     with _progress_display(columns) as progress:
         task = progress.add_task("label", total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint path or model name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to write.")],
+    half: Annotated[
+        bool, typer.Option("--half/--no-half", help="Store float tensors as float16.")
+    ] = True,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Copy a checkpoint for shipping: fp16 storage, training state dropped, provenance kept."""
+    from posecli.weights import load_model, save_checkpoint
+
+    _setup_logging(quiet)
+    if out.exists() and not force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
+    source = load_model(model)
+    provenance = {**source.provenance, "exported_from": source.name, "half": half}
+    written = save_checkpoint(
+        out, source.network, source.config, source.preprocessing, provenance, half=half
+    )
+    _say(quiet, f"exported {source.name}: {written} ({written.stat().st_size / 1e6:.1f} MB)")
+
+
+# ---------------------------------------------------------------------------------------------
+# info
 
 
 @app.command()

@@ -781,25 +781,36 @@ def _images_root(images: Sequence[Path]) -> Path:
 
 
 def load_person_boxes(images: Sequence[Path]) -> dict[Path, np.ndarray]:
-    """Hand-drawn boxes from a person_boxes.json in the images' folder or its parent.
+    """Hand-drawn boxes from the person_boxes.json in each image's folder or its parent.
 
-    The file holds ``{"person_boxes": {relative path: [[x, y, w, h], ...]}}`` with paths relative
-    to its folder. Returns ``(B, 4)`` ``[x0, y0, x1, y1]`` boxes by resolved image path.
+    Each file holds ``{"person_boxes": {relative path: [[x, y, w, h], ...]}}`` with paths
+    relative to its folder, so one run over several labelled folders finds each folder's boxes.
+    Returns ``(B, 4)`` ``[x0, y0, x1, y1]`` boxes by resolved image path.
     """
-    root = _images_root(images)
-    for folder in (root, root.parent):
-        path = folder / PERSON_BOXES_FILE
-        if path.is_file():
-            break
-    else:
-        return {}
+    files = {_person_boxes_file(folder) for folder in {path.resolve().parent for path in images}}
+    boxes: dict[Path, np.ndarray] = {}
+    for path in sorted(file for file in files if file is not None):
+        boxes.update(_read_person_boxes(path))
+    return boxes
+
+
+def _person_boxes_file(folder: Path) -> Path | None:
+    """The person_boxes.json in ``folder`` or its parent, if any."""
+    for candidate in (folder / PERSON_BOXES_FILE, folder.parent / PERSON_BOXES_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_person_boxes(path: Path) -> dict[Path, np.ndarray]:
+    """One person_boxes.json: ``(B, 4)`` ``[x0, y0, x1, y1]`` boxes by resolved image path."""
     try:
         listing = json.loads(path.read_text(encoding="utf-8"))["person_boxes"]
         boxes = {}
         for name, xywh in listing.items():
             array = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)  # (B, 4) [x, y, w, h]
             array[:, 2:] += array[:, :2]
-            boxes[(folder / name).resolve()] = array
+            boxes[(path.parent / name).resolve()] = array
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputError(f"malformed person boxes {path}: {error}") from error
     logger.info("using %d images' hand-drawn person boxes from %s", len(boxes), path)

@@ -24,12 +24,14 @@ from tiny_model import save_tiny_checkpoint
 
 from posecli import cli
 from posecli.cli import run
+from posecli.config import MODEL_PRESETS, InferenceConfig
 from posecli.estimator import Estimator
 from posecli.evaluate import SUMMARY_KEYS
 from posecli.io import sources
 from posecli.io.ffmpeg import probe_video
 from posecli.io.sources import SourceFrame, VideoSource
 from posecli.pose import COCO_RESULT_SCHEMA, OPENPOSE_SCHEMA, TRACK_LINE_SCHEMA, validate_json
+from posecli.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -492,3 +494,43 @@ def test_label_writes_coco_keypoints_and_refuses_to_overwrite(
     assert people and all(len(a["keypoints"]) == 51 for a in people)
     assert run([*command, "--quiet"]) == 1
     assert "exists" in capsys.readouterr().err
+
+
+def test_export_stores_half_precision_and_refuses_to_overwrite(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "shipped.pt"
+    assert run(["export", "--model", str(checkpoint), "--out", str(out), "--quiet"]) == 0
+    stored = torch.load(out, weights_only=True)
+    floats = [t for t in stored["state_dict"].values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float16 for t in floats)
+    assert stored["provenance"]["exported_from"] == "tiny"
+    torch.set_num_threads(1)
+    image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    config = InferenceConfig(box_size=64)
+    full = Estimator(load_model(checkpoint), config).heatmaps([image])[0].maps
+    half = Estimator(load_model(out), config).heatmaps([image])[0].maps
+    assert np.abs(full - half).max() < 1e-2
+    assert run(["export", "--model", str(checkpoint), "--out", str(out), "--quiet"]) == 1
+    assert "exists" in capsys.readouterr().err
+
+
+def test_bundled_default_model_finds_the_person_of_a_real_photo() -> None:
+    """The shipped weights (not a stand-in) put the best person on the one annotated person."""
+    folder = REPO.parent / "shared" / "data" / "eval" / "mmpose-coco"
+    if not folder.is_dir():
+        pytest.skip("../shared/data/eval is absent")
+    model = load_model("default")
+    assert model.config == MODEL_PRESETS["imhn-cpu"]
+    truth = json.loads((folder / "person_keypoints.json").read_text())
+    entry = next(e for e in truth["images"] if e["file_name"] == "000000000785.jpg")
+    (person,) = [a for a in truth["annotations"] if a["image_id"] == entry["id"]]
+    image = cv2.imread(str(folder / "images" / entry["file_name"]))[:, :, ::-1]
+    torch.set_num_threads(1)
+    best = Estimator(model, InferenceConfig(long_side=384)).predict([image])[0][0]
+    x, y, w, h = person["bbox"]
+    found = best.keypoints[best.keypoints[:, 2] > 0]
+    inside = (
+        (found[:, 0] >= x) & (found[:, 0] <= x + w) & (found[:, 1] >= y) & (found[:, 1] <= y + h)
+    )
+    assert len(found) >= 10 and inside.mean() >= 0.9, found

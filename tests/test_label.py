@@ -386,6 +386,19 @@ def test_person_boxes_are_found_beside_the_image_folder(tmp_path):
     np.testing.assert_allclose(boxes[images[1].resolve()], [[10, 20, 40, 60]])
 
 
+def test_person_boxes_of_several_folders_in_one_run(tmp_path):
+    crowds = write_images(tmp_path / "corpus" / "crowds" / "images", 2)
+    streets = write_images(tmp_path / "corpus" / "streets" / "images", 2)
+    plain = write_images(tmp_path / "corpus" / "plain" / "images", 1)
+    for folder, box in (("crowds", [1, 2, 3, 4]), ("streets", [5, 6, 7, 8])):
+        listing = {"person_boxes": {"images/000.png": [box]}}
+        (tmp_path / "corpus" / folder / "person_boxes.json").write_text(json.dumps(listing))
+    boxes = load_person_boxes([*crowds, *streets, *plain])
+    assert set(boxes) == {crowds[0].resolve(), streets[0].resolve()}
+    np.testing.assert_allclose(boxes[crowds[0].resolve()], [[1, 2, 4, 6]])
+    np.testing.assert_allclose(boxes[streets[0].resolve()], [[5, 6, 12, 14]])
+
+
 def test_unreadable_image_and_bad_settings_fail_clearly(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
