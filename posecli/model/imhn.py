@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from posecli.config import ModelConfig
+from posecli.model.encoder import ENCODERS, FEATURE_CHANNELS, EfficientNetLite0
 from posecli.model.layers import Conv, DilatedConv, Merge, Residual, SELayer, leaky_relu
 
 #: Channels of the stem's first 7×7/2 convolution (published: 64, whatever the width).
@@ -90,18 +91,28 @@ class Hourglass(nn.Module):
             levels.append(nn.ModuleList(blocks))
         self.hg = nn.ModuleList(levels)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, laterals: Sequence[torch.Tensor] = ()) -> list[torch.Tensor]:
+        """``laterals[j]`` (``j ≥ 1``), shaped like the way down at level ``j``
+        ``(N, c_j, h / 2^j, w / 2^j)``, is added to it (an encoder's features)."""
         coarser: list[torch.Tensor] = [x] * len(self.hg)  # filled in level by level
-        finest = self._level(0, x, coarser)  # (N, c_0, h, w)
+        finest = self._level(0, x, coarser, laterals)  # (N, c_0, h, w)
         return [finest, *coarser]
 
-    def _level(self, d: int, x: torch.Tensor, coarser: list[torch.Tensor]) -> torch.Tensor:
+    def _level(
+        self,
+        d: int,
+        x: torch.Tensor,
+        coarser: list[torch.Tensor],
+        laterals: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
         """Run level ``d`` on ``x`` (N, c_d, h', w'); store its bottom output in ``coarser[d]``."""
         blocks = self.hg[d]
         up = blocks[0](x)  # (N, c_d, h', w')
         low = blocks[1](F.max_pool2d(x, 2))  # (N, c_{d+1}, h'/2, w'/2)
+        if d + 1 < len(laterals):
+            low = low + laterals[d + 1]
         deepest = d == len(self.hg) - 1
-        low = blocks[4](low) if deepest else self._level(d + 1, low, coarser)  # same shape
+        low = blocks[4](low) if deepest else self._level(d + 1, low, coarser, laterals)
         coarser[d] = low
         back = blocks[2](low)  # (N, c_d, h'/2, w'/2)
         back = F.interpolate(back, scale_factor=2.0, mode="nearest")  # (N, c_d, h', w')
@@ -141,6 +152,8 @@ def _check_config(config: ModelConfig) -> None:
         raise ValueError(f"ModelConfig.width must be a multiple of 4, got {config.width}")
     if any(d < 1 for d in config.dilations):
         raise ValueError(f"ModelConfig.dilations must be positive, got {config.dilations}")
+    if config.encoder not in ENCODERS:
+        raise ValueError(f"ModelConfig.encoder must be one of {ENCODERS}, got {config.encoder!r}")
 
 
 class IMHN(nn.Module):
@@ -156,6 +169,13 @@ class IMHN(nn.Module):
         channels = scale_channels(config)
         stacks, head, out = config.stacks, config.head_width, config.channels
         self.pre = Stem(config.width, config.dilations)
+        if config.encoder:
+            # Pretrainable encoder; 1×1 laterals bring its strides 4…32 to the hourglass widths.
+            self.encoder = EfficientNetLite0()
+            self.laterals = nn.ModuleList(
+                Conv(ins, outs, 1, bn=True, relu=False)
+                for ins, outs in zip(FEATURE_CHANNELS, channels, strict=False)
+            )
         self.hourglass = nn.ModuleList(
             Hourglass(config.depth, config.width, config.increase) for _ in range(stacks)
         )
@@ -207,6 +227,8 @@ class IMHN(nn.Module):
                 nn.init.zeros_(module.last_bn.weight)
             elif isinstance(module, Merge):
                 nn.init.zeros_(module.conv.bn.weight)
+        for lateral in getattr(self, "laterals", ()):
+            nn.init.zeros_(lateral.bn.weight)  # the encoder starts as a no-op
         for stack_outs in self.outs:
             for head in stack_outs:
                 nn.init.normal_(head.conv.weight, 0.0, OUTPUT_INIT_STD)
@@ -214,11 +236,15 @@ class IMHN(nn.Module):
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
         """Heatmaps of every stack and scale; see the module docstring for shapes."""
         self._check_input(x)
+        laterals = self._laterals(x)  # [(N, c_j, H/4·2^-j, W/4·2^-j)], j < 4, or []
         x = self.pre(x)  # (N, width, H/4, W/4)
+        if laterals:
+            x = x + laterals[0]
         carried: list[torch.Tensor] = []
         predictions: list[list[torch.Tensor]] = []
         for i in range(self.config.stacks):
-            features = self.hourglass[i](x)  # [(N, c_j, H/4·2^-j, W/4·2^-j)]
+            # the encoder feeds the first hourglass only (its laterals[0] went into x above)
+            features = self.hourglass[i](x, laterals if i == 0 else ())
             if carried:
                 features = [f + c for f, c in zip(features, carried, strict=True)]
             heads = self.features[i](features)  # [(N, head_width, H/4·2^-j, W/4·2^-j)]
@@ -233,6 +259,12 @@ class IMHN(nn.Module):
                 ]
                 x = x + carried[0]  # (N, width, H/4, W/4)
         return predictions
+
+    def _laterals(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's features brought to the hourglass widths (none without an encoder)."""
+        if not self.config.encoder:
+            return []
+        return [lateral(f) for lateral, f in zip(self.laterals, self.encoder(x), strict=False)]
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3:

@@ -60,7 +60,13 @@ from posecli.pose import to_coco_result
 from posecli.spec import STRIDE
 from posecli.train.dataset import CocoKeypointDataset
 from posecli.train.loss import heatmap_loss
-from posecli.weights import PoseModel, load_model, resolve_device, save_checkpoint
+from posecli.weights import (
+    PoseModel,
+    load_model,
+    load_pretrained_encoder,
+    resolve_device,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +173,10 @@ def initial_network(config: TrainConfig) -> tuple[nn.Module, ModelConfig, Prepro
         raise UsageError(
             f"unknown preset {config.preset!r}; choose one of {', '.join(MODEL_PRESETS)}"
         )
-    return build_network(model_config), model_config, config.preprocessing
+    network = build_network(model_config)
+    if model_config.encoder:
+        load_pretrained_encoder(network)
+    return network, model_config, config.preprocessing
 
 
 def build_optimizer(
