@@ -137,12 +137,19 @@ ctypedef struct Settings:  # DecodeConfig as plain numbers
     double completion_reach
 
 
+cdef inline int _descending_then_ascending(
+    double a_score, double b_score, Py_ssize_t a_tie, Py_ssize_t b_tie
+) noexcept nogil:
+    """qsort order: higher score first, equal scores by the smaller tie-breaker first."""
+    if a_score != b_score:
+        return -1 if a_score > b_score else 1
+    return (a_tie > b_tie) - (a_tie < b_tie)
+
+
 cdef int _by_value_then_index(const void* left, const void* right) noexcept nogil:
     cdef const PeakCell* a = <const PeakCell*> left
     cdef const PeakCell* b = <const PeakCell*> right
-    if a.value != b.value:
-        return -1 if a.value > b.value else 1
-    return (a.index > b.index) - (a.index < b.index)
+    return _descending_then_ascending(a.value, b.value, a.index, b.index)
 
 
 cdef int _by_index(const void* left, const void* right) noexcept nogil:
@@ -154,17 +161,13 @@ cdef int _by_index(const void* left, const void* right) noexcept nogil:
 cdef int _by_score_then_id(const void* left, const void* right) noexcept nogil:
     cdef const Peak* a = <const Peak*> left
     cdef const Peak* b = <const Peak*> right
-    if a.score != b.score:
-        return -1 if a.score > b.score else 1
-    return (a.id > b.id) - (a.id < b.id)
+    return _descending_then_ascending(a.score, b.score, a.id, b.id)
 
 
 cdef int _by_score_then_person(const void* left, const void* right) noexcept nogil:
     cdef const RankedPerson* a = <const RankedPerson*> left
     cdef const RankedPerson* b = <const RankedPerson*> right
-    if a.score != b.score:
-        return -1 if a.score > b.score else 1
-    return (a.person > b.person) - (a.person < b.person)
+    return _descending_then_ascending(a.score, b.score, a.person, b.person)
 
 
 cdef int _by_rank_then_peaks(const void* left, const void* right) noexcept nogil:
