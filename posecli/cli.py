@@ -899,6 +899,13 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")
     ] = False,
+    scale_min: Annotated[
+        float,
+        typer.Option(min=0.05, help="Smallest random zoom (1: the long side fills the crop)."),
+    ] = _TRAIN.augment.scale_min,
+    scale_max: Annotated[float, typer.Option(min=0.05, help="Largest random zoom.")] = (
+        _TRAIN.augment.scale_max
+    ),
     threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: default).")] = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -906,6 +913,8 @@ def train(
     from posecli.train.trainer import train as run_training
 
     _setup_logging(quiet)
+    if scale_min > scale_max:
+        raise UsageError(f"--scale-min {scale_min} is larger than --scale-max {scale_max}")
     _set_threads(threads)
     config = TrainConfig(
         annotations=str(annotations),
@@ -926,6 +935,7 @@ def train(
         warmup_steps=warmup_steps,
         checkpoint_every_steps=checkpoint_every,
         loss=replace(_TRAIN.loss, kind=loss),
+        augment=replace(_TRAIN.augment, scale_min=scale_min, scale_max=scale_max),
         device=device,
         seed=seed,
     )

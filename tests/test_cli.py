@@ -465,15 +465,21 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
     data = ["--annotations", str(annotations), "--images", str(images)]
     settings = ["--preset", "imhn-tiny", "--max-steps", "2", "--batch-size", "2"]
     settings += ["--input-size", "64", "--workers", "0", "--device", "cpu", "--threads", "1"]
-    assert run(["train", *data, *settings, "--out", str(run_dir)]) == 0
+    zoom = ["--scale-min", "0.4", "--scale-max", "0.9"]
+    assert run(["train", *data, *settings, *zoom, "--out", str(run_dir)]) == 0
     checkpoint = run_dir / "checkpoint-last.pt"
     assert checkpoint.is_file()
+    augment = json.loads((run_dir / "config.json").read_text())["augment"]
+    assert (augment["scale_min"], augment["scale_max"]) == (0.4, 0.9)
     assert (
         run(["eval", *data, "--model", str(checkpoint), "--box-size", "64", "--threads", "1"]) == 0
     )
     assert capsys.readouterr().out.split()[0::2] == list(SUMMARY_KEYS)
     assert run(["train", *data, *settings, "--out", str(run_dir)]) == 2  # a run is there already
     assert "resume" in _one_error_line(capsys.readouterr().err)
+    reversed_zoom = ["--scale-min", "1.2", "--scale-max", "0.8"]
+    assert run(["train", *data, *settings, *reversed_zoom, "--out", str(tmp_path / "r2")]) == 2
+    assert "--scale-min" in _one_error_line(capsys.readouterr().err)
 
 
 def test_label_writes_coco_keypoints_and_refuses_to_overwrite(
