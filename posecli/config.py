@@ -85,7 +85,9 @@ class DecodeConfig:
 class InferenceConfig:
     """How the Estimator turns images into heatmaps."""
 
-    box_size: int = 512  # network input height at scale 1 (published: 512)
+    # network input height at scale 1 (published: 512; 384, near OpenPose's 368, keeps the CPU
+    # default model above 6 frames/s end to end on 768×576 video: bench/pipeline_speed.py)
+    box_size: int = 384
     # ours: if > 0, the image is resized so that its longer side is this × scale, instead of
     # its height being box_size × scale (e.g. 384: a 640×480 image → 384×288 before padding)
     long_side: int = 0

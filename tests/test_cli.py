@@ -527,7 +527,7 @@ def test_bundled_default_model_finds_the_person_of_a_real_photo() -> None:
     if not folder.is_dir():
         pytest.skip("../shared/data/eval is absent")
     model = load_model("default")
-    assert model.config == MODEL_PRESETS["imhn-cpu"]
+    assert model.config == MODEL_PRESETS["imhn-cpu-lite0"]
     truth = json.loads((folder / "person_keypoints.json").read_text())
     entry = next(e for e in truth["images"] if e["file_name"] == "000000000785.jpg")
     (person,) = [a for a in truth["annotations"] if a["image_id"] == entry["id"]]
