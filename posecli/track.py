@@ -5,7 +5,9 @@ the previous frames with OKS (object keypoint similarity, the COCO measure, scal
 bounding-box area). Each track's pose is first moved forward by its recent velocity, so two
 people who cross keep their ids. Matching is greedy by descending OKS. A track that is not
 matched is kept for ``max_age`` frames and can be matched again; new people get new ids, and
-ids are never reused.
+ids are never reused. A person who appears after the first frame gets an id only once matched in
+``min_hits`` frames in a row (until then the poses carry no id), so one-frame false detections do
+not use up ids.
 
 With ``smooth=True``, a :class:`OneEuroFilter` per track smooths its keypoints (Casiez et al.,
 CHI 2012): little smoothing when a keypoint moves fast, strong smoothing when it is still.
@@ -31,6 +33,7 @@ class TrackerConfig:
 
     min_oks: float = 0.2  # a pose matches a track only above this OKS
     max_age: int = 5  # frames a track that was not seen can still be matched
+    min_hits: int = 2  # frames in a row a new person must be seen to get an id (first frame: 1)
     min_area: float = 32.0 * 32.0  # px²; floor of the OKS scale for tiny or one-point poses
     velocity_blend: float = 0.5  # weight of the newest velocity measurement (exponential mean)
     smooth: bool = False  # One-Euro filter on the keypoints of tracked people
@@ -139,9 +142,10 @@ class OneEuroFilter:
 
 @dataclass
 class _Track:
-    track_id: int
+    track_id: int | None  # None until confirmed (see TrackerConfig.min_hits)
     keypoints: np.ndarray  # (17, 3) last observed, unsmoothed
     time: float  # when it was last observed
+    hits: int = 1  # frames observed (an unconfirmed track ends when missed: in a row)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # px/s of the whole pose
     missed: int = 0  # frames since last observed
     smoother: OneEuroFilter | None = None
@@ -163,10 +167,12 @@ class Tracker:
         self.config = config
         self._tracks: list[_Track] = []
         self._next_id = 1
+        self._first_frame = True
 
     def reset(self) -> None:
-        """Forget every track (ids still never repeat)."""
+        """Forget every track (ids still never repeat); the next frame counts as the first."""
         self._tracks = []
+        self._first_frame = True
 
     def update(self, poses: Sequence[Pose], time: float) -> list[Pose]:
         """Assign track ids to the poses of the next frame.
@@ -176,8 +182,9 @@ class Tracker:
             time: the frame's presentation time in seconds (increasing).
 
         Returns:
-            New :class:`Pose` records in the same order with ``track_id`` set (ids start at 1),
-            with smoothed keypoints when ``config.smooth``.
+            New :class:`Pose` records in the same order with ``track_id`` set (ids start at 1;
+            ``None`` for a person not yet confirmed), with smoothed keypoints when
+            ``config.smooth``.
         """
         detected = np.array([pose.keypoints for pose in poses], dtype=np.float64)
         predicted = np.array([track.predicted(time) for track in self._tracks])
@@ -194,18 +201,28 @@ class Tracker:
             else:
                 track = self._start(detected[index], time)
             results.append(self._output(pose, track, time))
-        self._tracks = [t for t in self._tracks if t.missed <= self.config.max_age]
+        self._tracks = [track for track in self._tracks if self._alive(track)]
+        self._first_frame = False
         return results
+
+    def _alive(self, track: _Track) -> bool:
+        """Confirmed tracks live ``max_age`` unseen frames; unconfirmed ones none."""
+        return track.missed <= (self.config.max_age if track.track_id is not None else 0)
 
     def _start(self, keypoints: np.ndarray, time: float) -> _Track:
         smoother = None
         if self.config.smooth:
             c = self.config
             smoother = OneEuroFilter(c.min_cutoff, c.beta, c.d_cutoff, NUM_COCO_KEYPOINTS)
-        track = _Track(self._next_id, keypoints, time, smoother=smoother)
-        self._next_id += 1
+        track = _Track(None, keypoints, time, smoother=smoother)
+        if self._first_frame or self.config.min_hits <= 1:
+            self._confirm(track)
         self._tracks.append(track)
         return track
+
+    def _confirm(self, track: _Track) -> None:
+        track.track_id = self._next_id
+        self._next_id += 1
 
     def _observe(self, track: _Track, keypoints: np.ndarray, time: float) -> None:
         elapsed = time - track.time
@@ -215,6 +232,9 @@ class Tracker:
             blend = self.config.velocity_blend
             track.velocity = blend * shift / elapsed + (1 - blend) * track.velocity
         track.keypoints, track.time, track.missed = keypoints, time, 0
+        track.hits += 1
+        if track.track_id is None and track.hits >= self.config.min_hits:
+            self._confirm(track)
 
     @staticmethod
     def _output(pose: Pose, track: _Track, time: float) -> Pose:

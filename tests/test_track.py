@@ -81,7 +81,7 @@ def test_missed_detections_keep_the_id_within_max_age(skeleton) -> None:
 
 
 def test_ids_are_new_after_max_age_and_never_reused(skeleton) -> None:
-    tracker = Tracker(TrackerConfig(max_age=2))
+    tracker = Tracker(TrackerConfig(max_age=2, min_hits=1))
     person = Pose(skeleton(100, 200, 150), 0.9)
     assert tracker.update([person], 0.0)[0].track_id == 1
     for step in range(1, 4):
@@ -91,6 +91,21 @@ def test_ids_are_new_after_max_age_and_never_reused(skeleton) -> None:
     assert [p.track_id for p in tracker.update([person, newcomer], 0.5)] == [2, 3]
     tracker.reset()
     assert tracker.update([person], 0.6)[0].track_id == 4
+
+
+def test_new_people_get_an_id_after_min_hits_frames(skeleton) -> None:
+    tracker = Tracker(TrackerConfig(min_hits=2))
+    walker = Pose(skeleton(100, 200, 150), 0.9)
+    flicker = Pose(skeleton(400, 200, 150), 0.5)
+    newcomer = Pose(skeleton(700, 200, 150), 0.8)
+    assert [p.track_id for p in tracker.update([walker], 0.0)] == [1]  # first frame: at once
+    assert [p.track_id for p in tracker.update([walker, flicker], 0.1)] == [1, None]
+    assert [p.track_id for p in tracker.update([walker, newcomer], 0.2)] == [1, None]
+    # The flicker was missed once, so it starts over; the newcomer is confirmed and takes id 2.
+    assert [p.track_id for p in tracker.update([walker, newcomer, flicker], 0.3)] == [1, 2, None]
+    assert [p.track_id for p in tracker.update([flicker], 0.4)] == [3]
+    tracker.reset()
+    assert [p.track_id for p in tracker.update([newcomer], 0.5)] == [4]  # first frame again
 
 
 def test_tracker_returns_new_poses(skeleton) -> None:
