@@ -913,8 +913,6 @@ def train(
     from posecli.train.trainer import train as run_training
 
     _setup_logging(quiet)
-    if scale_min > scale_max:
-        raise UsageError(f"--scale-min {scale_min} is larger than --scale-max {scale_max}")
     _set_threads(threads)
     config = TrainConfig(
         annotations=str(annotations),
@@ -1035,8 +1033,7 @@ def export(
     from posecli.weights import load_model, save_checkpoint
 
     _setup_logging(quiet)
-    if out.exists() and not force:
-        raise OutputError(f"{out} exists (use --force to overwrite)")
+    _check_outputs([out], force)
     source = load_model(model)
     provenance = {**source.provenance, "exported_from": source.name, "half": half}
     written = save_checkpoint(

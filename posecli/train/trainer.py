@@ -244,6 +244,12 @@ def _check_config(config: TrainConfig) -> None:
         raise UsageError(f"unknown schedule {config.schedule!r}; choose one of {SCHEDULES}")
     if config.log_every_steps < 1 or config.val_every_epochs < 1:
         raise UsageError("logging and validation periods must be at least 1")
+    zoom = config.augment
+    if not 0 < zoom.scale_min <= zoom.scale_max:
+        raise UsageError(
+            f"zoom range {zoom.scale_min}–{zoom.scale_max} must be positive and increasing "
+            "(--scale-min, --scale-max)"
+        )
 
 
 class EpochSampler(Sampler):
