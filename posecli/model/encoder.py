@@ -91,12 +91,10 @@ class EfficientNetLite0(nn.Module):
                 blocks.append(MBConv(ins, outs, expansion, kernel, stride if index == 0 else 1))
                 ins = outs
         self._blocks = nn.ModuleList(blocks)
-        # BGR in [0, 1] → RGB (x·255 − 127) / 128, as one fixed per-channel affine map.
-        self.register_buffer("input_scale", torch.full((1, 3, 1, 1), 255.0 / 128.0), False)
-        self.register_buffer("input_shift", torch.full((1, 3, 1, 1), -127.0 / 128.0), False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = x.flip(1) * self.input_scale + self.input_shift  # (N, 3, H, W) RGB, ≈ [-1, 1]
+        # BGR in [0, 1] → RGB (x·255 − 127) / 128
+        x = x.flip(1) * (255.0 / 128.0) - 127.0 / 128.0  # (N, 3, H, W) RGB, ≈ [-1, 1]
         x = F.relu6(self._bn0(self._conv_stem(x)))  # (N, 32, H/2, W/2)
         features = []
         for index, block in enumerate(self._blocks):
