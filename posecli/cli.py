@@ -906,6 +906,9 @@ def train(
     scale_max: Annotated[float, typer.Option(min=0.05, help="Largest random zoom.")] = (
         _TRAIN.augment.scale_max
     ),
+    amp: Annotated[
+        bool, typer.Option(help="Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16.")
+    ] = _TRAIN.amp,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: default).")] = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -934,6 +937,7 @@ def train(
         checkpoint_every_steps=checkpoint_every,
         loss=replace(_TRAIN.loss, kind=loss),
         augment=replace(_TRAIN.augment, scale_min=scale_min, scale_max=scale_max),
+        amp=amp,
         device=device,
         seed=seed,
     )

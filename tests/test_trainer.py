@@ -14,7 +14,7 @@ from coco_synthetic import write_people_set
 
 from posecli.config import ModelConfig, TrainConfig
 from posecli.errors import UsageError
-from posecli.train.trainer import lr_factor, train
+from posecli.train.trainer import autocast_dtype, lr_factor, train
 from posecli.weights import load_model
 
 TINY = ModelConfig(stacks=1, width=32, increase=16, head_width=32)
@@ -133,6 +133,23 @@ def test_init_from_a_checkpoint_and_unknown_presets(people_set, tmp_path: Path):
         train(_config(people_set, tmp_path / "other", model=None, preset="no-such-preset"))
     with pytest.raises(UsageError, match="BatchNorm"):  # 1 image of 64²: 1×1 at stride 64
         train(_config(people_set, tmp_path / "other", batch_size=1))
+
+
+def test_cpu_mixed_precision_is_bf16_where_native_and_stays_close_to_fp32(
+    people_set, tmp_path: Path
+):
+    native = torch.cpu._is_avx512_bf16_supported()
+    assert autocast_dtype(True, torch.device("cpu")) == (torch.bfloat16 if native else None)
+    assert autocast_dtype(False, torch.device("cpu")) is None
+    losses = {}
+    for amp in (True, False):
+        run = train(_config(people_set, tmp_path / f"amp-{amp}", max_steps=2, amp=amp)).parent
+        losses[amp] = [record["loss"] for record in _records(run, "step")]
+    assert losses[True] == pytest.approx(losses[False], rel=0.05)
+    if native:
+        assert losses[True] != losses[False]  # the forward pass really ran in bf16
+    else:
+        assert losses[True] == losses[False]  # amp is ignored where bf16 would be emulated
 
 
 def test_learning_rate_schedules():
