@@ -44,7 +44,7 @@ from rich.text import Text
 
 from posecli import __version__
 from posecli.config import MODEL_PRESETS, DecodeConfig, InferenceConfig, TrainConfig
-from posecli.errors import OutputError, PoseCliError, UsageError
+from posecli.errors import OutputError, PoseCliError, ResumableInterruptError, UsageError
 from posecli.pose import Frame
 
 if TYPE_CHECKING:
@@ -1119,6 +1119,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         context = getattr(error, "ctx", None)
         where = f" (see {context.command_path} --help)" if context is not None else ""
         _fail(error.format_message() + where)
+        return error.exit_code
+    except ResumableInterruptError as error:
+        stderr.print(f"posecli: {error}", markup=False)
         return error.exit_code
     except PoseCliError as error:
         _fail(str(error))

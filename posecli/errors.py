@@ -34,3 +34,9 @@ class OutputError(PoseCliError):
 
 class DecoderError(PoseCliError):
     """Heatmaps passed to the decoder have the wrong shape or dtype."""
+
+
+class ResumableInterruptError(PoseCliError):
+    """Stopped by Ctrl-C after saving what resumes the work (exit code 130)."""
+
+    exit_code = 130

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import torch
 from coco_synthetic import write_people_set
 
 from posecli.config import ModelConfig, TrainConfig
-from posecli.errors import UsageError
+from posecli.errors import ResumableInterruptError, UsageError
 from posecli.train.trainer import autocast_dtype, lr_factor, train
 from posecli.weights import load_model
 
@@ -77,6 +80,60 @@ def test_resume_gives_the_same_next_steps(people_set, tmp_path: Path):
     )
     momentum = [s["optimizer"]["state"][0]["momentum_buffer"] for s in states]
     assert torch.equal(*momentum)
+
+
+def test_ctrl_c_saves_the_step_it_finished_and_resume_continues_exactly(people_set, tmp_path: Path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(_config(people_set, straight, max_steps=4))
+
+    def press_ctrl_c(record: dict) -> None:
+        if record["event"] == "batch" and record["step"] == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(ResumableInterruptError, match="step 2 of 4.*--resume"):
+        train(_config(people_set, interrupted, max_steps=4), press_ctrl_c)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    state = torch.load(interrupted / "train-state.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["batch"]) == (2, 1, 0)
+    train(_config(people_set, interrupted, max_steps=4, resume=True))
+    expected = {r["step"]: r["loss"] for r in _records(straight, "step")}
+    assert {r["step"]: r["loss"] for r in _records(interrupted, "step")} == expected
+
+
+def test_ctrl_c_in_the_terminal_stops_a_run_with_a_data_worker_resumably(
+    people_set, tmp_path: Path
+):
+    """SIGINT to the whole process group, as a terminal sends it: the worker ignores it."""
+    annotations, images = people_set
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "posecli", "train", "--annotations", str(annotations),
+        "--images", str(images), "--preset", "imhn-tiny", "--input-size", "64",
+        "--batch-size", "2", "--epochs", "1000", "--workers", "1", "--device", "cpu",
+        "--threads", "1", "--quiet", "--out", str(run),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _has_steps(run) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "continue with --resume" in stderr
+    state = torch.load(run / "train-state.pt", weights_only=True)
+    assert state["step"] >= 1
+    assert load_model(run / "checkpoint-last.pt").provenance["step"] == state["step"]
+
+
+def _has_steps(run: Path) -> bool:
+    metrics = run / "metrics.jsonl"
+    return metrics.is_file() and '"event": "step"' in metrics.read_text()
 
 
 def test_a_run_directory_is_not_overwritten(people_set, tmp_path: Path):

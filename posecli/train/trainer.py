@@ -21,6 +21,10 @@ Exact resume: the data order is a function of (seed, epoch) and every augmentati
 (seed, epoch, image), and the schedule a function of the step, so restoring the network,
 optimiser, scheduler and scaler states and skipping the batches already done in the epoch gives
 the very next step of the uninterrupted run.
+
+Ctrl-C (SIGINT in the main thread) finishes the step under way, saves both files and raises
+``ResumableInterruptError``, so ``resume=True`` continues from that very step; a second Ctrl-C
+stops at once.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -51,7 +58,7 @@ from posecli.config import (
     Preprocessing,
     TrainConfig,
 )
-from posecli.errors import CheckpointError, PoseCliError, UsageError
+from posecli.errors import CheckpointError, PoseCliError, ResumableInterruptError, UsageError
 from posecli.estimator import Estimator
 from posecli.evaluate import coco_keypoint_ap, load_annotations
 from posecli.io.sources import load_image
@@ -230,7 +237,11 @@ def build_scheduler(
 
 
 def _worker_init(worker_id: int) -> None:
-    """Data-loading workers: one OpenCV and one torch thread each (the trainer owns the cores)."""
+    """Data-loading workers: one OpenCV and one torch thread each (the trainer owns the cores).
+
+    Workers ignore Ctrl-C: the trainer decides when to stop, and shuts them down itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -334,6 +345,31 @@ def _restore_rng_states(states: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(states["torch"])
     if device.type == "cuda" and "cuda" in states:
         torch.cuda.set_rng_state(states["cuda"], device)
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[threading.Event]:
+    """An event set by the first Ctrl-C instead of raising; the second one raises as usual.
+
+    Only the main thread can handle signals: elsewhere the event is never set and Ctrl-C keeps
+    its default behaviour.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        logger.warning("interrupted: saving after this step (Ctrl-C again to stop now)")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
@@ -546,6 +582,15 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch, "epochs": config.epochs,
             "world_size": self.distributed.world_size, "images": len(self.dataset),
         })  # fmt: skip
+        with _deferred_interrupt() as interrupted:
+            self._run(total_steps, interrupted)
+        if self.distributed.world_size > 1:
+            dist.barrier()
+        return self.paths.last
+
+    def _run(self, total_steps: int, interrupted: threading.Event) -> None:
+        """The steps of ``run``; once ``interrupted`` is set: save and raise."""
+        config = self.config
         window: list[float] = []
         epoch_losses: list[float] = []
         started = time.perf_counter()
@@ -577,9 +622,20 @@ class Trainer:
                 self._save()
             if finished:
                 break
-        if self.distributed.world_size > 1:
-            dist.barrier()
-        return self.paths.last
+            if self._any_process(interrupted.is_set()):
+                self._save()
+                raise ResumableInterruptError(
+                    f"training interrupted at step {self.progress.step} of {total_steps}; saved "
+                    f"{self.paths.root}, continue with --resume"
+                )
+
+    def _any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` is set in any process (every process stops at the same step)."""
+        if self.distributed.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
     def _log_step(
         self,
