@@ -906,6 +906,10 @@ def train(
     scale_max: Annotated[float, typer.Option(min=0.05, help="Largest random zoom.")] = (
         _TRAIN.augment.scale_max
     ),
+    mosaic: Annotated[
+        float,
+        typer.Option(help="Probability of a 2×2 mosaic of four images (people at half size)."),
+    ] = _TRAIN.augment.mosaic_probability,
     amp: Annotated[
         bool, typer.Option(help="Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16.")
     ] = _TRAIN.amp,
@@ -936,7 +940,9 @@ def train(
         warmup_steps=warmup_steps,
         checkpoint_every_steps=checkpoint_every,
         loss=replace(_TRAIN.loss, kind=loss),
-        augment=replace(_TRAIN.augment, scale_min=scale_min, scale_max=scale_max),
+        augment=replace(
+            _TRAIN.augment, scale_min=scale_min, scale_max=scale_max, mosaic_probability=mosaic
+        ),
         amp=amp,
         device=device,
         seed=seed,

@@ -149,6 +149,7 @@ class AugmentConfig:
     brightness: float = 0.25  # colour jitter: pixel values × U(1 ± this)
     contrast: float = 0.25  # pixels pulled to / pushed from the mean grey by U(1 ± this)
     saturation: float = 0.25  # pixels pulled to / pushed from their own grey by U(1 ± this)
+    mosaic_probability: float = 0.0  # 2×2 mosaic of four images, each augmented into a quarter
 
 
 @dataclass(frozen=True)

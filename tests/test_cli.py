@@ -465,12 +465,16 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
     data = ["--annotations", str(annotations), "--images", str(images)]
     settings = ["--preset", "imhn-tiny", "--max-steps", "2", "--batch-size", "2"]
     settings += ["--input-size", "64", "--workers", "0", "--device", "cpu", "--threads", "1"]
-    zoom = ["--scale-min", "0.4", "--scale-max", "0.9"]
+    zoom = ["--scale-min", "0.4", "--scale-max", "0.9", "--mosaic", "0.5"]
     assert run(["train", *data, *settings, *zoom, "--out", str(run_dir)]) == 0
     checkpoint = run_dir / "checkpoint-last.pt"
     assert checkpoint.is_file()
     augment = json.loads((run_dir / "config.json").read_text())["augment"]
-    assert (augment["scale_min"], augment["scale_max"]) == (0.4, 0.9)
+    assert (augment["scale_min"], augment["scale_max"], augment["mosaic_probability"]) == (
+        0.4,
+        0.9,
+        0.5,
+    )
     assert (
         run(["eval", *data, "--model", str(checkpoint), "--box-size", "64", "--threads", "1"]) == 0
     )
@@ -480,6 +484,8 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
     reversed_zoom = ["--scale-min", "1.2", "--scale-max", "0.8"]
     assert run(["train", *data, *settings, *reversed_zoom, "--out", str(tmp_path / "r2")]) == 2
     assert "--scale-min" in _one_error_line(capsys.readouterr().err)
+    assert run(["train", *data, *settings, "--mosaic", "1.5", "--out", str(tmp_path / "r3")]) == 2
+    assert "--mosaic" in _one_error_line(capsys.readouterr().err)
 
 
 def test_label_writes_coco_keypoints_and_refuses_to_overwrite(

@@ -107,6 +107,47 @@ def test_augmentation_moves_keypoints_with_their_pixels(tmp_path: Path, flip_pro
         assert np.abs(np.array([4 * column + 1.5, 4 * row + 1.5]) - blob).max() <= 2.0 + 0.5
 
 
+def test_mosaic_puts_four_views_in_the_quarters_with_their_labels(tmp_path: Path):
+    keypoints = person_keypoints((70, 52), scale=1.2)
+    wrist = COCO_KEYPOINTS.index("left_wrist")
+    image = _blob_image(112, 144, tuple(keypoints[wrist, :2]))
+    scores = np.full(17, 0.9)
+    annotations, images = write_coco(
+        tmp_path, [image], [person_annotation(1, 1, keypoints, scores)]
+    )
+    augment = AugmentConfig(
+        scale_min=0.6, scale_max=1.6, rotate_degrees=30, shift_fraction=0.3,
+        flip_probability=0.0, mosaic_probability=1.0,
+    )  # fmt: skip
+    preprocessing = Preprocessing(pad_value=40)
+    dataset = _dataset(annotations, images, augment=augment, preprocessing=preprocessing)
+    wrist, half = COCO_TO_NETWORK[wrist], SIZE // 2
+    checked = dropped = 0
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        sample = dataset.augmented(0)
+        assert sample.image.shape == (SIZE, SIZE, 3) and sample.ignored.shape == (SIZE, SIZE)
+        assert sample.people.shape == (4, 18, 3) and sample.scores.shape == (4, 18)
+        for tile, person in enumerate(sample.people):  # one person per view, in tile order
+            top, left = divmod(tile, 2)
+            corner = np.array([left * half, top * half])
+            visible = person[person[:, 2] > 0, :2]
+            dropped += 18 - len(visible)
+            assert np.all((visible >= corner - 0.5) & (visible < corner + half - 0.5))
+            if (
+                person[wrist, 2] > 0
+                and np.all(person[wrist, :2] - corner > 4)
+                and np.all(corner + half - person[wrist, :2] > 4)
+            ):  # the whole blob is inside the quarter
+                quarter = sample.image[corner[1] : corner[1] + half, corner[0] : corner[0] + half]
+                assert np.abs(person[wrist, :2] - corner - _centroid(quarter)).max() < 0.5
+                checked += 1
+        image, targets, masks = dataset[0]
+        assert image.shape == (3, SIZE, SIZE)
+        assert [tuple(m.shape) for m in masks] == [(NUM_CHANNELS, *s) for s in SHAPES]
+    assert checked >= 12 and dropped > 0  # most wrists were checked; some keypoints left
+
+
 def test_flip_of_targets_equals_targets_of_the_flipped_image(tmp_path: Path):
     annotations, images = write_people_set(tmp_path, count=2)
     plain = _dataset(annotations, images, augment=replace(STRONG, flip_probability=0.0))

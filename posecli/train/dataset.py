@@ -18,9 +18,12 @@ can be weighted by their score, and a person left without keypoints becomes an i
 
 Augmentation (training only) is one affine map from image pixels to crop pixels: fit the long
 side into the crop, random zoom, rotation about the image centre, shift of the centre, optional
-mirror (keypoints swap sides with ``KEYPOINT_FLIP_ORDER``), then colour jitter. Every random draw
-of item ``i`` in epoch ``e`` comes from a generator seeded with ``(seed, e, i)``, so a sample is
-the same whatever the worker, process count or resume point. Items are addressed as
+mirror (keypoints swap sides with ``KEYPOINT_FLIP_ORDER``), then colour jitter. With
+``mosaic_probability`` an item is instead a 2×2 mosaic: itself and three random images, each
+augmented as above into a quarter of the crop (so people appear at half the size, and the crop is
+filled with pictures instead of padding); keypoints that leave their quarter are dropped. Every
+random draw of item ``i`` in epoch ``e`` comes from generators seeded with ``(seed, e, i, …)``, so
+a sample is the same whatever the worker, process count or resume point. Items are addressed as
 ``dataset[(epoch, index)]`` (or ``dataset[index]`` in the epoch chosen by ``set_epoch``).
 Images are read upright as RGB (``posecli.io.sources.load_image``); pixel coordinates have
 integer values at pixel centres (OpenCV's convention, which ``warpAffine`` follows, so keypoints
@@ -224,6 +227,37 @@ def colour_jitter(
     return np.clip(pixels, 0, 255).round().astype(np.uint8)
 
 
+def mosaic_of(tiles: list[AugmentedSample]) -> AugmentedSample:
+    """Four ``(s, s)`` samples as one ``(2s, 2s)`` sample: row by row, top-left first.
+
+    People move with their tile; keypoints outside their own tile are dropped (set to zero), so
+    no label lands on a neighbour's pixels. Ground-truth tiles among pseudo-labelled ones get
+    scores of 1.
+    """
+    half = tiles[0].image.shape[0]
+    image = np.empty((2 * half, 2 * half, 3), dtype=np.uint8)
+    ignored = np.empty((2 * half, 2 * half), dtype=bool)
+    people, scores = [], []
+    for position, tile in enumerate(tiles):
+        top, left = divmod(position, 2)
+        top, left = top * half, left * half
+        image[top : top + half, left : left + half] = tile.image
+        ignored[top : top + half, left : left + half] = tile.ignored
+        inside = (tile.people[..., 2] > 0) & np.all(
+            (tile.people[..., :2] >= -0.5) & (tile.people[..., :2] < half - 0.5), axis=-1
+        )  # (P, 18)
+        moved = np.where(inside[..., None], tile.people + np.array([left, top, 0.0]), 0.0)
+        people.append(moved)
+        scores.append(tile.scores if tile.scores is not None else np.ones(inside.shape))
+    any_scores = any(tile.scores is not None for tile in tiles)
+    return AugmentedSample(
+        image=image,
+        people=np.concatenate(people).reshape(-1, NUM_KEYPOINTS, 3),
+        scores=np.concatenate(scores).reshape(-1, NUM_KEYPOINTS) if any_scores else None,
+        ignored=ignored,
+    )
+
+
 class CocoKeypointDataset(Dataset):
     """Training items from a COCO keypoint file and its image folder (see the module docstring).
 
@@ -301,22 +335,37 @@ class CocoKeypointDataset(Dataset):
     def augmented(self, index: int, epoch: int | None = None) -> AugmentedSample:
         """Item ``index`` of ``epoch`` (default: ``set_epoch``'s) after augmentation."""
         epoch = self.epoch if epoch is None else epoch
-        entry = self.entries[index]
         rng = np.random.default_rng((self.seed, epoch, index))
+        mosaic = self.augment is not None and self.augment.mosaic_probability > 0
+        if mosaic:
+            mosaic_rng = np.random.default_rng((self.seed, epoch, index, 0))
+            mosaic = bool(mosaic_rng.random() < self.augment.mosaic_probability)
+        if not mosaic:
+            return self._view(self.entries[index], rng, self.input_size)
+        half = self.input_size // 2
+        others = mosaic_rng.integers(len(self.entries), size=3)
+        tiles = [self._view(self.entries[index], rng, half)]
+        for tile, other in enumerate(others, start=1):
+            tile_rng = np.random.default_rng((self.seed, epoch, index, tile))
+            tiles.append(self._view(self.entries[other], tile_rng, half))
+        return mosaic_of(tiles)
+
+    def _view(
+        self, entry: ImageAnnotations, rng: np.random.Generator, size: int
+    ) -> AugmentedSample:
+        """One image of ``entry`` augmented into a ``size × size`` crop with ``rng``'s draws."""
         image = load_image(entry.path)
         if image.shape[:2] != (entry.height, entry.width):
             raise InputError(
                 f"{entry.path} is {image.shape[1]}×{image.shape[0]}, its annotations say "
                 f"{entry.width}×{entry.height}"
             )
-        affine, flipped = crop_transform(
-            rng, entry.height, entry.width, self.input_size, self.augment
-        )
-        size = (self.input_size, self.input_size)
+        affine, flipped = crop_transform(rng, entry.height, entry.width, size, self.augment)
+        shape = (size, size)
         pad = (self.preprocessing.pad_value,) * 3
-        crop = cv2.warpAffine(image, affine, size, flags=cv2.INTER_LINEAR, borderValue=pad)
+        crop = cv2.warpAffine(image, affine, shape, flags=cv2.INTER_LINEAR, borderValue=pad)
         ignored = cv2.warpAffine(
-            ignore_map(self.coco, entry).astype(np.uint8), affine, size, flags=cv2.INTER_NEAREST
+            ignore_map(self.coco, entry).astype(np.uint8), affine, shape, flags=cv2.INTER_NEAREST
         ).astype(bool)
         if self.augment is not None:
             crop = colour_jitter(crop, rng, self.augment)

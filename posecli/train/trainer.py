@@ -261,6 +261,8 @@ def _check_config(config: TrainConfig) -> None:
             f"zoom range {zoom.scale_min}–{zoom.scale_max} must be positive and increasing "
             "(--scale-min, --scale-max)"
         )
+    if not 0 <= zoom.mosaic_probability <= 1:
+        raise UsageError(f"mosaic probability {zoom.mosaic_probability} is outside 0–1 (--mosaic)")
 
 
 class EpochSampler(Sampler):
