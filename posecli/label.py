@@ -34,7 +34,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from posecli.errors import InputError, OutputError, PoseCliError, UsageError
+from posecli.errors import (
+    InputError,
+    OutputError,
+    PoseCliError,
+    ResumableInterruptError,
+    UsageError,
+)
 from posecli.spec import (
     COCO_KEYPOINTS,
     COCO_SIGMAS,
@@ -832,7 +838,8 @@ def run_labelling(
 
     Images are labelled in chunks of ``config.chunk_size``; after each chunk the finished
     images are saved to ``out.partial``, from which a restart with the same settings continues
-    (the final file is the same as that of an uninterrupted run). ``progress(done, total)`` is
+    (the final file is the same as that of an uninterrupted run). Ctrl-C saves every finished
+    image there too, then raises ``ResumableInterruptError``. ``progress(done, total)`` is
     called after every image. Image ids follow the order of ``images``; ``file_name`` is
     relative to the deepest folder holding all images, which ``info.images_root`` records.
     """
@@ -846,22 +853,29 @@ def run_labelling(
     finished = _load_partial(partial, settings)
     todo = [index for index, name in enumerate(names) if name not in finished]
     done = len(images) - len(todo)
-    for start in range(0, len(todo), config.chunk_size):
-        for index in todo[start : start + config.chunk_size]:
-            image = read_image_rgb(images[index])
-            people = label_image(images[index], image)
-            finished[names[index]] = {
-                "file_name": names[index],
-                "height": int(image.shape[0]),
-                "width": int(image.shape[1]),
-                "annotations": [
-                    annotation_record(person, config.area_per_box) for person in people
-                ],
-            }
-            done += 1
-            if progress is not None:
-                progress(done, len(images))
+    try:
+        for start in range(0, len(todo), config.chunk_size):
+            for index in todo[start : start + config.chunk_size]:
+                image = read_image_rgb(images[index])
+                people = label_image(images[index], image)
+                finished[names[index]] = {
+                    "file_name": names[index],
+                    "height": int(image.shape[0]),
+                    "width": int(image.shape[1]),
+                    "annotations": [
+                        annotation_record(person, config.area_per_box) for person in people
+                    ],
+                }
+                done += 1
+                if progress is not None:
+                    progress(done, len(images))
+            write_json_atomic(partial, {"settings": settings, "images": list(finished.values())})
+    except KeyboardInterrupt:
         write_json_atomic(partial, {"settings": settings, "images": list(finished.values())})
+        raise ResumableInterruptError(
+            f"labelling interrupted after {done} of {len(images)} images; saved {partial}, "
+            "run the same command again to continue"
+        ) from None
     write_json_atomic(out, _coco_document(names, finished, root, settings))
     partial.unlink(missing_ok=True)
     return out

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from posecli.errors import InputError, OutputError, PoseCliError, UsageError
+from posecli.errors import (
+    InputError,
+    OutputError,
+    PoseCliError,
+    ResumableInterruptError,
+    UsageError,
+)
 from posecli.label import (
     COCO_FLIP_ORDER,
     OPENPOSE_LIMBS,
@@ -357,6 +363,24 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path):
     assert progress == [(3, 5), (4, 5), (5, 5)]
     assert out.read_bytes() == full.read_bytes()
     assert not partial_path(out).exists()
+
+
+def test_ctrl_c_saves_every_finished_image_for_the_resume(tmp_path):
+    images = write_images(tmp_path / "images", 5)
+    config = replace(CONFIG, chunk_size=4)
+    out = tmp_path / "labels.json"
+
+    def ctrl_c_at_third(done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(ResumableInterruptError, match="after 3 of 5 images.*same command"):
+        run_labelling(images, fake_labeller([]), out, config, ctrl_c_at_third)
+    saved = json.loads(partial_path(out).read_text())  # mid-chunk: all three finished images
+    assert [image["file_name"] for image in saved["images"]] == ["000.png", "001.png", "002.png"]
+    calls: list[str] = []
+    run_labelling(images, fake_labeller(calls), out, config)
+    assert calls == ["003.png", "004.png"]
 
 
 def test_resume_refuses_a_partial_file_made_with_other_settings(tmp_path):
