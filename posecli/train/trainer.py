@@ -71,6 +71,7 @@ from posecli.weights import (
     PoseModel,
     load_model,
     load_pretrained_encoder,
+    prepare_network,
     resolve_device,
     save_checkpoint,
 )
@@ -378,8 +379,9 @@ def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
     """The mixed-precision type of the forward pass, or None for plain fp32.
 
     fp16 (with loss scaling) on CUDA; bf16 on CPUs that compute it natively (AVX512-BF16 or AMX),
-    where it takes 1.2 s instead of 2.0 s per step of ``imhn-cpu-lite0`` (batch 8, 384², 2
-    cores). Elsewhere bf16 is emulated and slower than fp32. Weights and optimiser stay fp32.
+    where a step of ``imhn-cpu-lite0`` (batch 8, 384², 2 cores) takes 1.5 s instead of 2.6 s
+    (``bench/train_speed.py``). Elsewhere bf16 is emulated and slower than fp32. Weights and
+    optimiser stay fp32.
     """
     if not amp:
         return None
@@ -408,7 +410,7 @@ class Trainer:
         self.log = MetricsLog(self.paths.metrics, self.distributed.is_main, progress)
         torch.manual_seed(config.seed)
         network, self.model_config, self.preprocessing = initial_network(config)
-        self.network = network.to(self.device).train()
+        self.network = prepare_network(network, self.device).train()  # CPU: channels-last
         coarsest = config.input_size // (STRIDE * 2**self.model_config.depth)  # cells per side
         if config.batch_size * coarsest**2 < 2:
             raise UsageError(
