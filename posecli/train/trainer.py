@@ -615,19 +615,18 @@ class Trainer:
                 self._log_step(epoch, window, lr, grad_norm, started, images.shape[0])
                 window, started = [], time.perf_counter()
             finished = bool(config.max_steps) and self.progress.step >= config.max_steps
-            epoch_done = self.progress.batch == 0
-            if epoch_done:
+            stopping = self._any_process(interrupted.is_set())
+            periodic = config.checkpoint_every_steps and (
+                self.progress.step % config.checkpoint_every_steps == 0
+            )
+            if self.progress.batch == 0:  # end of an epoch
                 self._end_epoch(epoch, epoch_losses)
                 epoch_losses = []
-            elif finished or (
-                config.checkpoint_every_steps
-                and self.progress.step % config.checkpoint_every_steps == 0
-            ):
+            elif finished or stopping or periodic:
                 self._save()
             if finished:
                 break
-            if self._any_process(interrupted.is_set()):
-                self._save()
+            if stopping:
                 raise ResumableInterruptError(
                     f"training interrupted at step {self.progress.step} of {total_steps}; saved "
                     f"{self.paths.root}, continue with --resume"
