@@ -43,7 +43,13 @@ from rich.progress import (
 from rich.text import Text
 
 from posecli import __version__
-from posecli.config import MODEL_PRESETS, DecodeConfig, InferenceConfig, TrainConfig
+from posecli.config import (
+    MODEL_PRESETS,
+    DecodeConfig,
+    InferenceConfig,
+    LabelConfig,
+    TrainConfig,
+)
 from posecli.errors import OutputError, PoseCliError, ResumableInterruptError, UsageError
 from posecli.pose import Frame
 
@@ -853,6 +859,7 @@ def _detections_path(metrics: Path) -> Path:
 # train
 
 _TRAIN = TrainConfig(annotations="", images="")
+_LABEL = LabelConfig()
 
 
 @app.command()
@@ -1000,18 +1007,34 @@ def label(
     teacher: Annotated[
         str, typer.Option(help="movenet, openpose or both (agreement between them).")
     ] = "both",
+    keep_keypoint: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Fused keypoint confidence needed to keep a keypoint."),
+    ] = _LABEL.keep_keypoint,
+    confident_person: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Fused person score needed to label a person."),
+    ] = _LABEL.confident_person,
+    min_keypoints: Annotated[
+        int, typer.Option(min=1, max=17, help="Kept keypoints a labelled person needs.")
+    ] = _LABEL.min_keypoints,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Pseudo-label photos with teacher models into COCO keypoints (resumable)."""
     from posecli.io.sources import expand_image_inputs
-    from posecli.label import LabelConfig, label_images, partial_path
+    from posecli.label import label_images, partial_path
 
     _setup_logging(quiet)
     if out.exists() and not partial_path(out).exists() and not force:
         raise OutputError(f"{out} exists (use --force to overwrite)")
     paths = expand_image_inputs(images_inputs)
-    config = LabelConfig(teacher=teacher)
+    config = LabelConfig(
+        teacher=teacher,
+        keep_keypoint=keep_keypoint,
+        confident_person=confident_person,
+        min_keypoints=min_keypoints,
+    )
     with _labelling_progress(quiet) as progress:
         written = label_images(paths, teachers, out, config, progress)
     _say(quiet, f"labelled {len(paths)} images: {written}")

@@ -106,19 +106,19 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "imhn-official": ModelConfig(),
     # 1 stack, 4.0 M parameters, 11.7 GFLOPs at 384×320: ~28 images/s on 2 otherwise idle CPU
     # cores (bench/model_speed.py), leaving room for decoding within 10 images/s.
-    "imhn-cpu": ModelConfig(
-        stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5)
-    ),
+    "imhn-cpu": ModelConfig(stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5)),
     # imhn-cpu fed by an ImageNet-pretrained EfficientNet-Lite0 (strides 4–32, added into the
     # stem output and the hourglass's way down): for training on small pseudo-labelled sets.
     "imhn-cpu-lite0": ModelConfig(
-        stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5),
+        stacks=1,
+        width=128,
+        increase=32,
+        head_width=64,
+        dilations=(3, 4, 5),
         encoder="efficientnet-lite0",
     ),
     # 0.5 M parameters: unit tests and overfitting checks, not for accuracy.
-    "imhn-tiny": ModelConfig(
-        stacks=1, width=32, increase=16, head_width=32, dilations=(2, 3)
-    ),
+    "imhn-tiny": ModelConfig(stacks=1, width=32, increase=16, head_width=32, dilations=(2, 3)),
 }
 
 
@@ -226,3 +226,43 @@ def _record_from_dict(record: type, values: dict[str, Any]) -> Any:
     known = {f.name for f in fields(record)}
     kept = {k: v for k, v in values.items() if k in known}
     return record(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How teachers are run and fused into pseudo-labels."""
+
+    teacher: str = "both"  # "movenet", "openpose" or "both"
+    # Long sides of the MoveNet passes (multiples of 32); the teachers' README: 256–512 work,
+    # 384 is the best single size on real COCO images.
+    movenet_sizes: tuple[int, ...] = (256, 384, 512)
+    flip: bool = True  # also run every teacher pass on the mirrored image
+    movenet_min_score: float = 0.1  # MoveNet always returns 6 people; below this they are noise
+    # PAF grouping; the defaults are those of the published OpenPose demo code.
+    openpose_peak_threshold: float = 0.1  # heatmap peaks above this are keypoint candidates
+    openpose_paf_threshold: float = 0.05  # a field sample supports a limb when above this
+    openpose_paf_samples: int = 10  # field samples along a candidate limb
+    openpose_paf_fraction: float = 0.8  # fraction of samples that must support a limb
+    openpose_min_keypoints: int = 4  # OpenPose people with fewer keypoints are dropped
+    openpose_min_mean_score: float = 0.4  # ... and those whose (peaks + limbs) / keypoints is lower
+    # COCO person segmentations cover about half of their box; OKS scales use this estimate.
+    area_per_box: float = 0.5
+    match_keypoint_score: float = 0.2  # keypoints that take part in matching people by OKS
+    same_person_oks: float = 0.4  # two detections are the same person when their OKS ≥ this
+    # Two positions of a keypoint agree when exp(-d²/(2·area·κ²)) ≥ this (κ: COCO sigmas × 2):
+    # the per-keypoint tolerance of COCO OKS, 0.5 is the midpoint of its falloff.
+    agree_similarity: float = 0.5
+    # The next two were chosen with bench/label_quality.py (round values that keep the kept
+    # keypoints' precision ≥ 0.95 with recall above one raw MoveNet pass on cocomini-train).
+    keep_keypoint: float = 0.25  # fused keypoint confidence needed to keep a keypoint (v=2)
+    confident_person: float = 0.2  # fused person score needed to label a person
+    min_keypoints: int = 5  # labelled people need at least this many kept keypoints
+    ignore_person: float = 0.08  # less confident people above this become ignore regions
+    duplicate_iou: float = 0.5  # uncertain people overlapping a labelled one this much: duplicates
+    box_margin: float = 0.1  # keypoint boxes grow by this fraction of their size on each side
+    # Hand-drawn boxes (a person_boxes.json beside the image folder) with no labelled person
+    # matching them (box IoU below box_match_iou) become ignore regions.
+    use_person_boxes: bool = True
+    box_match_iou: float = 0.3
+    threads: int = 1  # onnxruntime intra-op threads per teacher
+    chunk_size: int = 50  # images labelled between two saves of the partial file

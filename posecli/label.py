@@ -34,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from posecli.config import LabelConfig
 from posecli.errors import (
     InputError,
     OutputError,
@@ -87,46 +88,6 @@ def _coco_flip_order() -> tuple[int, ...]:
 
 #: ``COCO_FLIP_ORDER[c]`` is the COCO keypoint that ``c`` becomes in a mirrored image.
 COCO_FLIP_ORDER: tuple[int, ...] = _coco_flip_order()
-
-
-@dataclass(frozen=True)
-class LabelConfig:
-    """How teachers are run and fused into pseudo-labels."""
-
-    teacher: str = "both"  # "movenet", "openpose" or "both"
-    # Long sides of the MoveNet passes (multiples of 32); the teachers' README: 256–512 work,
-    # 384 is the best single size on real COCO images.
-    movenet_sizes: tuple[int, ...] = (256, 384, 512)
-    flip: bool = True  # also run every teacher pass on the mirrored image
-    movenet_min_score: float = 0.1  # MoveNet always returns 6 people; below this they are noise
-    # PAF grouping; the defaults are those of the published OpenPose demo code.
-    openpose_peak_threshold: float = 0.1  # heatmap peaks above this are keypoint candidates
-    openpose_paf_threshold: float = 0.05  # a field sample supports a limb when above this
-    openpose_paf_samples: int = 10  # field samples along a candidate limb
-    openpose_paf_fraction: float = 0.8  # fraction of samples that must support a limb
-    openpose_min_keypoints: int = 4  # OpenPose people with fewer keypoints are dropped
-    openpose_min_mean_score: float = 0.4  # ... and those whose (peaks + limbs) / keypoints is lower
-    # COCO person segmentations cover about half of their box; OKS scales use this estimate.
-    area_per_box: float = 0.5
-    match_keypoint_score: float = 0.2  # keypoints that take part in matching people by OKS
-    same_person_oks: float = 0.4  # two detections are the same person when their OKS ≥ this
-    # Two positions of a keypoint agree when exp(-d²/(2·area·κ²)) ≥ this (κ: COCO sigmas × 2):
-    # the per-keypoint tolerance of COCO OKS, 0.5 is the midpoint of its falloff.
-    agree_similarity: float = 0.5
-    # The next two were chosen with bench/label_quality.py (round values that keep the kept
-    # keypoints' precision ≥ 0.95 with recall above one raw MoveNet pass on cocomini-train).
-    keep_keypoint: float = 0.25  # fused keypoint confidence needed to keep a keypoint (v=2)
-    confident_person: float = 0.2  # fused person score needed to label a person
-    min_keypoints: int = 5  # labelled people need at least this many kept keypoints
-    ignore_person: float = 0.08  # less confident people above this become ignore regions
-    duplicate_iou: float = 0.5  # uncertain people overlapping a labelled one this much: duplicates
-    box_margin: float = 0.1  # keypoint boxes grow by this fraction of their size on each side
-    # Hand-drawn boxes (a person_boxes.json beside the image folder) with no labelled person
-    # matching them (box IoU below box_match_iou) become ignore regions.
-    use_person_boxes: bool = True
-    box_match_iou: float = 0.3
-    threads: int = 1  # onnxruntime intra-op threads per teacher
-    chunk_size: int = 50  # images labelled between two saves of the partial file
 
 
 #: LabelConfig fields that do not change labels (a resumed run may change them).
@@ -686,6 +647,10 @@ def check_config(config: LabelConfig) -> None:
         raise UsageError(f"MoveNet sizes must be positive multiples of 32: {config.movenet_sizes}")
     if config.chunk_size < 1 or config.threads < 1:
         raise UsageError("chunk_size and threads must be at least 1")
+    if not (0 <= config.keep_keypoint <= 1 and 0 <= config.confident_person <= 1):
+        raise UsageError("keep_keypoint and confident_person must lie in 0–1")
+    if not 1 <= config.min_keypoints <= NUM_COCO_KEYPOINTS:
+        raise UsageError(f"min_keypoints must lie in 1–{NUM_COCO_KEYPOINTS}")
 
 
 def label_settings(config: LabelConfig) -> dict[str, Any]:

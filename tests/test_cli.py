@@ -499,13 +499,21 @@ def test_label_writes_coco_keypoints_and_refuses_to_overwrite(
     image = sorted(images.iterdir())[0]
     out = tmp_path / "labels.json"
     command = ["label", "--images", str(image), "--out", str(out), "--teachers", str(teachers)]
-    assert run([*command, "--teacher", "movenet", "--quiet"]) == 0
+    recall = ["--keep-keypoint", "0.15", "--confident-person", "0.1", "--min-keypoints", "3"]
+    assert run([*command, "--teacher", "movenet", *recall, "--quiet"]) == 0
     labels = json.loads(out.read_text())
+    settings = labels["info"]["label_settings"]
+    assert (settings["keep_keypoint"], settings["confident_person"], settings["min_keypoints"]) == (
+        0.15,
+        0.1,
+        3,
+    )
     assert [entry["file_name"] for entry in labels["images"]] == [image.name]
     people = [a for a in labels["annotations"] if not a["iscrowd"]]
     assert people and all(len(a["keypoints"]) == 51 for a in people)
     assert run([*command, "--quiet"]) == 1
     assert "exists" in capsys.readouterr().err
+    assert run([*command, "--min-keypoints", "0", "--force", "--quiet"]) == 2
 
 
 def test_export_stores_half_precision_and_refuses_to_overwrite(
