@@ -59,16 +59,15 @@ def seconds_per_step(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["imhn-cpu-lite0"], help="preset names")
+    parser.add_argument(
+        "--presets", nargs="+", default=["imhn-cpu-lite0"], choices=sorted(MODEL_PRESETS)
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per step")
     parser.add_argument("--size", type=int, default=384, help="square crop, multiple of 64")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per setting")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args(argv)
-    unknown = [name for name in args.presets if name not in MODEL_PRESETS]
-    if unknown:
-        parser.error(f"unknown presets {unknown}; known: {sorted(MODEL_PRESETS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
