@@ -106,19 +106,19 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "imhn-official": ModelConfig(),
     # 1 stack, 4.0 M parameters, 11.7 GFLOPs at 384×320: ~28 images/s on 2 otherwise idle CPU
     # cores (bench/model_speed.py), leaving room for decoding within 10 images/s.
-    "imhn-cpu": ModelConfig(stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5)),
+    "imhn-cpu": ModelConfig(
+        stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5)
+    ),
     # imhn-cpu fed by an ImageNet-pretrained EfficientNet-Lite0 (strides 4–32, added into the
     # stem output and the hourglass's way down): for training on small pseudo-labelled sets.
     "imhn-cpu-lite0": ModelConfig(
-        stacks=1,
-        width=128,
-        increase=32,
-        head_width=64,
-        dilations=(3, 4, 5),
+        stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5),
         encoder="efficientnet-lite0",
     ),
     # 0.5 M parameters: unit tests and overfitting checks, not for accuracy.
-    "imhn-tiny": ModelConfig(stacks=1, width=32, increase=16, head_width=32, dilations=(2, 3)),
+    "imhn-tiny": ModelConfig(
+        stacks=1, width=32, increase=16, head_width=32, dilations=(2, 3)
+    ),
 }
 
 
