@@ -1158,7 +1158,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     if code == EXIT_INTERRUPTED:
-        stderr.print("posecli: interrupted; the outputs hold the frames done so far")
+        stderr.print("posecli: interrupted; outputs hold the work done so far, finalised")
     return code if isinstance(code, int) else EXIT_OK
 
 
