@@ -1009,14 +1009,14 @@ def label(
     ] = "both",
     keep_keypoint: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Fused keypoint confidence needed to keep a keypoint."),
+        typer.Option(help="Fused keypoint confidence (0–1) needed to keep a keypoint."),
     ] = _LABEL.keep_keypoint,
     confident_person: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Fused person score needed to label a person."),
+        typer.Option(help="Fused person score (0–1) needed to label a person."),
     ] = _LABEL.confident_person,
     min_keypoints: Annotated[
-        int, typer.Option(min=1, max=17, help="Kept keypoints a labelled person needs.")
+        int, typer.Option(help="Kept keypoints (1–17) a labelled person needs.")
     ] = _LABEL.min_keypoints,
     force: Force = False,
     quiet: Quiet = False,

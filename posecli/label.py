@@ -648,9 +648,9 @@ def check_config(config: LabelConfig) -> None:
     if config.chunk_size < 1 or config.threads < 1:
         raise UsageError("chunk_size and threads must be at least 1")
     if not (0 <= config.keep_keypoint <= 1 and 0 <= config.confident_person <= 1):
-        raise UsageError("keep_keypoint and confident_person must lie in 0–1")
+        raise UsageError("--keep-keypoint and --confident-person must lie in 0–1")
     if not 1 <= config.min_keypoints <= NUM_COCO_KEYPOINTS:
-        raise UsageError(f"min_keypoints must lie in 1–{NUM_COCO_KEYPOINTS}")
+        raise UsageError(f"--min-keypoints must lie in 1–{NUM_COCO_KEYPOINTS}")
 
 
 def label_settings(config: LabelConfig) -> dict[str, Any]:
@@ -818,6 +818,10 @@ def run_labelling(
     finished = _load_partial(partial, settings)
     todo = [index for index, name in enumerate(names) if name not in finished]
     done = len(images) - len(todo)
+
+    def save_partial() -> None:
+        write_json_atomic(partial, {"settings": settings, "images": list(finished.values())})
+
     try:
         for start in range(0, len(todo), config.chunk_size):
             for index in todo[start : start + config.chunk_size]:
@@ -834,9 +838,9 @@ def run_labelling(
                 done += 1
                 if progress is not None:
                     progress(done, len(images))
-            write_json_atomic(partial, {"settings": settings, "images": list(finished.values())})
+            save_partial()
     except KeyboardInterrupt:
-        write_json_atomic(partial, {"settings": settings, "images": list(finished.values())})
+        save_partial()
         raise ResumableInterruptError(
             f"labelling interrupted after {done} of {len(images)} images; saved {partial}, "
             "run the same command again to continue"
@@ -892,6 +896,7 @@ def label_images(
     with a box-shaped ``segmentation`` polygon. Resumable: see :func:`run_labelling`.
     Returns ``out``.
     """
+    check_config(config)  # before loading the teachers
     teachers = Teachers(Path(teachers_dir), config)
     hand_boxes = load_person_boxes(images) if config.use_person_boxes else {}
     no_boxes = np.zeros((0, 4))

@@ -514,6 +514,7 @@ def test_label_writes_coco_keypoints_and_refuses_to_overwrite(
     assert run([*command, "--quiet"]) == 1
     assert "exists" in capsys.readouterr().err
     assert run([*command, "--min-keypoints", "0", "--force", "--quiet"]) == 2
+    assert "--min-keypoints" in _one_error_line(capsys.readouterr().err)
 
 
 def test_export_stores_half_precision_and_refuses_to_overwrite(
