@@ -1,12 +1,11 @@
 """Seconds per training step on this machine, fp32 against mixed precision.
 
-For each preset: one optimiser step (forward under the trainer's autocast type, focal L2 loss
-over the five scales, backward, AdamW with gradient clipping) on a batch of random ``S × S``
-images with random targets and full masks, the network laid out as the trainer lays it out
-(channels-last on CPU), timed after a warm-up step; the figure is the median
-of the timed steps. ``amp`` uses ``posecli.train.trainer.autocast_dtype``: fp16 on CUDA, bf16 on
-CPUs that compute it natively, else nothing (then both rows measure fp32). Data loading is not
-included (measured separately: ~0.1 s per batch of 8 on one core).
+For each preset: ``Trainer.step`` itself (forward under the trainer's autocast type, focal L2
+loss over the five scales, backward, AdamW with gradient clipping, scheduler) on a batch of
+random ``S × S`` images with random targets and full masks, timed after a warm-up step; the
+figure is the median of the timed steps. ``amp`` uses ``posecli.train.trainer.autocast_dtype``:
+fp16 on CUDA, bf16 on CPUs that compute it natively, else nothing (then both rows measure fp32).
+Data loading is not included (measured separately: ~0.1 s per batch of 8 on one core).
 
     .venv/bin/python bench/train_speed.py [--presets imhn-cpu-lite0] [--batch-size 8] [--size 384]
 """
@@ -14,43 +13,64 @@ included (measured separately: ~0.1 s per batch of 8 on one core).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 from posecli.config import MODEL_PRESETS, TrainConfig
-from posecli.model import build_network
-from posecli.spec import NUM_CHANNELS
-from posecli.train.loss import heatmap_loss
+from posecli.spec import NUM_CHANNELS, NUM_COCO_KEYPOINTS
 from posecli.train.masks import scale_shapes
-from posecli.train.trainer import autocast_dtype, build_optimizer
-from posecli.weights import prepare_network
+from posecli.train.trainer import Distributed, Trainer, autocast_dtype
+
+
+def write_one_person_set(root: Path) -> tuple[Path, Path]:
+    """A COCO keypoint file and folder holding one grey 64 × 64 image with one person.
+
+    The trainer needs a dataset to be built; the timed steps use random batches.
+    """
+    images = root / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "person.png"), np.full((64, 64, 3), 128, np.uint8))
+    keypoints = [value for k in range(NUM_COCO_KEYPOINTS) for value in (20 + k, 10 + 2 * k, 2)]
+    annotations = root / "person_keypoints.json"
+    annotations.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "person.png", "height": 64, "width": 64}],
+        "annotations": [{
+            "id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "keypoints": keypoints,
+            "num_keypoints": NUM_COCO_KEYPOINTS, "bbox": [16, 8, 24, 40], "area": 960,
+        }],
+        "categories": [{"id": 1, "name": "person"}],
+    }))  # fmt: skip
+    return annotations, images
 
 
 def seconds_per_step(
     preset: str, batch_size: int, size: int, amp: bool, steps: int, device: torch.device
 ) -> float:
-    """Median seconds of ``steps`` optimiser steps after one warm-up step."""
-    config = TrainConfig(annotations="", images="", optimizer="adamw", amp=amp)
-    network = prepare_network(build_network(MODEL_PRESETS[preset]), device).train()
-    optimizer = build_optimizer(network, config, world_size=1)
-    dtype = autocast_dtype(amp, device)
-    images = torch.rand(batch_size, 3, size, size, device=device)  # (N, 3, S, S)
+    """Median seconds of ``steps`` calls of ``Trainer.step`` after one warm-up step."""
+    with tempfile.TemporaryDirectory() as root:
+        annotations, images = write_one_person_set(Path(root))
+        config = TrainConfig(
+            annotations=str(annotations), images=str(images), out=str(Path(root) / "run"),
+            preset=preset, input_size=size, batch_size=batch_size, optimizer="adamw", amp=amp,
+            workers=0, device=str(device),
+        )  # fmt: skip
+        trainer = Trainer(config, Distributed(), device, progress=None)
+    batch = torch.rand(batch_size, 3, size, size)  # (N, 3, S, S)
     shapes = scale_shapes(size, size)
-    targets = [torch.rand(batch_size, NUM_CHANNELS, *s, device=device) * 0.1 for s in shapes]
-    masks = [torch.ones(batch_size, 1, *s, device=device) for s in shapes]
+    targets = [torch.rand(batch_size, NUM_CHANNELS, *s) * 0.1 for s in shapes]  # [(N, 50, h, w)]
+    masks = [torch.ones(batch_size, 1, *s) for s in shapes]  # [(N, 1, h, w)]
     durations = []
     for _ in range(steps + 1):
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            outputs = network(images)  # [stacks][scales] (N, 50, h_j, w_j)
-        loss = heatmap_loss(outputs, targets, masks, config.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-        optimizer.step()
+        trainer.step(batch, targets, masks)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         durations.append(time.perf_counter() - start)

@@ -533,10 +533,13 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
-    def _step(
+    def step(
         self, images: torch.Tensor, targets: list[torch.Tensor], masks: list[torch.Tensor]
     ) -> tuple[float, float]:
-        """One optimiser step; returns the loss and the gradient norm before clipping."""
+        """One optimiser and scheduler step on a batch; returns the loss and the gradient norm
+        before clipping. ``images`` (N, 3, S, S) float normalised, ``targets`` and ``masks`` one
+        tensor per output scale, as ``CocoKeypointDataset`` yields them.
+        """
         images = images.to(self.device, non_blocking=True)  # (N, 3, S, S)
         targets = [t.to(self.device, non_blocking=True) for t in targets]  # [(N, 50, h_j, w_j)]
         masks = [m.to(self.device, non_blocking=True) for m in masks]  # [(N, 1|50, h_j, w_j)]
@@ -600,7 +603,7 @@ class Trainer:
         started = time.perf_counter()
         for epoch, index, (images, targets, masks) in self._batches():
             lr = self.optimizer.param_groups[0]["lr"]
-            loss, grad_norm = self._step(images, targets, masks)
+            loss, grad_norm = self.step(images, targets, masks)
             window.append(loss)
             epoch_losses.append(loss)
             self.progress.step += 1
