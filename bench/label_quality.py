@@ -20,6 +20,7 @@ keypoints. Raw passes keep keypoints with score ≥ 0.3 on people with score ≥
 display thresholds); OpenPose keeps every keypoint it groups.
 
 Run: ``.venv/bin/python bench/label_quality.py [--sets cocomini-train ...] [--limit N]``
+``[--keep-keypoint P --confident-person P --min-keypoints N]`` (the ``posecli label`` keep rules)
 (with posecli installed, or ``PYTHONPATH=.``). The eval sets are for measuring only.
 """
 
@@ -39,6 +40,7 @@ from posecli.label import (
     Detection,
     LabelConfig,
     Teachers,
+    check_config,
     fuse_teachers,
     keypoint_similarity,
     read_image_rgb,
@@ -207,8 +209,18 @@ def main() -> None:
     parser.add_argument("--teachers", type=Path, default=SHARED / "teachers")
     parser.add_argument("--limit", type=int, default=0, help="images per set (0: all)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    defaults = LabelConfig()
+    parser.add_argument("--keep-keypoint", type=float, default=defaults.keep_keypoint)
+    parser.add_argument("--confident-person", type=float, default=defaults.confident_person)
+    parser.add_argument("--min-keypoints", type=int, default=defaults.min_keypoints)
     args = parser.parse_args()
-    config = LabelConfig(threads=args.threads)
+    config = LabelConfig(
+        threads=args.threads,
+        keep_keypoint=args.keep_keypoint,
+        confident_person=args.confident_person,
+        min_keypoints=args.min_keypoints,
+    )
+    check_config(config)
     teachers = Teachers(args.teachers, config)
     columns = ("AP", "AP50", "kept kps", "precision", "recall")
     print(f"{'set':16} {'method':12} " + " ".join(f"{c:>9}" for c in columns))
