@@ -812,13 +812,26 @@ def evaluate(
         Path | None,
         typer.Option(help="Write the metrics here as JSON; detections go beside it."),
     ] = None,
+    by_height: Annotated[
+        bool,
+        typer.Option(
+            "--by-height",
+            help="Also print the share of people found (OKS ≥ 0.5 / 0.75) per band of their "
+            "height at the network input.",
+        ),
+    ] = False,
     force: Force = False,
     quiet: Quiet = False,
     *,
     options: InferenceOptions,
 ) -> None:
     """COCO keypoint AP of a model on an annotated image set (same pipeline as `images`)."""
-    from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap, load_annotations
+    from posecli.evaluate import (
+        SUMMARY_KEYS,
+        coco_keypoint_ap,
+        load_annotations,
+        recall_by_height,
+    )
 
     _setup_logging(quiet)
     ground_truth = load_annotations(annotations)
@@ -841,9 +854,20 @@ def evaluate(
         quiet=quiet,
         ids_by_path=ids_by_path,
     )
-    scores = coco_keypoint_ap(annotations, results)
+    scores: dict[str, Any] = coco_keypoint_ap(annotations, results)
     for key in SUMMARY_KEYS:
         stdout.print(f"{key:<5} {scores[key]:.4f}")
+    if by_height:
+        scores["by_height"] = recall_by_height(
+            annotations, results, lambda height, width: estimator.geometry(height, width).factor_y
+        )
+        for band in scores["by_height"]:
+            low, high = band["low"], band["high"]
+            heights = f"{low:.0f}–{high:.0f}" if high is not None else f"≥ {low:.0f}"
+            stdout.print(
+                f"height {heights} px: {band['people']} people, found {band['found50']:.2f} "
+                f"at OKS 0.5, {band['found75']:.2f} at 0.75"
+            )
     if metrics is not None:
         _write_json_file(metrics, scores, force)
     summary = f"{len(results)} people in {stats.frames} images, model {estimator.model.name}"

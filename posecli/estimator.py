@@ -201,19 +201,19 @@ class Estimator:
         """Heatmaps of ``(N, H, W, 3)`` RGB uint8 images of one size, averaged over scales."""
         height, width = images.shape[1:3]
         stride = self.config.decode_stride
-        reference = self._geometry(height, width, 1.0)
+        reference = self.geometry(height, width, 1.0)
         grid = reference.grid_shape(stride)
         total = torch.zeros((len(images), NUM_CHANNELS, *grid), device=self.device)  # (N, 50, h, w)
         for scale in self.config.scales:
-            geometry = self._geometry(height, width, scale)
+            geometry = self.geometry(height, width, scale)
             total += resample_heatmaps(self._scale_heatmaps(images, geometry), grid)
         total /= len(self.config.scales)
         transform = reference.grid_transform(stride)
         return [Heatmaps(maps=maps, transform=transform) for maps in total.cpu().numpy()]
 
-    def _geometry(self, height: int, width: int, scale: float) -> InputGeometry:
-        """Sizes at one search scale: longer side ``scale × long_side`` if set, else height
-        ``scale × box_size``."""
+    def geometry(self, height: int, width: int, scale: float = 1.0) -> InputGeometry:
+        """Network input sizes of a ``height × width`` image at one search scale: longer side
+        ``scale × long_side`` if set, else height ``scale × box_size``."""
         config = self.config
         if config.long_side:
             return long_side_geometry(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from posecli.errors import InputError
 #: Summary figures returned, in the order of ``COCOeval.stats`` for keypoints.
 SUMMARY_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR")
 _STATS_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APM": 3, "APL": 4, "AR": 5}
+#: Upper bounds of the person-height bands of ``recall_by_height``, in network-input pixels.
+HEIGHT_BANDS: tuple[float, ...] = (40.0, 80.0, 160.0)
 
 
 def load_annotations(annotations: str | Path) -> COCO:
@@ -74,6 +77,61 @@ def coco_keypoint_ap(
         evaluation.summarize()
     stats = np.asarray(evaluation.stats, dtype=np.float64)
     return {key: max(float(stats[index]), 0.0) for key, index in _STATS_INDEX.items()}
+
+
+def recall_by_height(
+    annotations: str | Path,
+    results: list[dict],
+    input_scale: Callable[[int, int], float],
+    bands: tuple[float, ...] = HEIGHT_BANDS,
+) -> list[dict[str, float | None]]:
+    """Share of the annotated people found, per band of their height at the network input.
+
+    A person (not a crowd region, at least one annotated keypoint) is found at OKS t when one
+    result on its image, among the 20 best scored that COCO AP considers, has OKS ≥ t with it.
+    Its height is its box height in image pixels × ``input_scale(image_height, image_width)``
+    (the resize factor at search scale 1), so bands read as sizes the network sees.
+
+    Returns:
+        One row per band holding people, in order: ``{"low", "high", "people", "found50",
+        "found75"}`` in network-input pixels (``high`` None for the last band); ``found*`` are
+        fractions.
+
+    Raises:
+        InputError: unreadable annotations or malformed results.
+    """
+    ground_truth = load_annotations(annotations)
+    ious: dict = {}
+    if results:
+        _check_results(results, ground_truth)
+        with contextlib.redirect_stdout(io.StringIO()):
+            detections = ground_truth.loadRes([{"category_id": 1, **r} for r in results])
+            evaluation = COCOeval(ground_truth, detections, iouType="keypoints")
+            evaluation.evaluate()
+        ious = evaluation.ious  # (image id, 1) -> (results, people) OKS, or [] without results
+    heights, best = [], []
+    for image_id, image in ground_truth.imgs.items():
+        people = ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=[image_id], catIds=[1]))
+        oks = np.asarray(ious.get((image_id, 1), []), dtype=np.float64)
+        factor = input_scale(image["height"], image["width"])
+        for column, person in enumerate(people):
+            if person.get("iscrowd") or person.get("num_keypoints", 0) == 0:
+                continue
+            heights.append(person["bbox"][3] * factor)
+            best.append(float(oks[:, column].max()) if oks.size else 0.0)
+    heights_array, best_array = np.array(heights), np.array(best)
+    edges = (0.0, *bands, float("inf"))
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (heights_array >= low) & (heights_array < high)
+        if inside.any():
+            rows.append({
+                "low": low, "high": high if high < float("inf") else None,
+                "people": int(inside.sum()),
+                "found50": float(np.mean(best_array[inside] >= 0.5)),
+                "found75": float(np.mean(best_array[inside] >= 0.75)),
+            })  # fmt: skip
+    return rows
 
 
 def _check_results(results: list[dict], ground_truth: COCO) -> None:

@@ -417,6 +417,19 @@ def test_eval_prints_and_writes_metrics_and_detections(
     assert {entry["image_id"] for entry in detections} <= {1, 2, 3, 4}
 
 
+def test_eval_by_height_prints_and_writes_the_bands(
+    fast: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    annotations, images = write_people_set(tmp_path / "set")
+    metrics = tmp_path / "metrics.json"
+    args = ["eval", "--annotations", str(annotations), "--images", str(images), "--by-height"]
+    assert run([*args, "--metrics", str(metrics), *fast]) == 0
+    bands = json.loads(metrics.read_text())["by_height"]
+    assert sum(band["people"] for band in bands) == 6  # write_people_set: 1 + 2 + 1 + 2 people
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("height")]
+    assert len(printed) == len(bands) and all("found" in line for line in printed)
+
+
 def test_eval_with_missing_images_fails(fast: list[str], tmp_path: Path, capsys) -> None:
     annotations, _ = write_people_set(tmp_path / "set")
     args = ["eval", "--annotations", str(annotations), "--images", str(tmp_path / "elsewhere")]

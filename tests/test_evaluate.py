@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from posecli.errors import InputError
-from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap
+from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap, recall_by_height
 
 EVAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
 
@@ -91,6 +91,25 @@ def test_image_ids_restrict_the_evaluation(annotations: Path) -> None:
     only_first = [r for r in results_from(annotations) if r["image_id"] == 1]
     assert coco_keypoint_ap(annotations, only_first, image_ids=[1])["AP"] == pytest.approx(1.0)
     assert coco_keypoint_ap(annotations, only_first)["AR"] == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_recall_by_height_counts_people_found_per_band(annotations: Path) -> None:
+    results = results_from(annotations)[:2]  # the medium person (≈ 65 px tall) is missed
+    keypoints = np.array(results[0]["keypoints"]).reshape(17, 3)
+    keypoints[:, :2] += 12  # ~0.6 OKS: found at 0.5, not at 0.75
+    results[0] = dict(results[0], keypoints=keypoints.reshape(-1).tolist())
+    rows = recall_by_height(annotations, results, lambda height, width: 1.0)
+    assert rows == [
+        {"low": 40.0, "high": 80.0, "people": 1, "found50": 0.0, "found75": 0.0},
+        {"low": 160.0, "high": None, "people": 2, "found50": 1.0, "found75": 0.5},
+    ]
+
+
+def test_recall_by_height_measures_heights_at_the_network_input(annotations: Path) -> None:
+    # height 100 at the input: the 218 px people of the 300 px image become 73 px, the 65 px
+    # person of the 150 px image 44 px; all three fall in the 40–80 band
+    rows = recall_by_height(annotations, [], lambda height, width: 100 / height)
+    assert rows == [{"low": 40.0, "high": 80.0, "people": 3, "found50": 0.0, "found75": 0.0}]
 
 
 def test_evaluation_prints_nothing(annotations: Path, capsys: pytest.CaptureFixture) -> None:
