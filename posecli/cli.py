@@ -941,6 +941,16 @@ def train(
         float,
         typer.Option(help="Probability of a 2×2 mosaic of four images (people at half size)."),
     ] = _TRAIN.augment.mosaic_probability,
+    min_keypoint_score: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Pseudo-labels: keypoints scored below are masked out (neither taught present "
+            "nor absent); at most the --keep-keypoint the labels were made with, or those "
+            "kept keypoints are lost.",
+        ),
+    ] = _TRAIN.min_keypoint_score,
     amp: Annotated[
         bool, typer.Option(help="Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16.")
     ] = _TRAIN.amp,
@@ -974,6 +984,7 @@ def train(
         augment=replace(
             _TRAIN.augment, scale_min=scale_min, scale_max=scale_max, mosaic_probability=mosaic
         ),
+        min_keypoint_score=min_keypoint_score,
         amp=amp,
         device=device,
         seed=seed,

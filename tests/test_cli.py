@@ -479,10 +479,13 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
     settings = ["--preset", "imhn-tiny", "--max-steps", "2", "--batch-size", "2"]
     settings += ["--input-size", "64", "--workers", "0", "--device", "cpu", "--threads", "1"]
     zoom = ["--scale-min", "0.4", "--scale-max", "0.9", "--mosaic", "0.5"]
-    assert run(["train", *data, *settings, *zoom, "--out", str(run_dir)]) == 0
+    labels = ["--min-keypoint-score", "0.15"]
+    assert run(["train", *data, *settings, *zoom, *labels, "--out", str(run_dir)]) == 0
     checkpoint = run_dir / "checkpoint-last.pt"
     assert checkpoint.is_file()
-    augment = json.loads((run_dir / "config.json").read_text())["augment"]
+    recorded = json.loads((run_dir / "config.json").read_text())
+    assert recorded["min_keypoint_score"] == 0.15
+    augment = recorded["augment"]
     assert (augment["scale_min"], augment["scale_max"], augment["mosaic_probability"]) == (
         0.4,
         0.9,
@@ -499,6 +502,9 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--scale-min" in _one_error_line(capsys.readouterr().err)
     assert run(["train", *data, *settings, "--mosaic", "1.5", "--out", str(tmp_path / "r3")]) == 2
     assert "--mosaic" in _one_error_line(capsys.readouterr().err)
+    too_high = ["--min-keypoint-score", "1.5", "--out", str(tmp_path / "r4")]
+    assert run(["train", *data, *settings, *too_high]) == 2
+    assert "--min-keypoint-score" in _one_error_line(capsys.readouterr().err)
 
 
 def test_label_writes_coco_keypoints_and_refuses_to_overwrite(
