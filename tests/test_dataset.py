@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -230,6 +231,21 @@ def test_people_whose_keypoints_are_all_doubtful_become_ignore_regions(tmp_path:
     assert len(entry.people) == 1 and len(entry.ignore_annotations) == 1
     _, _, masks = dataset[0]
     assert masks[0][:, 40 // 4, 20 // 4].max() == 0.0  # inside the doubtful person's box
+
+
+def test_a_warning_when_the_threshold_masks_keypoints_the_labeller_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    keypoints = person_keypoints((64, 64), scale=1.2)
+    annotations, images = write_coco(
+        tmp_path, noise_images(1, 128, 128), [person_annotation(1, 1, keypoints, np.full(17, 0.9))]
+    )
+    labelled = json.loads(annotations.read_text())
+    annotations.write_text(json.dumps({**labelled, "settings": {"keep_keypoint": 0.15}}))
+    _dataset(annotations, images, min_keypoint_score=0.15)
+    assert "masked out" not in caplog.text
+    _dataset(annotations, images, min_keypoint_score=0.3)
+    assert "keeps keypoints scored from 0.15, but those below 0.3 are masked out" in caplog.text
 
 
 def test_rgb_preprocessing_and_bad_inputs(tmp_path: Path):

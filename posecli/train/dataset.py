@@ -149,6 +149,23 @@ def image_annotations(
     )
 
 
+def _warn_if_kept_keypoints_are_masked(
+    coco: COCO, annotations: str | Path, min_keypoint_score: float
+) -> None:
+    """Warn when ``posecli label`` kept keypoints (its ``settings.keep_keypoint``) that
+    ``min_keypoint_score`` then masks out."""
+    settings = coco.dataset.get("settings")
+    kept_from = settings.get("keep_keypoint") if isinstance(settings, dict) else None
+    if isinstance(kept_from, int | float) and kept_from < min_keypoint_score:
+        logger.warning(
+            "%s keeps keypoints scored from %g, but those below %g are masked out "
+            "(--min-keypoint-score)",
+            annotations,
+            kept_from,
+            min_keypoint_score,
+        )
+
+
 def ignore_map(coco: COCO, annotations: ImageAnnotations) -> np.ndarray:
     """``(H, W)`` bool in image pixels: union of the ignore regions (segmentation, else box)."""
     ignored = np.zeros((annotations.height, annotations.width), dtype=bool)
@@ -291,6 +308,7 @@ class CocoKeypointDataset(Dataset):
         if not self.images.is_dir():
             raise InputError(f"image folder not found: {self.images}")
         self.coco = load_annotations(annotations)
+        _warn_if_kept_keypoints_are_masked(self.coco, annotations, min_keypoint_score)
         self.input_size = input_size
         self.augment = augment
         self.preprocessing = Preprocessing() if preprocessing is None else preprocessing
