@@ -66,13 +66,8 @@ def coco_keypoint_ap(
     ground_truth = load_annotations(annotations)
     if not results:
         return dict.fromkeys(SUMMARY_KEYS, 0.0)
-    _check_results(results, ground_truth)
+    evaluation = _matched(ground_truth, results, image_ids)
     with contextlib.redirect_stdout(io.StringIO()):
-        detections = ground_truth.loadRes([{"category_id": 1, **result} for result in results])
-        evaluation = COCOeval(ground_truth, detections, iouType="keypoints")
-        if image_ids is not None:
-            evaluation.params.imgIds = sorted(image_ids)
-        evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
     stats = np.asarray(evaluation.stats, dtype=np.float64)
@@ -101,14 +96,8 @@ def recall_by_height(
         InputError: unreadable annotations or malformed results.
     """
     ground_truth = load_annotations(annotations)
-    ious: dict = {}
-    if results:
-        _check_results(results, ground_truth)
-        with contextlib.redirect_stdout(io.StringIO()):
-            detections = ground_truth.loadRes([{"category_id": 1, **r} for r in results])
-            evaluation = COCOeval(ground_truth, detections, iouType="keypoints")
-            evaluation.evaluate()
-        ious = evaluation.ious  # (image id, 1) -> (results, people) OKS, or [] without results
+    # (image id, 1) -> (results, people) OKS matrix, or [] where either is missing
+    ious = _matched(ground_truth, results).ious if results else {}
     heights, best = [], []
     for image_id, image in ground_truth.imgs.items():
         people = ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=[image_id], catIds=[1]))
@@ -132,6 +121,21 @@ def recall_by_height(
                 "found75": float(np.mean(best_array[inside] >= 0.75)),
             })  # fmt: skip
     return rows
+
+
+def _matched(
+    ground_truth: COCO, results: list[dict], image_ids: list[int] | None = None
+) -> COCOeval:
+    """A keypoint ``COCOeval`` of checked, non-empty ``results`` after ``evaluate()`` (OKS of
+    every result with every person in ``ious``, per-image matches), quietly."""
+    _check_results(results, ground_truth)
+    with contextlib.redirect_stdout(io.StringIO()):
+        detections = ground_truth.loadRes([{"category_id": 1, **result} for result in results])
+        evaluation = COCOeval(ground_truth, detections, iouType="keypoints")
+        if image_ids is not None:
+            evaluation.params.imgIds = sorted(image_ids)
+        evaluation.evaluate()
+    return evaluation
 
 
 def _check_results(results: list[dict], ground_truth: COCO) -> None:
