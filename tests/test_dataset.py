@@ -241,7 +241,8 @@ def test_a_warning_when_the_threshold_masks_keypoints_the_labeller_kept(
         tmp_path, noise_images(1, 128, 128), [person_annotation(1, 1, keypoints, np.full(17, 0.9))]
     )
     labelled = json.loads(annotations.read_text())
-    annotations.write_text(json.dumps({**labelled, "settings": {"keep_keypoint": 0.15}}))
+    info = {"label_settings": {"keep_keypoint": 0.15}}  # as posecli label writes it
+    annotations.write_text(json.dumps({**labelled, "info": info}))
     _dataset(annotations, images, min_keypoint_score=0.15)
     assert "masked out" not in caplog.text
     _dataset(annotations, images, min_keypoint_score=0.3)

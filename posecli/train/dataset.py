@@ -152,9 +152,10 @@ def image_annotations(
 def _warn_if_kept_keypoints_are_masked(
     coco: COCO, annotations: str | Path, min_keypoint_score: float
 ) -> None:
-    """Warn when ``posecli label`` kept keypoints (its ``settings.keep_keypoint``) that
-    ``min_keypoint_score`` then masks out."""
-    settings = coco.dataset.get("settings")
+    """Warn when ``posecli label`` kept keypoints (``info.label_settings.keep_keypoint`` of its
+    output) that ``min_keypoint_score`` then masks out."""
+    info = coco.dataset.get("info")
+    settings = info.get("label_settings") if isinstance(info, dict) else None
     kept_from = settings.get("keep_keypoint") if isinstance(settings, dict) else None
     if isinstance(kept_from, int | float) and kept_from < min_keypoint_score:
         logger.warning(
