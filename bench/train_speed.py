@@ -20,8 +20,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
 from posecli.config import MODEL_PRESETS, TrainConfig
@@ -31,13 +29,13 @@ from posecli.train.trainer import Distributed, Trainer, autocast_dtype
 
 
 def write_one_person_set(root: Path) -> tuple[Path, Path]:
-    """A COCO keypoint file and folder holding one grey 64 × 64 image with one person.
+    """A COCO keypoint file listing one 64 × 64 image with one person, and an image folder.
 
-    The trainer needs a dataset to be built; the timed steps use random batches.
+    The trainer needs a dataset to be built, not read: the timed steps use random batches, so
+    the folder stays empty.
     """
     images = root / "images"
     images.mkdir()
-    cv2.imwrite(str(images / "person.png"), np.full((64, 64, 3), 128, np.uint8))
     keypoints = [value for k in range(NUM_COCO_KEYPOINTS) for value in (20 + k, 10 + 2 * k, 2)]
     annotations = root / "person_keypoints.json"
     annotations.write_text(json.dumps({
