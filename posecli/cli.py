@@ -902,6 +902,14 @@ def train(
     init: Annotated[
         str | None, typer.Option(help="Start from this checkpoint or model name.")
     ] = None,
+    init_stacks: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Grow the --init network to this many hourglass stacks, new ones copied from "
+            "its last (0: keep its shape).",
+        ),
+    ] = _TRAIN.init_stacks,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the images.")] = _TRAIN.epochs,
     max_steps: Annotated[
         int, typer.Option(min=0, help="Stop after this many steps (0: all epochs).")
@@ -970,6 +978,7 @@ def train(
         val_images=str(val_images) if val_images else None,
         preset=preset,
         init=init,
+        init_stacks=init_stacks,
         resume=resume,
         input_size=input_size,
         epochs=epochs,

@@ -169,6 +169,9 @@ class TrainConfig:
     preset: str = "imhn-official"  # MODEL_PRESETS name used when training from scratch
     model: ModelConfig | None = None  # explicit network shape; overrides `preset`
     init: str | None = None  # checkpoint path or model name to start from (its shape wins)
+    # ours: grow `init`'s network to this many hourglass stacks (0: keep its shape); new
+    # stacks start as copies of its last stack (posecli.model.grow_stacks)
+    init_stacks: int = 0
     preprocessing: Preprocessing = Preprocessing()  # input convention stored in checkpoints
     resume: bool = False  # continue the run in `out` exactly where it stopped
     input_size: int = 384  # square training crop, multiple of 64 (paper: 384, then 512)

@@ -507,6 +507,31 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--min-keypoint-score" in _one_error_line(capsys.readouterr().err)
 
 
+def test_train_grows_the_init_network_to_more_stacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    annotations, images = write_people_set(tmp_path / "set")
+    data = ["--annotations", str(annotations), "--images", str(images)]
+    settings = ["--max-steps", "1", "--batch-size", "2", "--input-size", "64"]
+    settings += ["--workers", "0", "--device", "cpu", "--threads", "1"]
+    one_stack = tmp_path / "one" / "checkpoint-last.pt"
+    assert (
+        run(["train", *data, *settings, "--preset", "imhn-tiny", "--out", str(tmp_path / "one")])
+        == 0
+    )
+    grow = ["--init", str(one_stack), "--init-stacks", "2"]
+    assert run(["train", *data, *settings, *grow, "--out", str(tmp_path / "two")]) == 0
+    assert load_model(str(tmp_path / "two" / "checkpoint-last.pt")).config.stacks == 2
+    assert run(["train", *data, *settings, *grow, "--out", str(tmp_path / "two"), "--resume"]) == 0
+    capsys.readouterr()
+    shrink = ["--init", str(tmp_path / "two" / "checkpoint-last.pt"), "--init-stacks", "1"]
+    assert run(["train", *data, *settings, *shrink, "--out", str(tmp_path / "r1")]) == 2
+    assert "--init-stacks" in _one_error_line(capsys.readouterr().err)
+    no_init = ["--init-stacks", "2", "--out", str(tmp_path / "r2")]
+    assert run(["train", *data, *settings, *no_init]) == 2
+    assert "--init-stacks" in _one_error_line(capsys.readouterr().err)
+
+
 def test_label_writes_coco_keypoints_and_refuses_to_overwrite(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from posecli.config import MODEL_PRESETS, ModelConfig
-from posecli.model import IMHN, build_network, scale_channels
+from posecli.model import IMHN, build_network, grow_stacks, scale_channels
 from posecli.model.layers import Merge, Residual
 
 REFERENCE_TSV = (
@@ -143,3 +144,40 @@ def test_input_sides_must_be_multiples_of_64(size: tuple[int, int]) -> None:
 def test_impossible_configs_are_refused(config: ModelConfig) -> None:
     with pytest.raises(ValueError, match="ModelConfig"):
         build_network(config)
+
+
+def trained_like(config: ModelConfig) -> IMHN:
+    """A network whose weights are all random and non-zero, as after training."""
+    torch.manual_seed(0)
+    network = build_network(config)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.normal_(0.0, 0.2)
+    return network.eval()
+
+
+def test_grown_network_keeps_its_predictions_and_new_stacks_repeat_the_last() -> None:
+    one = trained_like(replace(SMALL, stacks=1))
+    images = torch.randn(2, 3, 64, 128)  # (N, 3, H, W)
+    with torch.inference_mode():
+        before = one(images)[0]  # [(N, 50, H/4·2^-j, W/4·2^-j)]
+    grown = grow_stacks(one, 3)
+    assert grown.config.stacks == 3 and grown.training
+    with torch.inference_mode():
+        after = grown.eval()(images)
+    assert len(after) == 3
+    for stack in after:
+        for old, new in zip(before, stack, strict=True):
+            assert new.abs().max() > 0.1
+            torch.testing.assert_close(new, old)
+    grown_state = grown.state_dict()
+    for key, tensor in one.state_dict().items():
+        assert torch.equal(grown_state[key], tensor)
+        if key.startswith("hourglass.0."):
+            assert torch.equal(grown_state[key.replace("hourglass.0.", "hourglass.2.", 1)], tensor)
+
+
+def test_networks_only_grow() -> None:
+    two = build_network(SMALL)
+    with pytest.raises(ValueError, match="only grow"):
+        grow_stacks(two, 2)

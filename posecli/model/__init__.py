@@ -5,6 +5,6 @@
 ``(N, 50, H / (4 · 2^j), W / (4 · 2^j))`` heatmaps.
 """
 
-from posecli.model.imhn import IMHN, build_network, scale_channels
+from posecli.model.imhn import IMHN, build_network, grow_stacks, scale_channels
 
-__all__ = ["IMHN", "build_network", "scale_channels"]
+__all__ = ["IMHN", "build_network", "grow_stacks", "scale_channels"]

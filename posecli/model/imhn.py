@@ -11,6 +11,7 @@ over ``depth + 1`` scales; scale ``j`` is ``(N, channels, H / (4 · 2^j), W / (4
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -280,3 +281,33 @@ class IMHN(nn.Module):
 def build_network(config: ModelConfig) -> IMHN:
     """A freshly initialised IMHN of shape ``config`` (training mode, on the CPU)."""
     return IMHN(config)
+
+
+#: Per-stack module lists that a grown network copies from the last trained stack.
+STACK_MODULES = ("hourglass", "features", "outs")
+
+
+def grow_stacks(network: IMHN, stacks: int) -> IMHN:
+    """``network`` with ``stacks`` hourglass stacks instead of its own, for further training.
+
+    Everything ``network`` has keeps its weights. Each new stack starts as a copy of
+    ``network``'s last stack; the merges into a new stack are freshly initialised, and since
+    their BatchNorms start at weight 0, each new stack first sees the same input as the last
+    stack did (without the encoder features that only the first stack receives). The result is
+    on the CPU in training mode, in the contiguous layout.
+    """
+    old = network.config.stacks
+    if stacks <= old:
+        raise ValueError(f"a network of {old} stacks can only grow to more, not to {stacks}")
+    grown = build_network(replace(network.config, stacks=stacks))
+    state = grown.state_dict()
+    trained = {key: tensor.detach().cpu() for key, tensor in network.state_dict().items()}
+    state.update(trained)
+    for name in STACK_MODULES:
+        last = f"{name}.{old - 1}."
+        for key, tensor in trained.items():
+            if key.startswith(last):
+                for stack in range(old, stacks):
+                    state[f"{name}.{stack}." + key.removeprefix(last)] = tensor
+    grown.load_state_dict({key: tensor.contiguous() for key, tensor in state.items()})
+    return grown

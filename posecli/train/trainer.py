@@ -62,7 +62,7 @@ from posecli.errors import CheckpointError, PoseCliError, ResumableInterruptErro
 from posecli.estimator import Estimator
 from posecli.evaluate import coco_keypoint_ap, load_annotations
 from posecli.io.sources import load_image
-from posecli.model import build_network
+from posecli.model import build_network, grow_stacks
 from posecli.pose import to_coco_result
 from posecli.spec import STRIDE
 from posecli.train.dataset import CocoKeypointDataset
@@ -168,11 +168,21 @@ def join_process_group(device: torch.device) -> tuple[Distributed, torch.device]
 
 
 def initial_network(config: TrainConfig) -> tuple[nn.Module, ModelConfig, Preprocessing]:
-    """The network to train: from ``config.init``, else freshly built from the model or preset."""
+    """The network to train: from ``config.init`` (grown to ``config.init_stacks`` stacks if
+    set), else freshly built from the model or preset."""
     if config.init:
         model = load_model(config.init, device="cpu")
         logger.info("initialised from %s", config.init)
-        return model.network, model.config, model.preprocessing
+        if not config.init_stacks or config.init_stacks == model.config.stacks:
+            return model.network, model.config, model.preprocessing
+        if config.init_stacks < model.config.stacks:
+            raise UsageError(
+                f"{config.init} has {model.config.stacks} stacks; --init-stacks can only add "
+                f"stacks, not go down to {config.init_stacks}"
+            )
+        network = grow_stacks(model.network, config.init_stacks)
+        logger.info("grown from %d to %d stacks", model.config.stacks, config.init_stacks)
+        return network, network.config, model.preprocessing
     if config.model is not None:
         model_config = config.model
     elif config.preset in MODEL_PRESETS:
@@ -262,6 +272,8 @@ def _check_config(config: TrainConfig) -> None:
             f"zoom range {zoom.scale_min}–{zoom.scale_max} must be positive and increasing "
             "(--scale-min, --scale-max)"
         )
+    if config.init_stacks < 0 or (config.init_stacks and not config.init):
+        raise UsageError("--init-stacks needs --init and a positive number of stacks")
     if not 0 <= zoom.mosaic_probability <= 1:
         raise UsageError(f"mosaic probability {zoom.mosaic_probability} is outside 0–1 (--mosaic)")
 
