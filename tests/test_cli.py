@@ -472,12 +472,19 @@ def test_python_dash_m_posecli() -> None:
 # train → eval
 
 
-def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def _small_training(tmp_path: Path, max_steps: int) -> tuple[list[str], list[str]]:
+    """``posecli train`` data and settings options for a tiny CPU run on a synthetic set."""
     annotations, images = write_people_set(tmp_path / "set")
-    run_dir = tmp_path / "run"
     data = ["--annotations", str(annotations), "--images", str(images)]
-    settings = ["--preset", "imhn-tiny", "--max-steps", "2", "--batch-size", "2"]
-    settings += ["--input-size", "64", "--workers", "0", "--device", "cpu", "--threads", "1"]
+    settings = ["--max-steps", str(max_steps), "--batch-size", "2", "--input-size", "64"]
+    settings += ["--workers", "0", "--device", "cpu", "--threads", "1"]
+    return data, settings
+
+
+def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data, settings = _small_training(tmp_path, max_steps=2)
+    settings += ["--preset", "imhn-tiny"]
+    run_dir = tmp_path / "run"
     zoom = ["--scale-min", "0.4", "--scale-max", "0.9", "--mosaic", "0.5"]
     labels = ["--min-keypoint-score", "0.15"]
     assert run(["train", *data, *settings, *zoom, *labels, "--out", str(run_dir)]) == 0
@@ -510,10 +517,7 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
 def test_train_grows_the_init_network_to_more_stacks(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    annotations, images = write_people_set(tmp_path / "set")
-    data = ["--annotations", str(annotations), "--images", str(images)]
-    settings = ["--max-steps", "1", "--batch-size", "2", "--input-size", "64"]
-    settings += ["--workers", "0", "--device", "cpu", "--threads", "1"]
+    data, settings = _small_training(tmp_path, max_steps=1)
     one_stack = tmp_path / "one" / "checkpoint-last.pt"
     assert (
         run(["train", *data, *settings, "--preset", "imhn-tiny", "--out", str(tmp_path / "one")])
