@@ -5,10 +5,12 @@ For every preset: parameters, multiply-accumulates of the convolutions and Linea
 landscape image of the given long sides, padded to a multiple of 64 (e.g. 384×288 → 384×320).
 Runs under torch.inference_mode after a warm-up pass, with random weights (speed does not
 depend on them) prepared as ``load_model`` prepares them on CPU (eval, channels-last; ``--nchw``
-keeps the contiguous layout for comparison). The machine may be shared: the figures are the
-median of the timed runs.
+keeps the contiguous layout for comparison). ``--models`` times networks as saved in checkpoints
+or registered models instead (their own configuration and weights, loaded by ``load_model``).
+The machine may be shared: the figures are the median of the timed runs.
 
     .venv/bin/python bench/model_speed.py [--presets imhn-cpu imhn-tiny] [--sizes 384 512]
+    .venv/bin/python bench/model_speed.py --models default runs/x/checkpoint-last.pt
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import torch
 from torch import nn
 
 from posecli.config import MODEL_PRESETS, ModelConfig
+from posecli.errors import PoseCliError
 from posecli.model import build_network
-from posecli.weights import prepare_network
+from posecli.weights import load_model, prepare_network
 
 
 def padded_input_size(long_side: int, multiple: int = 64) -> tuple[int, int]:
@@ -72,13 +75,16 @@ def images_per_second(network: nn.Module, height: int, width: int, runs: int) ->
     return 1.0 / statistics.median(durations)
 
 
-def measure(
-    name: str, config: ModelConfig, sizes: Sequence[int], runs: int, nchw: bool
-) -> list[str]:
-    """One table row: name, parameters, then GFLOPs and images/s per size."""
+def preset_network(config: ModelConfig, nchw: bool) -> nn.Module:
+    """A randomly initialised network of ``config`` in eval mode, prepared like ``load_model``."""
     network = build_network(config).eval()
-    if not nchw:
-        network = prepare_network(network, torch.device("cpu"))
+    if nchw:
+        return network
+    return prepare_network(network, torch.device("cpu"))
+
+
+def measure(name: str, network: nn.Module, sizes: Sequence[int], runs: int) -> list[str]:
+    """One table row: name, parameters, then GFLOPs and images/s per size."""
     parameters = sum(p.numel() for p in network.parameters())
     cells = [name, f"{parameters / 1e6:.2f} M"]
     for long_side in sizes:
@@ -91,22 +97,31 @@ def measure(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=list(MODEL_PRESETS), help="preset names")
+    parser.add_argument(
+        "--presets", nargs="*", help="preset names (default: all, or none with --models)"
+    )
+    parser.add_argument(
+        "--models", nargs="*", default=[], help="registered model names or checkpoint paths"
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[384, 512], help="long sides")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per CPU preset")
     parser.add_argument(
         "--official-runs", type=int, default=3, help="timed runs for imhn-official (slow)"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--nchw", action="store_true", help="contiguous instead of channels-last")
+    parser.add_argument(
+        "--nchw", action="store_true", help="presets: contiguous, not channels-last"
+    )
     args = parser.parse_args(argv)
+    if args.presets is None:
+        args.presets = [] if args.models else list(MODEL_PRESETS)
     unknown = [name for name in args.presets if name not in MODEL_PRESETS]
     if unknown:
         parser.error(f"unknown presets {unknown}; known: {sorted(MODEL_PRESETS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    header = ["preset", "params"]
+    header = ["network", "params"]
     for long_side in args.sizes:
         height, width = padded_input_size(long_side)
         header += [f"GFLOPs@{width}×{height}", f"img/s@{width}×{height}"]
@@ -118,7 +133,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = [header]
     for name in args.presets:
         runs = args.official_runs if name == "imhn-official" else args.runs
-        rows.append(measure(name, MODEL_PRESETS[name], args.sizes, runs, args.nchw))
+        network = preset_network(MODEL_PRESETS[name], args.nchw)
+        rows.append(measure(name, network, args.sizes, runs))
+    for name in args.models:
+        try:
+            network = load_model(name).network
+        except PoseCliError as error:
+            parser.error(str(error))
+        rows.append(measure(name, network, args.sizes, args.runs))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
