@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--models", nargs="*", default=[], help="registered model names or checkpoint paths"
     )
     parser.add_argument("--sizes", nargs="+", type=int, default=[384, 512], help="long sides")
-    parser.add_argument("--runs", type=int, default=10, help="timed runs per CPU preset")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per network")
     parser.add_argument(
         "--official-runs", type=int, default=3, help="timed runs for imhn-official (slow)"
     )
