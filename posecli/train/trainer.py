@@ -175,12 +175,10 @@ def initial_network(config: TrainConfig) -> tuple[nn.Module, ModelConfig, Prepro
         logger.info("initialised from %s", config.init)
         if not config.init_stacks or config.init_stacks == model.config.stacks:
             return model.network, model.config, model.preprocessing
-        if config.init_stacks < model.config.stacks:
-            raise UsageError(
-                f"{config.init} has {model.config.stacks} stacks; --init-stacks can only add "
-                f"stacks, not go down to {config.init_stacks}"
-            )
-        network = grow_stacks(model.network, config.init_stacks)
+        try:
+            network = grow_stacks(model.network, config.init_stacks)
+        except ValueError as error:
+            raise UsageError(f"{config.init}: {error} (--init-stacks)") from None
         logger.info("grown from %d to %d stacks", model.config.stacks, config.init_stacks)
         return network, network.config, model.preprocessing
     if config.model is not None:
