@@ -6,7 +6,11 @@
 * a **posecli checkpoint**: a dict ``{"format": "posecli", "format_version": 1,
   "config": ModelConfig.to_dict(), "preprocessing": Preprocessing.to_dict(),
   "provenance": {...}, "state_dict": {name: tensor}}`` (tensors may be stored as float16;
-  they are loaded as float32), written by ``save_checkpoint``; or
+  they are loaded as float32), written by ``save_checkpoint``; a ``"kind"`` key says which
+  network it holds: ``"imhn"`` (the default when absent) or ``"refiner"`` (issue 16: a
+  top-down refiner, ``RefinerConfig.to_dict()`` as its config, with an ``"output"`` dict that
+  states its layout: crop size, stride, instances, keypoint order), read by ``load_refiner``;
+  each loader refuses the other kind with a message saying where it belongs; or
 * the **official checkpoint** ``PoseNet_52_epoch.pth``: ``{"weights": state_dict, ...}``
   with keys prefixed ``posenet.`` (and possibly ``module.``), a 4-stack IMHN that takes
   BGR images scaled to [0, 1] (``OFFICIAL_PREPROCESSING``).
@@ -22,6 +26,8 @@ import logging
 import os
 import pickle
 import re
+import tarfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +35,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.serialization import MAGIC_NUMBER
 
-from posecli.config import MODEL_PRESETS, ModelConfig, Preprocessing
+from posecli.config import MODEL_PRESETS, REFINER_PRESETS, ModelConfig, Preprocessing, RefinerConfig
 from posecli.errors import CheckpointError, ModelNotFoundError, OutputError, UsageError
-from posecli.model import IMHN, build_network
+from posecli.model import IMHN, REFINER_KIND, Refiner, build_network, build_refiner, output_layout
 from posecli.model.encoder import pretrained_state_dict
 from posecli.spec import NUM_CHANNELS
 
@@ -43,6 +50,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 CHECKPOINT_FORMAT = "posecli"
 CHECKPOINT_FORMAT_VERSION = 1
+#: ``"kind"`` of a bottom-up IMHN checkpoint (files without a kind are IMHNs).
+IMHN_KIND = "imhn"
 
 #: Input convention of the official checkpoint: BGR, scaled to [0, 1], padding grey 128.
 OFFICIAL_PREPROCESSING = Preprocessing(
@@ -121,6 +130,36 @@ class PoseModel:
         return cls(network.eval(), config, preprocessing, name, {"source": "in-memory network"})
 
 
+@dataclass
+class RefinerModel:
+    """A top-down refiner ready for inference (issue 16): ``network`` (eval mode) maps
+    ``(B, 3, crop_height, crop_width)`` crops normalised per ``preprocessing`` and ``(B,)``
+    instance selectors to ``(B, 17, crop_height/4, crop_width/4)`` COCO heatmaps."""
+
+    network: nn.Module
+    config: RefinerConfig
+    preprocessing: Preprocessing
+    name: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        """Device holding the network's parameters."""
+        return next(self.network.parameters()).device
+
+    @classmethod
+    def from_network(
+        cls,
+        network: nn.Module,
+        config: RefinerConfig,
+        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+        name: str = "random",
+    ) -> RefinerModel:
+        """Wrap an in-memory refiner (switched to eval mode, left on its device)."""
+        _check_network_config(network, config)
+        return cls(network.eval(), config, preprocessing, name, {"source": "in-memory network"})
+
+
 def resolve_device(spec: str) -> torch.device:
     """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
     text = spec.strip().lower()
@@ -182,15 +221,60 @@ def load_model(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Pos
     return PoseModel(prepare_network(network, target), config, preprocessing, name, provenance)
 
 
+def checkpoint_kind(name_or_path: str | os.PathLike[str]) -> str:
+    """``"refiner"`` or ``"imhn"``: which network a registered model or checkpoint file holds
+    (ModelNotFoundError / CheckpointError as ``load_model``)."""
+    path, _ = _locate(name_or_path)
+    checkpoint = _read_checkpoint(path)
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
+        return str(checkpoint.get("kind", IMHN_KIND))
+    return IMHN_KIND
+
+
+def load_refiner(name_or_path: str | os.PathLike[str], device: str = "cpu") -> RefinerModel:
+    """Load a refiner checkpoint (``"kind": "refiner"``) onto ``device``; see ``load_model``.
+
+    Raises:
+        ModelNotFoundError: unknown name or missing file.
+        CheckpointError: unreadable or unsafe file, not a refiner checkpoint (an IMHN is
+            refused with a message saying so), or tensors that do not match its config.
+        UsageError: an invalid device.
+    """
+    target = resolve_device(device)
+    path, name = _locate(name_or_path)
+    checkpoint = _read_checkpoint(path)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a posecli refiner checkpoint (no 'format': 'posecli')"
+        )
+    kind = checkpoint.get("kind", IMHN_KIND)
+    if kind != REFINER_KIND:
+        raise CheckpointError(
+            f"{path} holds a bottom-up {kind!r} network, not a refiner; use it with --model"
+        )
+    _, preprocessing, state_dict, provenance = _parse_posecli(checkpoint, path, REFINER_KIND)
+    try:
+        config = RefinerConfig.from_dict(checkpoint["config"])
+        network = build_refiner(config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid refiner config: {error}") from error
+    _load_state_dict(network, state_dict, config, path)
+    logger.info("loaded refiner %s (%s) from %s", name, _describe_config(config), path)
+    return RefinerModel(prepare_network(network, target), config, preprocessing, name, provenance)
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     network: nn.Module,
-    config: ModelConfig,
+    config: ModelConfig | RefinerConfig,
     preprocessing: Preprocessing,
     provenance: Mapping[str, Any],
     half: bool = False,
 ) -> Path:
     """Write a posecli checkpoint atomically (temporary file, then ``os.replace``).
+
+    The kind follows ``config``: a ``RefinerConfig`` writes a refiner checkpoint (with its
+    output layout), a ``ModelConfig`` an IMHN one.
 
     ``half`` stores floating-point tensors as float16 (half the size; loaded as float32).
     ``provenance`` must hold only plain data (str, int, float, bool, None, lists, tuples,
@@ -205,19 +289,31 @@ def save_checkpoint(
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
+        "kind": REFINER_KIND if isinstance(config, RefinerConfig) else IMHN_KIND,
         "config": config.to_dict(),
         "preprocessing": preprocessing.to_dict(),
         "provenance": dict(provenance),
         "state_dict": state_dict,
     }
+    if isinstance(config, RefinerConfig):
+        checkpoint["output"] = output_layout(config)
+    from posecli.io.sinks import remove_stale_temporaries, temporary_path
+
     destination = Path(path)
-    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    if not destination.parent.is_dir():
+        raise OutputError(f"cannot write checkpoint {destination}: no folder {destination.parent}")
+    remove_stale_temporaries(destination.parent, destination.name)
+    temporary = temporary_path(destination)  # OutputError when the folder is not writable
     try:
         torch.save(checkpoint, temporary)
         os.replace(temporary, destination)
-    except (OSError, RuntimeError) as error:  # torch.save raises RuntimeError for a missing folder
-        temporary.unlink(missing_ok=True)
-        raise OutputError(f"cannot write checkpoint {destination}: {error}") from error
+    except (OSError, RuntimeError) as error:  # torch.save raises RuntimeError on write errors
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError as cleanup:
+            logger.warning("could not remove %s: %s", temporary, cleanup.strerror or cleanup)
+        reason = (error.strerror if isinstance(error, OSError) else None) or error
+        raise OutputError(f"cannot write checkpoint {destination}: {reason}") from error
     return destination
 
 
@@ -247,7 +343,7 @@ def pretrained_encoder_path(encoder: str) -> Path:
     return path
 
 
-def load_pretrained_encoder(network: IMHN) -> Path:
+def load_pretrained_encoder(network: IMHN | Refiner) -> Path:
     """Copy ImageNet weights into ``network.encoder`` (strict, shapes checked); return the file.
 
     The file's classifier head is dropped; everything else must match the encoder exactly.
@@ -288,10 +384,42 @@ def _locate(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]:
     )
 
 
-def _read_checkpoint(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True``; every failure becomes a CheckpointError."""
+#: The start of every file ``torch.save`` writes: a zip archive, or (before torch 1.6) a pickled
+#: magic number (protocol 2 by default), or (very old torch) a tar archive.
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = MAGIC_NUMBER.to_bytes(10, "little")
+
+
+def _torch_file_kind(path: Path) -> str | None:
+    """``None`` for a file ``torch.save`` could have written, else what the file looks like."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as file:
+            head = file.read(64)
+    except OSError as error:
+        reason = error.strerror or error
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from error
+    if head.startswith(_ZIP_MAGIC) or _LEGACY_MAGIC in head[:32] or tarfile.is_tarfile(path):
+        return None
+    if not head:
+        return "an empty file"
+    if head[:1] == b"\x80" or head[-1:] == b"." or head[:2] in (b"(d", b"(l", b"(I"):
+        return "a Python pickle"
+    return "an unknown binary file" if b"\0" in head else "a text file"
+
+
+def _read_checkpoint(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure becomes a CheckpointError.
+
+    A file that ``torch.save`` cannot have written is refused before torch reads it, and
+    torch's warnings about a file's pickle protocol are silenced: the error says it all.
+    """
+    kind = _torch_file_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"{path} is not a posecli or PyTorch checkpoint: it is {kind}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # torch's weights-only unpickler names any class or function it will not import
         # ("GLOBAL module.name"): that is the pickle trying to reach code.
@@ -339,14 +467,19 @@ def _parse_checkpoint(
 
 
 def _parse_posecli(
-    checkpoint: dict[str, Any], path: Path
+    checkpoint: dict[str, Any], path: Path, kind: str = IMHN_KIND
 ) -> tuple[ModelConfig, Preprocessing, dict[str, Any], dict[str, Any]]:
+    """The parts of a posecli checkpoint of ``kind`` (for a refiner, its ModelConfig is unused)."""
     version = checkpoint.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has posecli checkpoint format version {version!r}; "
             f"this posecli reads version {CHECKPOINT_FORMAT_VERSION}"
         )
+    found = checkpoint.get("kind", IMHN_KIND)
+    if found != kind:
+        use = "--refine --refiner" if found == REFINER_KIND else "--model"
+        raise CheckpointError(f"{path} is a {found!r} checkpoint, not {kind!r}; use it with {use}")
     for key in ("config", "preprocessing", "state_dict"):
         if not isinstance(checkpoint.get(key), dict):
             raise CheckpointError(f"{path} is a posecli checkpoint without a {key!r} dict")
@@ -394,7 +527,7 @@ def _build_checked(config: ModelConfig, path: Path) -> IMHN:
 
 
 def _load_state_dict(
-    network: nn.Module, state_dict: dict[str, Any], config: ModelConfig, path: Path
+    network: nn.Module, state_dict: dict[str, Any], config: ModelConfig | RefinerConfig, path: Path
 ) -> None:
     """Copy the checkpoint's tensors into ``network``, strictly, in the network's dtypes
     (float16 storage becomes float32), after naming the first mismatches in a CheckpointError.
@@ -406,6 +539,12 @@ def _load_state_dict(
             f"checkpoint {path.name} does not match {_describe_config(config)}: "
             + "; ".join(problems)
         )
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(
+                f"checkpoint {path.name} holds NaN or infinite values in {key}: it is corrupt, "
+                "or its training diverged"
+            )
     converted = {key: value.to(dtype=expected[key].dtype) for key, value in state_dict.items()}
     network.load_state_dict(converted, strict=True)
 
@@ -441,17 +580,18 @@ def _first_few(names: list[str]) -> str:
     return f"{shown} (+{more} more)" if more > 0 else shown
 
 
-def _describe_config(config: ModelConfig) -> str:
+def _describe_config(config: ModelConfig | RefinerConfig) -> str:
     """The preset name of ``config``, or its fields."""
-    for name, preset in MODEL_PRESETS.items():
+    presets = REFINER_PRESETS if isinstance(config, RefinerConfig) else MODEL_PRESETS
+    for name, preset in presets.items():
         if preset == config:
             return name
     fields = ", ".join(f"{key}={value}" for key, value in config.to_dict().items())
-    return f"ModelConfig({fields})"
+    return f"{type(config).__name__}({fields})"
 
 
-def _check_network_config(network: nn.Module, config: ModelConfig) -> None:
-    if isinstance(network, IMHN) and network.config != config:
+def _check_network_config(network: nn.Module, config: ModelConfig | RefinerConfig) -> None:
+    if isinstance(network, IMHN | Refiner) and network.config != config:
         raise UsageError(
             f"network was built as {_describe_config(network.config)}, "
             f"not {_describe_config(config)}"

@@ -9,16 +9,23 @@ overwrites an existing output unless ``force=True``, and is a context manager:
   and returns the path (``None`` when nothing was written).
 
 Leaving a ``with`` block calls :meth:`close`, or :meth:`abort` when an exception (including
-``KeyboardInterrupt``) is propagating. Both are idempotent and thread-safe with respect to
-``write`` (a call waits for a write in progress to finish).
+``KeyboardInterrupt``) is propagating. A COCO results file is one JSON document, which a part of
+the images would fake: it is kept only after an interrupt, and discarded after an error.
+These calls are idempotent and thread-safe with respect to ``write`` (a call waits for a write
+in progress to finish); failures while saving are logged as one line each, without traceback.
+
+Temporary files are named ``.NAME.PID-RANDOM.part`` (or ``.mp4``); :func:`check_output` removes
+those that processes no longer running left behind (killed with SIGKILL, a power cut).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
+import re
 import subprocess
 import threading
 import uuid
@@ -55,6 +62,48 @@ def check_output(path: Path, *, force: bool, directory: bool = False) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"cannot create directory {folder}: {error.strerror or error}") from error
+    remove_stale_temporaries(folder, None if directory else path.name)
+
+
+#: Hidden temporary files of posecli: ``.NAME.PID-RANDOM.part|.mp4``, ``.NAME.PID.tmp`` (older).
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)(?:-[0-9a-f]{8})?\.(?:part|mp4|tmp)")
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (when unsure: yes)."""
+    if pid == os.getpid() or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, someone else's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary files that dead processes left in ``folder``; return them.
+
+    Only files of :func:`temporary_path`'s pattern whose process no longer runs are removed,
+    and with ``name`` only those of that output. Failures are logged, never raised.
+    """
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = _TEMPORARY_NAME.fullmatch(entry)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        if not _process_alive(int(match["pid"])):
+            stale = folder / entry
+            if _remove(stale):
+                removed.append(stale)
+    if removed:
+        logger.info("removed %d temporary files of stopped runs from %s", len(removed), folder)
+    return removed
 
 
 def temporary_path(path: Path, suffix: str = ".part") -> Path:
@@ -72,11 +121,29 @@ def temporary_path(path: Path, suffix: str = ".part") -> Path:
     return temporary
 
 
-def _remove(path: Path) -> None:
+def _remove(path: Path) -> bool:
+    """Delete ``path`` if it exists; a failure is logged (one line), not raised."""
     try:
         path.unlink(missing_ok=True)
-    except OSError:
-        logger.warning("could not remove temporary file %s", path, exc_info=True)
+    except OSError as error:
+        logger.warning("could not remove temporary file %s: %s", path, _reason(error))
+        return False
+    return True
+
+
+def _reason(error: BaseException) -> str:
+    """The operating system's words for an OSError (``No space left on device``), else str."""
+    return (error.strerror if isinstance(error, OSError) else None) or str(error)
+
+
+def _write_all(file, data: bytes) -> None:
+    """Write every byte of ``data`` to an unbuffered file (raw writes may be partial)."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
 
 
 def _json_line(record: dict) -> bytes:
@@ -109,15 +176,16 @@ class Sink:
 class JsonLinesSink(Sink):
     """Per-frame track lines (``.jsonl``, :data:`posecli.pose.TRACK_LINE_SCHEMA`).
 
-    Each :meth:`write` appends one line and flushes it, so an interrupted run keeps every
-    complete line; :meth:`abort` cuts a line left half-written, if any.
+    Each :meth:`write` hands one whole line to the operating system (the file is unbuffered),
+    so an interrupted or failed run keeps every complete line; :meth:`abort` cuts a line left
+    half-written, if any — a truncation, which works on a full disk too.
     """
 
     def __init__(self, path: str | Path, *, force: bool = False) -> None:
         self.path = Path(path)
         check_output(self.path, force=force)
         self._temporary = temporary_path(self.path)
-        self._file = open(self._temporary, "wb")  # noqa: SIM115 — kept open across writes
+        self._file = open(self._temporary, "wb", buffering=0)  # noqa: SIM115 — kept open
         self._complete_bytes = 0
         self.lines = 0
         self._lock = threading.Lock()
@@ -125,16 +193,22 @@ class JsonLinesSink(Sink):
         self._finished = False
 
     def write(self, frame: Frame) -> None:
-        """Append the line of ``frame`` (its poses in image pixels, COCO-17 order)."""
+        """Append the line of ``frame`` (its poses in image pixels, COCO-17 order).
+
+        Raises:
+            OutputError: the line could not be written (disk full…); the lines before it stay.
+        """
         line = _json_line(frame_to_track_line(frame))
         with self._lock:
             if self._finished:
                 raise ValueError(f"{self.path}: write after close")
             try:
-                self._file.write(line)
-                self._file.flush()
+                _write_all(self._file, line)
             except OSError as error:
-                raise OutputError(f"cannot write {self.path}: {error.strerror or error}") from error
+                raise OutputError(
+                    f"cannot write {self.path}: {_reason(error)} "
+                    f"(the {self.lines} complete lines before are kept)"
+                ) from error
             self._complete_bytes += len(line)
             self.lines += 1
 
@@ -147,7 +221,7 @@ class JsonLinesSink(Sink):
                     os.replace(self._temporary, self.path)
                 except OSError as error:
                     _remove(self._temporary)
-                    raise OutputError(f"cannot write {self.path}: {error.strerror}") from error
+                    raise OutputError(f"cannot write {self.path}: {_reason(error)}") from error
                 self._result = self.path
             return self._result
 
@@ -159,21 +233,27 @@ class JsonLinesSink(Sink):
             return self._result
 
     def _keep_complete_lines(self) -> Path | None:
+        """Cut a partial last line, close, rename into place; never deletes a complete line."""
         try:
-            try:
-                self._file.flush()
-            finally:
-                self._file.truncate(self._complete_bytes)
-                self._file.close()
-            if self.lines == 0:
-                _remove(self._temporary)
-                return None
-            os.replace(self._temporary, self.path)
-            return self.path
-        except OSError:
-            logger.exception("could not save the track lines written so far to %s", self.path)
+            self._file.truncate(self._complete_bytes)
+        except OSError as error:
+            logger.warning("%s may end in a partial line: %s", self.path, _reason(error))
+        try:
+            self._file.close()
+        except OSError as error:
+            logger.warning("closing %s: %s", self._temporary, _reason(error))
+        if self.lines == 0:
             _remove(self._temporary)
             return None
+        try:
+            os.replace(self._temporary, self.path)
+        except OSError as error:
+            logger.warning(
+                "could not rename the %d track lines written to %s (%s); they are in %s",
+                self.lines, self.path, _reason(error), self._temporary,
+            )  # fmt: skip
+            return None
+        return self.path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,8 +264,10 @@ class CocoResultsSink(Sink):
     """A COCO keypoint results file: a JSON list of :func:`posecli.pose.to_coco_result` entries.
 
     Results are small and kept in memory; the file is written by :meth:`close` (or by
-    :meth:`abort`, with the images done so far). Entries carry ``file_name`` beside
-    ``image_id`` so that ids that are positions can be traced back to files.
+    :meth:`abort`, with the images done so far). Leaving a ``with`` block on an error other
+    than an interrupt discards them (:meth:`discard`): a results file for part of the images
+    would look complete. Entries carry ``file_name`` beside ``image_id`` so that ids that are
+    positions can be traced back to files.
     """
 
     def __init__(self, path: str | Path, *, force: bool = False) -> None:
@@ -214,8 +296,23 @@ class CocoResultsSink(Sink):
             os.replace(self._temporary, self.path)
         except OSError as error:
             _remove(self._temporary)
-            raise OutputError(f"cannot write {self.path}: {error.strerror or error}") from error
+            raise OutputError(f"cannot write {self.path}: {_reason(error)}") from error
         return self.path
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.abort()
+        else:
+            self.discard()
+
+    def discard(self) -> None:
+        """Write nothing: remove the temporary file (after an error)."""
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                _remove(self._temporary)
 
     def close(self) -> Path | None:
         with self._lock:
@@ -233,8 +330,8 @@ class CocoResultsSink(Sink):
                     return None
                 try:
                     self._result = self._save()
-                except OutputError:
-                    logger.exception("could not save the results done so far")
+                except OutputError as error:
+                    logger.warning("could not save the results done so far: %s", error)
             return self._result
 
 
@@ -533,8 +630,8 @@ class VideoSink(Sink):
                 self._finished = True
                 try:
                     self._result = self._finish()
-                except (OutputError, OSError):
-                    logger.exception("could not save the video written so far")
+                except (OutputError, OSError) as error:
+                    logger.warning("could not save the video written so far: %s", _reason(error))
             return self._result
 
     def _finish(self) -> Path | None:
