@@ -14,6 +14,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -45,6 +46,7 @@ from rich.text import Text
 from posecli import __version__
 from posecli.config import (
     MODEL_PRESETS,
+    REFINER_PRESETS,
     DecodeConfig,
     InferenceConfig,
     LabelConfig,
@@ -80,14 +82,18 @@ logger = logging.getLogger("posecli.cli")
 # Shared options
 
 
+#: Largest search scale: beyond it the network input outgrows any memory.
+_MAX_SCALE = 16.0
+
+
 def _parse_scales(value: str) -> tuple[float, ...]:
     """``"1"`` or ``"0.5,1,1.5,2"`` → positive floats; a bad list is a usage error (exit 2)."""
     try:
         scales = tuple(float(part) for part in value.split(","))
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
-    if any(not scale > 0 for scale in scales):
-        raise typer.BadParameter(f"scales must be positive, got {value!r}")
+    if any(not 0 < scale <= _MAX_SCALE for scale in scales):  # NaN and inf fail too
+        raise typer.BadParameter(f"scales must be in (0, {_MAX_SCALE:g}], got {value!r}")
     return scales
 
 
@@ -101,6 +107,7 @@ _INFERENCE = InferenceConfig()
 _DECODE = DecodeConfig()
 _PANEL = "Inference"
 _MIN_INPUT_SIZE = 16  # smallest --box-size / --long-side, pixels
+_MAX_INPUT_SIZE = 8192  # largest --box-size / --long-side, pixels
 
 Model = Annotated[
     str,
@@ -127,13 +134,17 @@ Flip = Annotated[
 BoxSize = Annotated[
     int,
     typer.Option(
-        min=_MIN_INPUT_SIZE, help="Network input height at scale 1, pixels.", rich_help_panel=_PANEL
+        min=_MIN_INPUT_SIZE,
+        max=_MAX_INPUT_SIZE,
+        help="Network input height at scale 1, pixels.",
+        rich_help_panel=_PANEL,
     ),
 ]
 LongSide = Annotated[
     int,
     typer.Option(
         min=0,
+        max=_MAX_INPUT_SIZE,
         help="Resize so the longer image side is N at scale 1; overrides --box-size (0: off).",
         rich_help_panel=_PANEL,
     ),
@@ -161,6 +172,28 @@ Threads = Annotated[
 ]
 MaxPeople = Annotated[
     int, typer.Option(min=0, help="Keep the N best people (0: all).", rich_help_panel=_PANEL)
+]
+Refine = Annotated[
+    bool,
+    typer.Option(
+        "--refine/--no-refine",
+        help="Refine the people top-down with --refiner and merge (issue 16).",
+        rich_help_panel=_PANEL,
+    ),
+]
+RefinerName = Annotated[
+    str,
+    typer.Option(
+        "--refiner", help="Refiner checkpoint path (or registered name).", rich_help_panel=_PANEL
+    ),
+]
+Instances = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Instance selectors run per box (0: all the refiner has).",
+        rich_help_panel=_PANEL,
+    ),
 ]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, warnings or summary.")]
@@ -191,14 +224,24 @@ def inference_options(
     min_score: float,
     max_people: int,
     threads: int,
+    refine: bool = False,
+    refiner: str = "",
+    instances: int = 0,
 ) -> InferenceOptions:
     """Build the configs of the shared inference options (the one place that knows them)."""
-    if not peak_threshold > 0:
-        raise UsageError(f"--peak-threshold must be > 0, got {peak_threshold}")
+    if not 0 < peak_threshold < math.inf:
+        raise UsageError(f"--peak-threshold must be a number > 0, got {peak_threshold}")
+    for name, value in (("--part-threshold", part_threshold), ("--min-score", min_score)):
+        if not math.isfinite(value):
+            raise UsageError(f"{name} must be a number, got {value}")
     if 0 < long_side < _MIN_INPUT_SIZE:
         raise UsageError(
             f"--long-side must be 0 (off) or at least {_MIN_INPUT_SIZE}, got {long_side}"
         )
+    if refine and not refiner:
+        raise UsageError("--refine needs --refiner PATH (no refiner is bundled yet)")
+    if refiner and not refine:
+        raise UsageError("--refiner is used only with --refine")
     inference = InferenceConfig(
         box_size=box_size,
         long_side=long_side,
@@ -207,6 +250,9 @@ def inference_options(
         batch_size=batch_size,
         device=device,
         half=half,
+        refine=refine,
+        refiner=refiner,
+        instances=instances,
     )
     decode = DecodeConfig(
         peak_threshold=peak_threshold,
@@ -232,6 +278,9 @@ _INFERENCE_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
     ("min_score", MinScore, _DECODE.min_mean_part_score),
     ("max_people", MaxPeople, _DECODE.max_people),
     ("threads", Threads, 0),
+    ("refine", Refine, _INFERENCE.refine),
+    ("refiner", RefinerName, _INFERENCE.refiner),
+    ("instances", Instances, _INFERENCE.instances),
 )
 
 
@@ -828,13 +877,15 @@ def evaluate(
     """COCO keypoint AP of a model on an annotated image set (same pipeline as `images`)."""
     from posecli.evaluate import (
         SUMMARY_KEYS,
+        check_images,
         coco_keypoint_ap,
         load_annotations,
         recall_by_height,
     )
 
     _setup_logging(quiet)
-    ground_truth = load_annotations(annotations)
+    ground_truth = load_annotations(annotations)  # checked: InputError naming a bad entry
+    check_images(ground_truth, annotations, sizes=by_height)
     ids_by_path = {
         (images_dir / image["file_name"]).resolve(): image_id
         for image_id, image in ground_truth.imgs.items()
@@ -888,8 +939,14 @@ _LABEL = LabelConfig()
 
 @app.command()
 def train(
-    annotations: Annotated[Path, typer.Option(help="COCO person_keypoints JSON to train on.")],
-    images_dir: Annotated[Path, typer.Option("--images", help="Folder of the training images.")],
+    annotations: Annotated[
+        list[Path],
+        typer.Option(help="COCO person_keypoints JSON to train on; repeat to join several."),
+    ],
+    images_dir: Annotated[
+        list[Path],
+        typer.Option("--images", help="Folder of the training images, one per --annotations."),
+    ],
     val_annotations: Annotated[
         Path | None, typer.Option(help="COCO validation set: AP after each epoch.")
     ] = None,
@@ -897,7 +954,11 @@ def train(
         Path | None, typer.Option(help="Validation images (default: beside the annotations).")
     ] = None,
     preset: Annotated[
-        str, typer.Option(help=f"Network shape: {', '.join(MODEL_PRESETS)}.")
+        str,
+        typer.Option(
+            help=f"Network shape: {', '.join(MODEL_PRESETS)}; or a top-down refiner (issue 16, "
+            f"trained on person crops): {', '.join(REFINER_PRESETS)}."
+        ),
     ] = _TRAIN.preset,
     init: Annotated[
         str | None, typer.Option(help="Start from this checkpoint or model name.")
@@ -962,6 +1023,10 @@ def train(
     amp: Annotated[
         bool, typer.Option(help="Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16.")
     ] = _TRAIN.amp,
+    pretrained: Annotated[
+        bool,
+        typer.Option(help="Start a fresh network's EfficientNet-Lite0 encoder from ImageNet."),
+    ] = _TRAIN.pretrained,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: default).")] = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -970,9 +1035,17 @@ def train(
 
     _setup_logging(quiet)
     _set_threads(threads)
+    if len(annotations) != len(images_dir):
+        raise UsageError(
+            f"{len(annotations)} --annotations but {len(images_dir)} --images: give one image "
+            "folder per annotation file, in the same order"
+        )
     config = TrainConfig(
-        annotations=str(annotations),
-        images=str(images_dir),
+        annotations=str(annotations[0]),
+        images=str(images_dir[0]),
+        more_datasets=tuple(
+            (str(a), str(i)) for a, i in zip(annotations[1:], images_dir[1:], strict=True)
+        ),
         out=str(out),
         val_annotations=str(val_annotations) if val_annotations else None,
         val_images=str(val_images) if val_images else None,
@@ -995,6 +1068,7 @@ def train(
         ),
         min_keypoint_score=min_keypoint_score,
         amp=amp,
+        pretrained=pretrained,
         device=device,
         seed=seed,
     )
@@ -1049,15 +1123,20 @@ def label(
         Path, typer.Option(help="Folder of the teacher ONNX files (see ../shared/teachers).")
     ],
     teacher: Annotated[
-        str, typer.Option(help="movenet, openpose or both (agreement between them).")
-    ] = "both",
+        str,
+        typer.Option(
+            help="thunder (top-down on person boxes: hand-drawn ones from a person_boxes.json "
+            "beside the images, else MoveNet MultiPose's), or movenet, openpose or both "
+            "(bottom-up passes fused)."
+        ),
+    ] = _LABEL.teacher,
     keep_keypoint: Annotated[
         float,
-        typer.Option(help="Fused keypoint confidence (0–1) needed to keep a keypoint."),
+        typer.Option(help="Keypoint confidence (0–1) needed to keep a keypoint."),
     ] = _LABEL.keep_keypoint,
     confident_person: Annotated[
         float,
-        typer.Option(help="Fused person score (0–1) needed to label a person."),
+        typer.Option(help="Person score (0–1) needed to label a person."),
     ] = _LABEL.confident_person,
     min_keypoints: Annotated[
         int, typer.Option(help="Kept keypoints (1–17) a labelled person needs.")
@@ -1082,6 +1161,30 @@ def label(
     with _labelling_progress(quiet) as progress:
         written = label_images(paths, teachers, out, config, progress)
     _say(quiet, f"labelled {len(paths)} images: {written}")
+
+
+@app.command("import-lspet")
+def import_lspet(
+    dataset: Annotated[
+        Path, typer.Argument(help="LSPet folder: joints.mat and images/im00001.jpg ….")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="COCO keypoint JSON to write.")],
+    teachers: Annotated[
+        Path, typer.Option(help="Folder of the teacher ONNX files (see ../shared/teachers).")
+    ],
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """LSPet's human joints as COCO keypoints, face points and bystanders from the teachers."""
+    from posecli.label import partial_path
+    from posecli.train.lspet import import_lspet as run_import
+
+    _setup_logging(quiet)
+    if out.exists() and not partial_path(out).exists() and not force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
+    with _labelling_progress(quiet) as progress:
+        written = run_import(dataset, teachers, out, LabelConfig(), progress)
+    _say(quiet, f"imported LSPet: {written}")
 
 
 @contextmanager
@@ -1144,6 +1247,7 @@ def info() -> None:
         state = "present" if entry.present else "missing"
         stdout.print(f"  {entry.name:<20} {state:<8} {entry.path}  ({entry.description})")
     stdout.print(f"presets (for train --preset): {', '.join(MODEL_PRESETS)}")
+    stdout.print(f"refiner presets (train --preset, issue 16): {', '.join(REFINER_PRESETS)}")
 
 
 # ---------------------------------------------------------------------------------------------

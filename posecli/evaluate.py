@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posecli.errors import InputError
+from posecli.spec import NUM_COCO_KEYPOINTS
 
 #: Summary figures returned, in the order of ``COCOeval.stats`` for keypoints.
 SUMMARY_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR")
@@ -38,12 +40,100 @@ def load_annotations(annotations: str | Path) -> COCO:
         raise InputError(f"cannot read annotations {path}: {error}") from error
     if not isinstance(dataset, dict) or not {"images", "annotations"} <= dataset.keys():
         raise InputError(f"{path} is not a COCO annotation file (needs images and annotations)")
+    check_annotations(dataset, path)
     dataset.setdefault("categories", [{"id": 1, "name": "person"}])
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _entries(dataset: dict, key: str, path: Path) -> list[dict]:
+    """``dataset[key]``, a list of objects, or an InputError naming the first that is not."""
+    entries = dataset[key]
+    if not isinstance(entries, list):
+        raise InputError(f"{path}: {key!r} is not a list")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}: {key}[{index}] is not an object")
+        if "id" not in entry:
+            raise InputError(f"{path}: {key}[{index}] has no 'id'")
+        if type(entry["id"]) is not int:
+            raise InputError(f"{path}: {key}[{index}] has id {entry['id']!r}, not an integer")
+    return entries
+
+
+def _check_unique_ids(entries: list[dict], key: str, path: Path) -> set[int]:
+    seen: set[int] = set()
+    for index, entry in enumerate(entries):
+        if entry["id"] in seen:
+            raise InputError(f"{path}: {key}[{index}] has a duplicate id {entry['id']}")
+        seen.add(entry["id"])
+    return seen
+
+
+def _check_annotation(annotation: dict, where: str, image_ids: set[int]) -> None:
+    """InputError (naming ``where``) unless ``annotation`` is a usable person annotation.
+
+    Derivable fields get their COCO values: ``category_id`` 1, ``iscrowd`` 0, no keypoints
+    (51 zeros), ``num_keypoints`` counted, ``area`` of the box.
+    """
+    if annotation.get("image_id") not in image_ids:
+        raise InputError(f"{where} is for image {annotation.get('image_id')!r}, not in 'images'")
+    bbox = annotation.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_number, bbox)):
+        raise InputError(f"{where} needs a 'bbox' of 4 numbers [x, y, width, height]")
+    keypoints = annotation.setdefault("keypoints", [0] * (3 * NUM_COCO_KEYPOINTS))
+    if not isinstance(keypoints, list) or len(keypoints) != 3 * NUM_COCO_KEYPOINTS:
+        count = len(keypoints) if isinstance(keypoints, list) else "no list of"
+        raise InputError(
+            f"{where} has {count} keypoint values, expected {3 * NUM_COCO_KEYPOINTS} "
+            f"({NUM_COCO_KEYPOINTS} × x, y, visibility)"
+        )
+    if not all(map(_is_number, keypoints)):
+        raise InputError(f"{where} has keypoints that are not all numbers")
+    annotation.setdefault("category_id", 1)
+    annotation.setdefault("iscrowd", 0)
+    annotation.setdefault("num_keypoints", sum(1 for v in keypoints[2::3] if v > 0))
+    annotation.setdefault("area", float(bbox[2] * bbox[3]))
+
+
+def check_annotations(dataset: dict, path: str | Path) -> None:
+    """Check a COCO keypoint dataset (as loaded from JSON) before any work starts.
+
+    Every image needs an integer ``id`` (unique); every annotation an integer ``id`` (unique),
+    the ``image_id`` of a listed image, a ``bbox`` and, if any, 51 keypoint numbers. Missing
+    derivable fields are filled in (see ``_check_annotation``). What running on the images
+    needs besides is checked by :func:`check_images`.
+
+    Raises:
+        InputError: naming the file and the first entry that is wrong.
+    """
+    path = Path(path)
+    images = _entries(dataset, "images", path)
+    image_ids = _check_unique_ids(images, "images", path)
+    annotations = _entries(dataset, "annotations", path)
+    _check_unique_ids(annotations, "annotations", path)
+    for index, annotation in enumerate(annotations):
+        where = f"{path}: annotations[{index}] (id {annotation['id']})"
+        _check_annotation(annotation, where, image_ids)
+
+
+def check_images(ground_truth: COCO, path: str | Path, *, sizes: bool = False) -> None:
+    """InputError unless every image of a loaded annotation file names its file (what running
+    a model on them needs) and, with ``sizes``, has a positive width and height (what
+    ``recall_by_height`` needs)."""
+    for index, image in enumerate(ground_truth.dataset["images"]):
+        if not isinstance(image.get("file_name"), str) or not image["file_name"]:
+            raise InputError(f"{path}: images[{index}] has no 'file_name'")
+        dimensions = (image.get("width"), image.get("height"))
+        if sizes and not all(_is_number(size) and size > 0 for size in dimensions):
+            raise InputError(f"{path}: images[{index}] needs a positive 'width' and 'height'")
 
 
 def coco_keypoint_ap(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import queue
 import re
 import struct
@@ -146,9 +147,9 @@ class VideoSource(_Source):
     ) -> None:
         if every < 1:
             raise UsageError(f"--every must be at least 1, got {every}")
-        if start is not None and start < 0:
-            raise UsageError(f"--start must not be negative, got {start}")
-        if end is not None and end <= (start or 0.0):
+        if start is not None and not 0 <= start < math.inf:
+            raise UsageError(f"--start must be a time of at least 0 s, got {start}")
+        if end is not None and (math.isnan(end) or end <= (start or 0.0)):
             raise UsageError(f"--end ({end}) must be after --start ({start or 0.0})")
         self.source = str(source)
         self.start, self.end, self.every = start, end, every
