@@ -1,14 +1,20 @@
-"""Pseudo-label quality on the shared eval sets: one raw teacher pass against the fused labels.
+"""Pseudo-label quality on the shared eval sets: raw teacher passes, bottom-up fusion, top-down.
 
-For every image of ../shared/data/eval/<set> the teachers run once with the labelling settings
-(LabelConfig defaults: MoveNet at long sides 256/384/512 and OpenPose, each also mirrored), and
-four methods are scored against the ground truth:
+For every image of ../shared/data/eval/<set> the teachers run once and these methods are scored
+against the ground truth, in one table:
 
-* ``movenet-384``: the raw MoveNet pass at long side 384, not mirrored;
+* ``movenet-384``: the raw MoveNet MultiPose pass at long side 384, not mirrored;
 * ``openpose``: the raw OpenPose pass, not mirrored;
-* ``fused-all``: every fused person with every fused keypoint position (the ensemble as a pose
-  estimator, scored like the raw passes);
-* ``labels``: what ``label_images`` writes: labelled people with their kept keypoints only.
+* ``fused-all``: the bottom-up fusion (MoveNet at 256/384/512 and OpenPose, each also mirrored)
+  with every fused keypoint: the ensemble as a pose estimator;
+* ``fusion-labels``: what ``posecli label --teacher both`` writes (the labels of the first
+  milestones): fused people with their kept keypoints, keep rule ``--fusion-*`` (default
+  0.25 / 0.2 / 5, the rule those labels were made with);
+* ``thunder-boxes K/P/M``: what ``posecli label`` (teacher ``thunder``, the default) writes when
+  the images have hand-drawn boxes: MoveNet Thunder, flip-fused, on every annotated person's box
+  (the analogue of the corpus's hand-drawn boxes), keep rule keypoint K / person P / minimum
+  keypoints M;
+* ``thunder-multipose K/P/M``: the same on MoveNet MultiPose's boxes (images without boxes).
 
 Columns: OKS AP and AP50 (posecli.evaluate, i.e. pycocotools; keypoints a method lacks are
 placed at the centroid of its other keypoints, the same rule for every method), then the
@@ -20,8 +26,9 @@ keypoints. Raw passes keep keypoints with score ≥ 0.3 on people with score ≥
 display thresholds); OpenPose keeps every keypoint it groups.
 
 Run: ``.venv/bin/python bench/label_quality.py [--sets cocomini-train ...] [--limit N]``
-``[--keep-keypoint P --confident-person P --min-keypoints N]`` (the ``posecli label`` keep rules)
-(with posecli installed, or ``PYTHONPATH=.``). The eval sets are for measuring only.
+``[--keep-keypoint K --confident-person P --min-keypoints M] [--sweep] [--no-flip]``
+(with posecli installed, or ``PYTHONPATH=.``); ``--sweep`` scores a grid of top-down keep
+rules on the same teacher outputs. The eval sets are for measuring only.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +46,7 @@ from posecli.label import (
     OPENPOSE_INPUT,
     Detection,
     LabelConfig,
+    PersonLabel,
     Teachers,
     check_config,
     fuse_teachers,
@@ -49,7 +57,10 @@ from posecli.label import (
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EVAL_SETS = ("cocomini-train", "mmpose-coco", "mmpose-ochuman")
-METHODS = ("movenet-384", "openpose", "fused-all", "labels")
+METHODS = ("movenet-384", "openpose", "fused-all", "fusion-labels")
+TOP_DOWN_METHODS = ("thunder-boxes", "thunder-multipose")
+#: The keep rule the corpus labels of the first four milestones were made with (then defaults).
+FUSION_RULE = {"keep_keypoint": 0.25, "confident_person": 0.2, "min_keypoints": 5}
 RAW_PERSON_SCORE = 0.2  # raw MoveNet people kept as labels
 RAW_KEYPOINT_SCORE = 0.3  # raw MoveNet keypoints kept as labels
 CORRECT_SIMILARITY = 0.5  # a kept keypoint is correct when its COCO similarity to GT ≥ this
@@ -161,49 +172,130 @@ def count_keypoints(tally: Tally, people: Sequence[Person], annotations: list[di
             tally.judged += int(kept.sum())
 
 
+@dataclass
+class TopDownImage:
+    """One image's top-down people, kept so that several keep rules can be scored."""
+
+    image_id: int
+    size: tuple[int, int]
+    annotations: list[dict]
+    boxes: np.ndarray  # (B, 4) [x0, y0, x1, y1]: every annotated person's box
+    on_boxes: list[Detection]  # Thunder on those boxes
+    on_multipose: list[Detection]  # Thunder on MultiPose's boxes
+
+
+def annotated_boxes(annotations: list[dict]) -> np.ndarray:
+    """``(B, 4)`` ``[x0, y0, x1, y1]`` boxes of the non-crowd annotated people (with or without
+    keypoints: the analogue of hand-drawn boxes, which mark every person)."""
+    boxes = np.array([a["bbox"] for a in annotations if not a["iscrowd"]], dtype=np.float64)
+    boxes = boxes.reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
+
+
+def kept_labels(
+    people: Sequence[Detection], boxes: np.ndarray, size: tuple[int, int], config: LabelConfig
+) -> list[PersonLabel]:
+    """What ``posecli label`` writes for these people, without the ignore regions."""
+    return [label for label in select_labels(people, boxes, size, config) if not label.ignore]
+
+
+def add_labels(tally: Tally, image_id: int, labels: Sequence[PersonLabel], annotations) -> None:
+    """Score one image's labels: AP results (absent keypoints filled) and kept keypoints."""
+    tally.results += [
+        result_record(image_id, filled(label.keypoints, label.keypoints[:, 2] > 0), label.score)
+        for label in labels
+    ]
+    people = [Person(label.keypoints, label.score) for label in labels]
+    count_keypoints(tally, people, annotations)
+
+
 def measure_set(
-    folder: Path, teachers: Teachers, config: LabelConfig, limit: int
-) -> tuple[dict[str, Tally], int, float]:
-    """Tallies per method on one eval set, the number of images and seconds per image."""
-    annotations_path = folder / "person_keypoints.json"
-    ground_truth = load_annotations(annotations_path)
+    folder: Path, fusion: Teachers, top_down: Teachers, limit: int
+) -> tuple[dict[str, Tally], list[TopDownImage], int, float]:
+    """Tallies of the bottom-up methods on one eval set, its top-down people, the number of
+    images and seconds per image."""
+    ground_truth = load_annotations(folder / "person_keypoints.json")
     image_ids = sorted(ground_truth.getImgIds())[: limit or None]
     tallies = {method: Tally() for method in METHODS}
+    cached = []
     started = time.perf_counter()
     for image_id in image_ids:
         info = ground_truth.loadImgs(image_id)[0]
         image = read_image_rgb(folder / "images" / info["file_name"])
         annotations = ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=image_id, iscrowd=None))
-        passes = teachers.passes(image)
-        fused = fuse_teachers(passes, config)
-        labels = [
-            label
-            for label in select_labels(fused, np.zeros((0, 4)), image.shape[:2], config)
-            if not label.ignore
-        ]
+        passes = fusion.passes(image)
+        fused = fuse_teachers(passes, fusion.config)
         movenet = passes[("movenet", 384, False)]
         openpose = passes[("openpose", OPENPOSE_INPUT[0], False)]
         tallies["movenet-384"].results += ap_results(image_id, movenet)
         tallies["openpose"].results += ap_results(image_id, openpose)
         tallies["fused-all"].results += ap_results(image_id, fused)
-        tallies["labels"].results += [
-            result_record(image_id, filled(label.keypoints, label.keypoints[:, 2] > 0), label.score)
-            for label in labels
-        ]
-        kept = {
-            "movenet-384": raw_people(movenet, all_keypoints=False),
-            "openpose": raw_people(openpose, all_keypoints=True),
-            "labels": [Person(label.keypoints, label.score) for label in labels],
-        }
-        for method, people in kept.items():
-            count_keypoints(tallies[method], people, annotations)
+        count_keypoints(tallies["movenet-384"], raw_people(movenet, False), annotations)
+        count_keypoints(tallies["openpose"], raw_people(openpose, True), annotations)
+        labels = kept_labels(fused, np.zeros((0, 4)), image.shape[:2], fusion.config)
+        add_labels(tallies["fusion-labels"], image_id, labels, annotations)
+        boxes = annotated_boxes(annotations)
+        cached.append(
+            TopDownImage(
+                image_id,
+                image.shape[:2],
+                annotations,
+                boxes,
+                top_down.people(image, boxes),
+                top_down.people(image, None),
+            )
+        )
     seconds = (time.perf_counter() - started) / max(len(image_ids), 1)
     for tally in tallies.values():
-        tally.ap = coco_keypoint_ap(annotations_path, tally.results, image_ids)
-    return tallies, len(image_ids), seconds
+        tally.ap = coco_keypoint_ap(folder / "person_keypoints.json", tally.results, image_ids)
+    return tallies, cached, len(image_ids), seconds
 
 
-def main() -> None:
+def score_top_down(
+    folder: Path, images: Sequence[TopDownImage], config: LabelConfig
+) -> dict[str, Tally]:
+    """Tallies of the top-down labels under ``config``'s keep rule: on the annotated boxes
+    (given as hand-drawn boxes) and on MultiPose's boxes."""
+    tallies = {method: Tally() for method in TOP_DOWN_METHODS}
+    for item in images:
+        labels = kept_labels(item.on_boxes, item.boxes, item.size, config)
+        add_labels(tallies["thunder-boxes"], item.image_id, labels, item.annotations)
+        labels = kept_labels(item.on_multipose, np.zeros((0, 4)), item.size, config)
+        add_labels(tallies["thunder-multipose"], item.image_id, labels, item.annotations)
+    image_ids = [item.image_id for item in images]
+    for tally in tallies.values():
+        tally.ap = coco_keypoint_ap(folder / "person_keypoints.json", tally.results, image_ids)
+    return tallies
+
+
+def print_row(name: str, method: str, tally: Tally) -> None:
+    """One line of the table."""
+    precision = tally.correct / tally.judged if tally.judged else float("nan")
+    recall = tally.correct / tally.annotated if tally.annotated else float("nan")
+    counted = method != "fused-all"
+    kept = str(tally.kept) if counted else "-"
+    precision_text = f"{precision:.3f}" if counted else "-"
+    recall_text = f"{recall:.3f}" if counted else "-"
+    print(
+        f"{name:16} {method:30} {tally.ap['AP']:9.3f} {tally.ap['AP50']:9.3f} "
+        f"{kept:>9} {precision_text:>9} {recall_text:>9}"
+    )
+
+
+def keep_rules(args: argparse.Namespace) -> list[tuple[float, float, int]]:
+    """The top-down keep rules to score: the one given, or the grid of ``--sweep``."""
+    if not args.sweep:
+        return [(args.keep_keypoint, args.confident_person, args.min_keypoints)]
+    return [
+        (keep, person, minimum)
+        for keep in (0.1, 0.15, 0.2, 0.25, 0.3)
+        for person in (0.05, 0.1, 0.2, 0.3)
+        for minimum in (3, 5)
+    ]
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(EVAL_SETS), choices=EVAL_SETS)
     parser.add_argument("--teachers", type=Path, default=SHARED / "teachers")
@@ -213,32 +305,45 @@ def main() -> None:
     parser.add_argument("--keep-keypoint", type=float, default=defaults.keep_keypoint)
     parser.add_argument("--confident-person", type=float, default=defaults.confident_person)
     parser.add_argument("--min-keypoints", type=int, default=defaults.min_keypoints)
-    args = parser.parse_args()
-    config = LabelConfig(
+    parser.add_argument("--no-flip", action="store_true", help="top-down: no mirrored pass")
+    parser.add_argument("--sweep", action="store_true", help="top-down: a grid of keep rules")
+    for name, value in FUSION_RULE.items():
+        option = "--fusion-" + name.replace("_", "-")
+        parser.add_argument(option, type=type(value), default=value)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    fusion_config = LabelConfig(
+        teacher="both",
         threads=args.threads,
-        keep_keypoint=args.keep_keypoint,
-        confident_person=args.confident_person,
-        min_keypoints=args.min_keypoints,
+        keep_keypoint=args.fusion_keep_keypoint,
+        confident_person=args.fusion_confident_person,
+        min_keypoints=args.fusion_min_keypoints,
     )
-    check_config(config)
-    teachers = Teachers(args.teachers, config)
+    top_down_config = LabelConfig(teacher="thunder", threads=args.threads, flip=not args.no_flip)
+    check_config(fusion_config)
+    check_config(top_down_config)
+    fusion = Teachers(args.teachers, fusion_config)
+    top_down = Teachers(args.teachers, top_down_config)
     columns = ("AP", "AP50", "kept kps", "precision", "recall")
-    print(f"{'set':16} {'method':12} " + " ".join(f"{c:>9}" for c in columns))
+    print(f"{'set':16} {'method':30} " + " ".join(f"{c:>9}" for c in columns))
     for name in args.sets:
-        tallies, count, seconds = measure_set(
-            SHARED / "data" / "eval" / name, teachers, config, args.limit
-        )
+        folder = SHARED / "data" / "eval" / name
+        tallies, cached, count, seconds = measure_set(folder, fusion, top_down, args.limit)
         for method in METHODS:
-            tally = tallies[method]
-            precision = tally.correct / tally.judged if tally.judged else float("nan")
-            recall = tally.correct / tally.annotated if tally.annotated else float("nan")
-            kept = "-" if method == "fused-all" else str(tally.kept)
-            precision_text = "-" if method == "fused-all" else f"{precision:.3f}"
-            recall_text = "-" if method == "fused-all" else f"{recall:.3f}"
-            print(
-                f"{name:16} {method:12} {tally.ap['AP']:9.3f} {tally.ap['AP50']:9.3f} "
-                f"{kept:>9} {precision_text:>9} {recall_text:>9}"
+            print_row(name, method, tallies[method])
+        for keep, person, minimum in keep_rules(args):
+            rule = replace(
+                top_down_config,
+                keep_keypoint=keep,
+                confident_person=person,
+                min_keypoints=minimum,
             )
+            check_config(rule)
+            for method, tally in score_top_down(folder, cached, rule).items():
+                print_row(name, f"{method} {keep:g}/{person:g}/{minimum}", tally)
         print(f"{name:16} ({count} images, {seconds:.2f} s per image for all teacher passes)")
 
 

@@ -98,6 +98,20 @@ class InferenceConfig:
     half: bool = False  # fp16 on CUDA (ignored on CPU)
     pad_multiple: int = 64  # input padded to a multiple of the coarsest stride (published: 64)
     decode_stride: int = 4  # grid on which heatmaps are decoded, in input pixels (4 or 2)
+    # Top-down refinement of the bottom-up people (issue 16, posecli.refine): off until a
+    # trained refiner ships. Boxes are each person's keypoint extent × refine_box_scale, widened
+    # or heightened to the crop's aspect (issue 16: Thunder on posecli's boxes at 1.25 → 0.285 AP).
+    refine: bool = False
+    refiner: str = ""  # refiner checkpoint path or registered name (none registered yet)
+    instances: int = 0  # instance selectors λ run per box: 0 = all the refiner has (its N)
+    refine_box_scale: float = 1.25
+    refine_min_box: float = 32.0  # boxes are at least this tall, image pixels
+    refine_batch_size: int = 32  # crops per refiner forward pass (bench/refine_speed.py)
+    refine_nms_oks: float = 0.5  # poses with OKS ≥ this to a better one are the same person
+    refine_keypoint_threshold: float = 0.05  # refined keypoints scored below are reported missing
+    # person score = bottom-up score × mean of the refined keypoint scores above this (HRNet's
+    # rescoring threshold, in_vis_thre 0.2)
+    refine_score_keypoint: float = 0.2
 
 
 #: Named network shapes. ``imhn-official`` is the published 4-stack network (128,998,760
@@ -119,6 +133,40 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "imhn-tiny": ModelConfig(
         stacks=1, width=32, increase=16, head_width=32, dilations=(2, 3)
     ),
+}
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """Shape of a top-down refiner (issue 16, MIPNet): a person crop and an instance selector λ in,
+    17 COCO keypoint heatmaps at stride 4 of the crop out (``posecli.model.refiner``)."""
+
+    crop_height: int = 256  # crop rows, a multiple of 32 (256×192: the usual COCO top-down crop)
+    crop_width: int = 192  # crop columns, a multiple of 32
+    instances: int = 1  # N: λ ∈ {0 … N−1}; 1 is a plain top-down network (no modulation blocks)
+    head_width: int = 64  # channels of the upsampling head (strides 32 → 4)
+    embedding: int = 32  # size of the λ embedding that the modulation blocks share
+    # encoder blocks followed by a Multi-Instance Modulation Block: 10 ends stride 16 (112
+    # channels), 15 ends stride 32 (320); MIPNet modulates HRNet after its stages 3 and 4
+    modulated_blocks: tuple[int, ...] = (10, 15)
+    encoder: str = "efficientnet-lite0"  # the only backbone (ImageNet weights when trained)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RefinerConfig:
+        return _record_from_dict(cls, values)
+
+
+#: Named refiner shapes (``posecli train --preset``); parameters and GFLOPs per crop in
+#: README.md (bench/refine_speed.py).
+REFINER_PRESETS: dict[str, RefinerConfig] = {
+    "refiner-lite0-256x192": RefinerConfig(instances=1),
+    "refiner-lite0-256x192-n2": RefinerConfig(instances=2),
+    "refiner-lite0-256x192-n3": RefinerConfig(instances=3),
+    # a quarter of the pixels: for video, where the speed budget is tight
+    "refiner-lite0-128x96": RefinerConfig(crop_height=128, crop_width=96, instances=1),
 }
 
 
@@ -150,6 +198,9 @@ class AugmentConfig:
     contrast: float = 0.25  # pixels pulled to / pushed from the mean grey by U(1 ± this)
     saturation: float = 0.25  # pixels pulled to / pushed from their own grey by U(1 ± this)
     mosaic_probability: float = 0.0  # 2×2 mosaic of four images, each augmented into a quarter
+    # refiner crops (issue 16): the person box jittered like a detector's errors
+    box_scale_jitter: float = 0.2  # box side × U(1 ± this)
+    box_shift_jitter: float = 0.1  # box centre moved by U(± this) × its width / height
 
 
 @dataclass(frozen=True)
@@ -163,11 +214,17 @@ class TrainConfig:
 
     annotations: str  # COCO person_keypoints JSON (ground truth or pseudo-labels)
     images: str  # folder holding the images named by ``file_name``
+    # further (annotations, images) pairs trained on together with the first (e.g. LSPet)
+    more_datasets: tuple[tuple[str, str], ...] = ()
     out: str = "runs/train"  # run directory
     val_annotations: str | None = None  # COCO validation set (AP every `val_every_epochs`)
     val_images: str | None = None  # its image folder (default: beside the annotation file)
     preset: str = "imhn-official"  # MODEL_PRESETS name used when training from scratch
     model: ModelConfig | None = None  # explicit network shape; overrides `preset`
+    # explicit refiner shape (issue 16): trains a top-down refiner instead; so does a `preset`
+    # of REFINER_PRESETS, or an `init` that is a refiner checkpoint
+    refiner: RefinerConfig | None = None
+    pretrained: bool = True  # a fresh network's EfficientNet-Lite0 encoder starts from ImageNet
     init: str | None = None  # checkpoint path or model name to start from (its shape wins)
     # ours: grow `init`'s network to this many hourglass stacks (0: keep its shape); new
     # stacks start as copies of its last stack (posecli.model.grow_stacks)
@@ -213,6 +270,7 @@ class TrainConfig:
         kept = {k: v for k, v in values.items() if k in known}
         for name, record in (
             ("model", ModelConfig),
+            ("refiner", RefinerConfig),
             ("preprocessing", Preprocessing),
             ("loss", LossConfig),
             ("augment", AugmentConfig),
@@ -221,6 +279,8 @@ class TrainConfig:
                 kept[name] = _record_from_dict(record, kept[name])
         if isinstance(kept.get("lr_milestones"), list):
             kept["lr_milestones"] = tuple(kept["lr_milestones"])
+        if isinstance(kept.get("more_datasets"), list):
+            kept["more_datasets"] = tuple(tuple(pair) for pair in kept["more_datasets"])
         return cls(**kept)
 
 
@@ -235,7 +295,9 @@ def _record_from_dict(record: type, values: dict[str, Any]) -> Any:
 class LabelConfig:
     """How teachers are run and fused into pseudo-labels."""
 
-    teacher: str = "both"  # "movenet", "openpose" or "both"
+    # "thunder": top-down, MoveNet Thunder on each person box (hand-drawn where a folder has
+    # person_boxes.json, else MoveNet MultiPose's); "movenet", "openpose", "both": bottom-up fusion
+    teacher: str = "thunder"
     # Long sides of the MoveNet passes (multiples of 32); the teachers' README: 256–512 work,
     # 384 is the best single size on real COCO images.
     movenet_sizes: tuple[int, ...] = (256, 384, 512)
@@ -255,11 +317,13 @@ class LabelConfig:
     # Two positions of a keypoint agree when exp(-d²/(2·area·κ²)) ≥ this (κ: COCO sigmas × 2):
     # the per-keypoint tolerance of COCO OKS, 0.5 is the midpoint of its falloff.
     agree_similarity: float = 0.5
-    # The next two were chosen with bench/label_quality.py (round values that keep the kept
-    # keypoints' precision ≥ 0.95 with recall above one raw MoveNet pass on cocomini-train).
-    keep_keypoint: float = 0.25  # fused keypoint confidence needed to keep a keypoint (v=2)
-    confident_person: float = 0.2  # fused person score needed to label a person
-    min_keypoints: int = 5  # labelled people need at least this many kept keypoints
+    # The keep rule, chosen for the default teacher with `bench/label_quality.py --sweep` on
+    # cocomini-train (annotated boxes as hand-drawn ones): the best label AP (0.351) with kept
+    # keypoints' precision ≥ 0.9 (0.913, recall 0.640). The bottom-up fusion's labels of the
+    # first milestones used 0.25 / 0.2 / 5 (precision 0.966, recall 0.421, label AP 0.199).
+    keep_keypoint: float = 0.2  # keypoint confidence needed to keep a keypoint (v=2)
+    confident_person: float = 0.1  # person score needed to label a person
+    min_keypoints: int = 3  # labelled people need at least this many kept keypoints
     ignore_person: float = 0.08  # less confident people above this become ignore regions
     duplicate_iou: float = 0.5  # uncertain people overlapping a labelled one this much: duplicates
     box_margin: float = 0.1  # keypoint boxes grow by this fraction of their size on each side
@@ -267,5 +331,12 @@ class LabelConfig:
     # matching them (box IoU below box_match_iou) become ignore regions.
     use_person_boxes: bool = True
     box_match_iou: float = 0.3
+    # Top-down (teacher "thunder"): Thunder sees a square crop of side crop_scale × the box's
+    # longer side (teachers' README: 1.1 best on annotated boxes, 1.25 on MultiPose's boxes).
+    thunder_crop_scale: float = 1.1  # on hand-drawn boxes
+    thunder_detected_crop_scale: float = 1.25  # on MultiPose's boxes
+    thunder_box_size: int = 384  # long side of the MultiPose pass that finds the boxes
+    thunder_box_score: float = 0.05  # MultiPose boxes scored below are not looked at
+    nms_oks: float = 0.5  # top-down people with OKS ≥ this to a better one are duplicates
     threads: int = 1  # onnxruntime intra-op threads per teacher
     chunk_size: int = 50  # images labelled between two saves of the partial file

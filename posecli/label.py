@@ -56,7 +56,11 @@ logger = logging.getLogger(__name__)
 
 MOVENET_FILE = "movenet-multipose.onnx"
 OPENPOSE_FILE = "openpose_mobilenet_thin.onnx"
-TEACHER_CHOICES = ("movenet", "openpose", "both")
+THUNDER_FILE = "movenet-thunder.onnx"
+#: "thunder": top-down, MoveNet Thunder on person boxes; the others: bottom-up teacher fusion.
+TEACHER_CHOICES = ("thunder", "movenet", "openpose", "both")
+#: Square crop side (pixels) of MoveNet Thunder's fixed input.
+THUNDER_INPUT = 256
 PERSON_BOXES_FILE = "person_boxes.json"
 
 #: Fixed input of the OpenPose ONNX graph (height, width); the graph rejects other sizes.
@@ -250,10 +254,18 @@ class MoveNet:
         self.config = config
         self.input_name = session.get_inputs()[0].name
 
-    def detect(self, image: np.ndarray, long_side: int, flip: bool = False) -> list[Detection]:
+    def detect(
+        self,
+        image: np.ndarray,
+        long_side: int,
+        flip: bool = False,
+        min_score: float | None = None,
+    ) -> list[Detection]:
         """People in an RGB uint8 ``(H, W, 3)`` image, run with long side ``long_side`` (a
-        multiple of 32; the image is letterboxed, not distorted), optionally on its mirror image.
+        multiple of 32; the image is letterboxed, not distorted), optionally on its mirror image;
+        those scored below ``min_score`` (default ``config.movenet_min_score``) are dropped.
         """
+        min_score = self.config.movenet_min_score if min_score is None else min_score
         height, width = image.shape[:2]
         view = image[:, ::-1] if flip else image
         scale = long_side / max(height, width)
@@ -265,7 +277,7 @@ class MoveNet:
         canvas_size = np.array([canvas_width, canvas_height], dtype=np.float64)
         detections = []
         for row in people.astype(np.float64):
-            if row[55] < self.config.movenet_min_score:
+            if row[55] < min_score:
                 continue
             yx = row[:51].reshape(NUM_COCO_KEYPOINTS, 3)  # (17, 3) [y, x, score], normalised
             xy = _to_image(yx[:, 1::-1] * canvas_size - 0.5, sx, sy)  # (17, 2) image pixels
@@ -444,6 +456,57 @@ def group_openpose(maps: np.ndarray, config: LabelConfig) -> tuple[list[np.ndarr
     return people, scores
 
 
+def square_crop(box: np.ndarray, crop_scale: float, size: int) -> np.ndarray:
+    """Affine ``(2, 3)`` from image pixels to the pixels of a ``size × size`` crop: a square of
+    side ``crop_scale × max(width, height)`` of ``box`` ``[x0, y0, x1, y1]``, centred on it."""
+    centre = (box[:2] + box[2:]) / 2  # (2,) [x, y]
+    side = max(crop_scale * float((box[2:] - box[:2]).max()), 1.0)
+    scale = size / side
+    offset = (size - 1) / 2 - scale * centre  # (2,)
+    return np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]]])
+
+
+class Thunder:
+    """MoveNet SinglePose Thunder, top-down: int32 ``(1, 256, 256, 3)`` RGB crop in,
+    ``(1, 1, 17, 3)`` ``[y, x, score]`` normalised to the crop out. It always returns one
+    person: the crop decides who."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def detect(
+        self, image: np.ndarray, box: np.ndarray, crop_scale: float, flip: bool = False
+    ) -> np.ndarray:
+        """The person of ``box`` ``[x0, y0, x1, y1]`` (image pixels) in an RGB uint8
+        ``(H, W, 3)`` image, from a square crop (zero padding) optionally mirrored: ``(17, 3)``
+        float64 ``[x, y, score]`` in image pixels, COCO order."""
+        affine = square_crop(np.asarray(box, dtype=np.float64), crop_scale, THUNDER_INPUT)
+        shape = (THUNDER_INPUT, THUNDER_INPUT)
+        crop = cv2.warpAffine(np.ascontiguousarray(image), affine, shape, flags=cv2.INTER_LINEAR)
+        if flip:
+            crop = crop[:, ::-1]
+        batch = np.ascontiguousarray(crop[None]).astype(np.int32)  # (1, 256, 256, 3) RGB
+        output = self.session.run(None, {self.input_name: batch})[0]
+        yx = np.asarray(output, dtype=np.float64).reshape(NUM_COCO_KEYPOINTS, 3)
+        uv = yx[:, 1::-1] * THUNDER_INPUT - 0.5  # (17, 2) crop pixels [u, v]
+        scores = yx[:, 2]
+        if flip:
+            uv[:, 0] = THUNDER_INPUT - 1 - uv[:, 0]
+            uv, scores = uv[list(COCO_FLIP_ORDER)], scores[list(COCO_FLIP_ORDER)]
+        xy = (uv - affine[:, 2]) / np.diag(affine[:, :2])  # (17, 2) image pixels
+        return np.column_stack([xy, scores])
+
+
+def oks_nms(people: Sequence[Detection], max_oks: float, config: LabelConfig) -> list[Detection]:
+    """People highest score first, without those whose OKS with a better one is ≥ ``max_oks``."""
+    kept: list[Detection] = []
+    for person in sorted(people, key=lambda p: -p.score):
+        if all(detection_oks(person, other, config) < max_oks for other in kept):
+            kept.append(person)
+    return kept
+
+
 #: A teacher pass: (teacher name, input size, mirrored).
 PassKey = tuple[str, int, bool]
 
@@ -456,7 +519,10 @@ class Teachers:
         self.config = config
         self.movenet: MoveNet | None = None
         self.openpose: OpenPose | None = None
-        if config.teacher in ("movenet", "both"):
+        self.thunder: Thunder | None = None
+        if config.teacher == "thunder":
+            self.thunder = Thunder(open_session(teachers_dir / THUNDER_FILE, config.threads))
+        if config.teacher in ("thunder", "movenet", "both"):
             self.movenet = MoveNet(
                 open_session(teachers_dir / MOVENET_FILE, config.threads), config
             )
@@ -477,9 +543,41 @@ class Teachers:
                 results[("openpose", OPENPOSE_INPUT[0], flip)] = self.openpose.detect(image, flip)
         return results
 
-    def people(self, image: np.ndarray) -> list[Detection]:
-        """Fused people of an RGB uint8 ``(H, W, 3)`` image, highest score first."""
-        return fuse_teachers(self.passes(image), self.config)
+    def people(self, image: np.ndarray, hand_boxes: np.ndarray | None = None) -> list[Detection]:
+        """People of an RGB uint8 ``(H, W, 3)`` image, highest score first: top-down on the
+        ``(B, 4)`` ``[x0, y0, x1, y1]`` hand-drawn boxes (else on MoveNet MultiPose's) for the
+        teacher "thunder", fused over the passes of the bottom-up teachers otherwise."""
+        if self.thunder is None:
+            return fuse_teachers(self.passes(image), self.config)
+        if hand_boxes is not None and len(hand_boxes):
+            boxes = np.asarray(hand_boxes, dtype=np.float64).reshape(-1, 4)
+            box_scores, crop_scale = np.ones(len(boxes)), self.config.thunder_crop_scale
+        else:
+            found = self.movenet.detect(
+                image, self.config.thunder_box_size, min_score=self.config.thunder_box_score
+            )
+            boxes = np.array([d.box for d in found]).reshape(-1, 4)
+            box_scores = np.array([d.score for d in found])
+            crop_scale = self.config.thunder_detected_crop_scale
+        people = [
+            self.top_down_person(image, box, float(score), crop_scale)
+            for box, score in zip(boxes, box_scores, strict=True)
+        ]
+        return oks_nms(people, self.config.nms_oks, self.config)
+
+    def top_down_person(
+        self, image: np.ndarray, box: np.ndarray, box_score: float, crop_scale: float
+    ) -> Detection:
+        """Thunder's person in ``box`` (and its mirrored pass, fused, with ``config.flip``);
+        person score = mean keypoint score × ``box_score``."""
+        flips = (False, True) if self.config.flip else (False,)
+        passes = []
+        for flip in flips:
+            keypoints = self.thunder.detect(image, box, crop_scale, flip)  # (17, 3)
+            passes.append(Detection(keypoints, box, float(keypoints[:, 2].mean()) * box_score))
+        if len(passes) == 1:
+            return passes[0]
+        return fuse_person(passes, len(passes), self.config)
 
 
 # --------------------------------------------------------------------------- fusion
@@ -903,6 +1001,6 @@ def label_images(
 
     def label_image(path: Path, image: np.ndarray) -> list[PersonLabel]:
         boxes = hand_boxes.get(path.resolve(), no_boxes)
-        return select_labels(teachers.people(image), boxes, image.shape[:2], config)
+        return select_labels(teachers.people(image, boxes), boxes, image.shape[:2], config)
 
     return run_labelling(images, label_image, Path(out), config, progress)

@@ -514,6 +514,23 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--min-keypoint-score" in _one_error_line(capsys.readouterr().err)
 
 
+def test_train_joins_several_sets_given_in_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data, settings = _small_training(tmp_path, max_steps=1)
+    more_annotations, more_images = write_people_set(tmp_path / "more", count=2)
+    more = ["--annotations", str(more_annotations), "--images", str(more_images)]
+    settings += ["--preset", "imhn-tiny"]
+    run_dir = tmp_path / "run"
+    assert run(["train", *data, *more, *settings, "--out", str(run_dir)]) == 0
+    recorded = json.loads((run_dir / "config.json").read_text())
+    assert recorded["more_datasets"] == [[str(more_annotations), str(more_images)]]
+    capsys.readouterr()
+    unpaired = ["--annotations", str(more_annotations), "--out", str(tmp_path / "unpaired")]
+    assert run(["train", *data, *unpaired, *settings]) == 2
+    assert "one image folder per annotation file" in _one_error_line(capsys.readouterr().err)
+
+
 def test_train_grows_the_init_network_to_more_stacks(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

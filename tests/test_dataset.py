@@ -18,7 +18,7 @@ from coco_synthetic import (
     write_people_set,
 )
 
-from posecli.config import AugmentConfig, Preprocessing
+from posecli.config import AugmentConfig, Preprocessing, TrainConfig
 from posecli.errors import InputError, UsageError
 from posecli.spec import (
     CHANNEL_FLIP_ORDER,
@@ -263,3 +263,31 @@ def test_rgb_preprocessing_and_bad_inputs(tmp_path: Path):
     (images / "0001.png").write_bytes(b"not an image")
     with pytest.raises(InputError, match="cannot decode image"):
         dataset[0]
+
+
+def test_several_datasets_are_served_as_one_in_order(tmp_path: Path):
+    plain_annotations, plain_images = write_people_set(tmp_path / "plain", count=2)
+    keypoints = person_keypoints((64, 64), scale=1.2)
+    scored = [person_annotation(1, 1, keypoints, np.full(17, 0.9))]
+    scored_annotations, scored_images = write_coco(
+        tmp_path / "scored", noise_images(1, 128, 128), scored
+    )
+    config = TrainConfig(
+        annotations=str(plain_annotations),
+        images=str(plain_images),
+        more_datasets=((str(scored_annotations), str(scored_images)),),
+        input_size=SIZE,
+        augment=STRONG,
+    )
+    joined = CocoKeypointDataset.from_config(config, Preprocessing())
+    plain = _dataset(plain_annotations, plain_images, augment=STRONG)
+    scored_set = _dataset(scored_annotations, scored_images, augment=STRONG)
+    assert len(joined) == len(plain) + len(scored_set) == 3
+    assert torch.equal(joined[(2, 1)][0], plain[(2, 1)][0])
+    assert torch.equal(joined[(2, 2)][0], scored_set[(2, 0)][0])
+    # one part carries pseudo-label scores: every part yields per-channel masks
+    assert joined[0][2][0].shape == (NUM_CHANNELS, *SHAPES[0])
+    with pytest.raises(IndexError):
+        joined[3]
+    restored = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config

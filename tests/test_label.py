@@ -29,16 +29,19 @@ from posecli.label import (
     MoveNet,
     PersonLabel,
     Teachers,
+    Thunder,
     annotation_record,
     detection_oks,
     fuse_passes,
     group_openpose,
     keypoint_similarity,
     load_person_boxes,
+    oks_nms,
     partial_path,
     read_image_rgb,
     run_labelling,
     select_labels,
+    square_crop,
 )
 from posecli.spec import COCO_KEYPOINTS, KEYPOINTS
 
@@ -48,6 +51,7 @@ EVAL_SET = SHARED / "data" / "eval" / "mmpose-coco"
 
 #: Fusion thresholds the tests reason with (independent of retuned defaults).
 CONFIG = LabelConfig(
+    teacher="both",
     keep_keypoint=0.25,
     confident_person=0.2,
     min_keypoints=5,
@@ -229,6 +233,61 @@ def test_movenet_letterbox_maps_back_to_image_pixels():
     (person,) = MoveNet(BrightSpotSession(), CONFIG).detect(image, long_side=128)
     wrist = person.keypoints[COCO_KEYPOINTS.index("left_wrist")]
     assert abs(wrist[0] - 150.5) <= 1.0 and abs(wrist[1] - 70.5) <= 1.0
+
+
+class BrightSpotThunder:
+    """A stand-in Thunder session: the left wrist at the brightest crop pixel, score 0.9; every
+    other keypoint at the crop centre with score 0.2. Records the crops it was given."""
+
+    def __init__(self) -> None:
+        self.crops: list[np.ndarray] = []
+
+    def get_inputs(self):
+        class Input:
+            name = "input:0"
+
+        return [Input()]
+
+    def run(self, outputs, feeds):
+        crop = feeds["input:0"][0]  # (256, 256, 3) int32
+        self.crops.append(crop)
+        row, column = np.unravel_index(np.argmax(crop.sum(axis=-1)), crop.shape[:2])
+        keypoints = np.tile([0.5, 0.5, 0.2], (17, 1))  # [y, x, score] normalised to the crop
+        wrist = [(row + 0.5) / 256, (column + 0.5) / 256, 0.9]
+        keypoints[COCO_KEYPOINTS.index("left_wrist")] = wrist
+        return [keypoints[None, None].astype(np.float32)]
+
+
+def test_square_crop_centres_the_box_at_its_longer_side_times_the_scale():
+    affine = square_crop(np.array([10.0, 20.0, 50.0, 100.0]), 1.25, 256)  # 40 × 80 box
+    centre = affine @ [30.0, 60.0, 1.0]
+    np.testing.assert_allclose(centre, [127.5, 127.5])
+    assert affine[0, 0] == affine[1, 1] == pytest.approx(256 / 100)
+
+
+def test_thunder_maps_its_crop_back_to_image_pixels_and_unmirrors_the_flip():
+    image = np.zeros((120, 200, 3), dtype=np.uint8)
+    image[70, 150] = 255
+    session = BrightSpotThunder()
+    thunder = Thunder(session)
+    box = np.array([120.0, 40.0, 170.0, 110.0])
+    plain = thunder.detect(image, box, 1.1)
+    mirrored = thunder.detect(image, box, 1.1, flip=True)
+    left, right = COCO_KEYPOINTS.index("left_wrist"), COCO_KEYPOINTS.index("right_wrist")
+    # one image pixel spans 256 / 77 ≈ 3.3 crop pixels: the spot's maximum is within that
+    np.testing.assert_allclose(plain[left, :2], [150, 70], atol=0.5)
+    assert plain[left, 2] == pytest.approx(0.9)
+    np.testing.assert_allclose(mirrored[right, :2], [150, 70], atol=0.5)
+    assert mirrored[left, 2] == pytest.approx(0.2)
+    assert session.crops[0].shape == (256, 256, 3) and session.crops[0].dtype == np.int32
+
+
+def test_oks_nms_keeps_the_best_of_duplicates_and_people_apart():
+    person = make_person(10, 10, 100, score=0.6)
+    duplicate = shifted(person, 2.0, 0.8, score=0.9)
+    other = make_person(200, 10, 100, score=0.5)
+    kept = oks_nms([person, duplicate, other], 0.5, CONFIG)
+    assert kept == [duplicate, other]
 
 
 # --------------------------------------------------------------------------- OpenPose grouping
@@ -485,3 +544,27 @@ def test_real_teachers_find_the_person_of_an_eval_image():
             for d in detections
         )
         assert best > 0.7, f"{name} OKS {best:.2f}"
+
+
+def test_top_down_teacher_finds_the_annotated_person_on_its_box_and_on_multipose_boxes():
+    require_teachers()
+    if not (TEACHERS_DIR / "movenet-thunder.onnx").is_file():
+        pytest.skip(f"MoveNet Thunder not found in {TEACHERS_DIR}")
+    ground_truth = json.loads((EVAL_SET / "person_keypoints.json").read_text())
+    image_info = next(i for i in ground_truth["images"] if i["file_name"] == "000000000785.jpg")
+    (truth,) = [a for a in ground_truth["annotations"] if a["image_id"] == image_info["id"]]
+    keypoints = np.array(truth["keypoints"], dtype=np.float64).reshape(17, 3)
+    annotated = keypoints[:, 2] > 0
+    image = read_image_rgb(EVAL_SET / "images" / image_info["file_name"])
+    teachers = Teachers(TEACHERS_DIR, LabelConfig(teacher="thunder"))
+    x, y, width, height = truth["bbox"]
+    for boxes in (np.array([[x, y, x + width, y + height]]), None):
+        people = teachers.people(image, boxes)
+        assert people, "Thunder found nobody"
+        best = max(
+            keypoint_similarity(p.keypoints[:, :2], keypoints[:, :2], truth["area"])[
+                annotated
+            ].mean()
+            for p in people
+        )
+        assert best > 0.8, f"OKS {best:.2f} with boxes {boxes}"

@@ -330,19 +330,27 @@ class CocoKeypointDataset(Dataset):
         logger.info("%d training images from %s", len(self.entries), annotations)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, preprocessing: Preprocessing) -> CocoKeypointDataset:
-        """The augmented training set of a run."""
-        return cls(
-            config.annotations,
-            config.images,
-            input_size=config.input_size,
-            augment=config.augment,
-            preprocessing=preprocessing,
-            seed=config.seed,
-            include_empty_images=config.include_empty_images,
-            min_keypoint_score=config.min_keypoint_score,
-            weight_by_score=config.weight_by_score,
-        )
+    def from_config(
+        cls, config: TrainConfig, preprocessing: Preprocessing
+    ) -> CocoKeypointDataset | ConcatKeypointDataset:
+        """The augmented training set of a run: ``config.annotations`` with ``config.images``,
+        joined by every pair of ``config.more_datasets``."""
+        sources = [(config.annotations, config.images), *config.more_datasets]
+        parts = [
+            cls(
+                annotations,
+                images,
+                input_size=config.input_size,
+                augment=config.augment,
+                preprocessing=preprocessing,
+                seed=config.seed,
+                include_empty_images=config.include_empty_images,
+                min_keypoint_score=config.min_keypoint_score,
+                weight_by_score=config.weight_by_score,
+            )
+            for annotations, images in sources
+        ]
+        return parts[0] if len(parts) == 1 else ConcatKeypointDataset(parts)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -425,3 +433,35 @@ class CocoKeypointDataset(Dataset):
             masks = [mask * weight for mask, weight in zip(masks, weight_maps, strict=True)]
         image = torch.from_numpy(normalise(sample.image[None], self.preprocessing)[0])
         return image, targets, masks
+
+
+class ConcatKeypointDataset(Dataset):
+    """Several keypoint datasets served as one, in order: index ``i`` of the whole is index
+    ``i - offset`` of the part that holds it, in the same epoch. If any part carries
+    pseudo-label scores, every part yields per-channel masks (so batches stack)."""
+
+    def __init__(self, parts: list[CocoKeypointDataset]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(part) for part in parts])  # (P + 1,)
+        pseudo_labelled = any(part.pseudo_labelled for part in parts)
+        for part in parts:
+            part.pseudo_labelled = pseudo_labelled
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose draws plain integer keys get, in every part."""
+        for part in self.parts:
+            part.set_epoch(epoch)
+
+    def __getitem__(
+        self, key: int | tuple[int, int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """``(image, targets, masks)`` of ``key``: an index, or ``(epoch, index)``."""
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        local = int(index - self.offsets[part])
+        return self.parts[part][local if epoch is None else (epoch, local)]
