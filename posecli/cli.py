@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
 import threading
 import time
@@ -52,7 +53,13 @@ from posecli.config import (
     LabelConfig,
     TrainConfig,
 )
-from posecli.errors import OutputError, PoseCliError, ResumableInterruptError, UsageError
+from posecli.errors import (
+    InputError,
+    OutputError,
+    PoseCliError,
+    ResumableInterruptError,
+    UsageError,
+)
 from posecli.pose import Frame
 
 if TYPE_CHECKING:
@@ -60,11 +67,12 @@ if TYPE_CHECKING:
 
     from posecli.estimator import Estimator
     from posecli.io.ffmpeg import VideoInfo
-    from posecli.io.sources import SourceFrame, VideoSource
+    from posecli.io.sources import ImageSource, SourceFrame, VideoSource
     from posecli.pipeline import PipelineProgress, PipelineStats
 
-#: Exit codes: success, bad usage, interrupted by Ctrl-C (128 + SIGINT); failures exit 1.
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+#: Exit codes: success, bad usage, interrupted by Ctrl-C (128 + SIGINT), stopped by SIGTERM
+#: (128 + 15, handled like Ctrl-C); failures exit 1.
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
 
 app = typer.Typer(
     name="posecli",
@@ -490,27 +498,11 @@ def video(
     from posecli.io.sources import VideoSource
 
     _setup_logging(quiet)
-    if no_video and out is not None:
-        raise UsageError("--out and --no-video exclude each other")
-    if not no_video and out is None:
-        raise UsageError("--out OUT.mp4 is required (or --no-video with --json)")
     if openpose_dir is not None:
         output_format = OutputFormat.openpose
-    main_output = out or json_path
-    if main_output is None and output_format is not OutputFormat.openpose:
-        raise UsageError("nothing to write: give --json or --format openpose with --no-video")
-    if out is not None and out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
-        raise UsageError(f"--out must name an .mp4 file, got {out}")
-    if _same_file(source, out) or _same_file(source, json_path):
-        raise UsageError("an output would overwrite the input")
-    if out is not None and _same_file(out, json_path):
-        raise UsageError("--out and --json name the same file")
-    openpose = None
-    if output_format is OutputFormat.openpose:
-        if openpose_dir is None and main_output is None:
-            raise UsageError("--format openpose with --no-video needs --openpose-dir or --json")
-        openpose = _openpose_dir(openpose_dir, main_output)  # type: ignore[arg-type]
+    openpose = _video_outputs(source, out, json_path, no_video, output_format, openpose_dir)
     _check_outputs([out, json_path], force, [openpose] if openpose else [])
+    _check_image_outputs([], [], None, openpose, force)  # OpenPose files there already
     with VideoSource(source, start=start, end=end, every=every) as frames:
         estimator = _load_estimator(options)  # after the input is known to be readable
         total = None if quiet else _expected_frames(frames)
@@ -530,6 +522,35 @@ def video(
         )
     written = _written(out, json_path, openpose)
     _say(quiet, f"{stats.frames} frames at {stats.fps:.1f} fps: {written}")
+
+
+def _video_outputs(
+    source: str,
+    out: Path | None,
+    json_path: Path | None,
+    no_video: bool,
+    output_format: OutputFormat,
+    openpose_dir: Path | None,
+) -> Path | None:
+    """Check the output options of ``video`` (UsageError); return the OpenPose folder, if any."""
+    if no_video and out is not None:
+        raise UsageError("--out and --no-video exclude each other")
+    if not no_video and out is None:
+        raise UsageError("--out OUT.mp4 is required (or --no-video with --json)")
+    main_output = out or json_path
+    if main_output is None and output_format is not OutputFormat.openpose:
+        raise UsageError("nothing to write: give --json or --format openpose with --no-video")
+    if out is not None and out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        raise UsageError(f"--out must name an .mp4 file, got {out}")
+    if _same_file(source, out) or _same_file(source, json_path):
+        raise UsageError("an output would overwrite the input")
+    if out is not None and _same_file(out, json_path):
+        raise UsageError("--out and --json name the same file")
+    if output_format is not OutputFormat.openpose:
+        return None
+    if openpose_dir is None and main_output is None:
+        raise UsageError("--format openpose with --no-video needs --openpose-dir or --json")
+    return _openpose_dir(openpose_dir, main_output)  # type: ignore[arg-type]
 
 
 def _expected_frames(frames: VideoSource) -> int | None:
@@ -736,27 +757,27 @@ def webcam(
 
 
 def _detect_images(
-    inputs: Sequence[str | Path],
+    frames: ImageSource,
     estimator: Estimator,
     *,
+    image_ids: Sequence[int],
     json_path: Path | None,
     out_dir: Path | None,
     openpose: Path | None,
     force: bool,
     quiet: bool,
-    ids_by_path: dict[Path, int] | None = None,
-) -> tuple[list[dict], PipelineStats, list[dict]]:
+    done: list[int] | None = None,
+) -> tuple[list[dict], PipelineStats]:
     """Run still images through the pipeline into COCO results (also saved to ``json_path``).
 
-    ``ids_by_path`` maps resolved image paths to their ids (eval: the annotation file's);
-    otherwise ids come from COCO-style file names or positions (``ImageSource.ids``).
+    ``image_ids[i]`` is the id of ``frames.paths[i]``. ``done`` receives the index of every
+    image written, also when the run is interrupted.
 
     Returns:
-        The COCO results, the pipeline stats, and the ``{"id", "file_name"}`` image listing.
+        The COCO results and the pipeline stats.
     """
     from posecli.io.draw import draw_poses
     from posecli.io.sinks import CocoResultsSink, ImageDirectorySink, OpenPoseSink
-    from posecli.io.sources import ImageSource
     from posecli.pipeline import (
         coco_collector,
         coco_writer,
@@ -766,19 +787,12 @@ def _detect_images(
     )
 
     results: list[dict] = []
-    with ImageSource(inputs) as frames, ExitStack() as outputs:
-        if ids_by_path is None:
-            ids = [image_id for image_id, _ in frames.ids]
-        else:
-            ids = [ids_by_path[path.resolve()] for path in frames.paths]
-        listing = [
-            {"id": image_id, "file_name": path.name}
-            for image_id, path in zip(ids, frames.paths, strict=True)
-        ]
-        sinks = [coco_collector(results, ids)]
+    written = done if done is not None else []
+    with frames, ExitStack() as outputs:
+        sinks = [coco_collector(results, image_ids)]
         if json_path is not None:
             coco = outputs.enter_context(CocoResultsSink(json_path, force=force))
-            sinks.append(coco_writer(coco, ids))
+            sinks.append(coco_writer(coco, image_ids))
         if out_dir is not None:
             annotated = outputs.enter_context(ImageDirectorySink(out_dir, force=force))
             sinks.append(image_writer(annotated))
@@ -786,6 +800,7 @@ def _detect_images(
             sinks.append(
                 openpose_writer(outputs.enter_context(OpenPoseSink(openpose, force=force)))
             )
+        sinks.append(lambda frame, image: written.append(frame.index))
         with _progress("images", quiet) as progress:
             stats = run_pipeline(
                 frames,
@@ -795,12 +810,46 @@ def _detect_images(
                 total=len(frames),
                 progress=progress,
             )
-    return results, stats, listing
+    return results, stats
 
 
 def _listing_path(json_path: Path) -> Path:
     """``POSES.images.json`` beside ``POSES.json``: the id of every image, with its file name."""
     return json_path.with_name(f"{json_path.stem}.images.json")
+
+
+def _image_listing(frames: ImageSource, image_ids: Sequence[int], done: Sequence[int]) -> list:
+    """``{"id", "file_name"}`` of the images done, in order; a skipped one adds ``"error"``."""
+    errors = dict(frames.skipped)
+    listing = []
+    for index in sorted({*done, *errors}):
+        entry: dict[str, Any] = {"id": image_ids[index], "file_name": frames.paths[index].name}
+        if index in errors:
+            entry["error"] = errors[index]
+        listing.append(entry)
+    return listing
+
+
+def _check_image_outputs(
+    paths: Sequence[Path],
+    outputs: Sequence[Path],
+    out_dir: Path | None,
+    openpose: Path | None,
+    force: bool,
+) -> None:
+    """Fail before the model loads on an output that would replace an input image, and on
+    annotated copies or OpenPose files that exist already (without ``--force``)."""
+    from posecli.io.sinks import OpenPoseSink, check_directory_files
+
+    folders = {path.resolve().parent for path in paths}
+    if out_dir is not None and out_dir.resolve() in folders:
+        raise UsageError(f"--out-dir {out_dir} holds the input images: copies would replace them")
+    if any(_same_file(path, output) for path in paths for output in outputs):
+        raise UsageError("an output would overwrite an input image")
+    if out_dir is not None:
+        check_directory_files(out_dir, [path.name for path in paths], force=force)
+    if openpose is not None:
+        OpenPoseSink.check(openpose, force=force)
 
 
 @app.command()
@@ -822,32 +871,42 @@ def images(
         Path | None,
         typer.Option(help="Folder of the OpenPose JSON files (default: POSES_openpose/)."),
     ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at an unreadable image (default: skip it).")
+    ] = False,
     force: Force = False,
     quiet: Quiet = False,
     *,
     options: InferenceOptions,
 ) -> None:
     """Find people in still images: COCO results JSON (+ image-id listing), annotated copies."""
+    from posecli.io.sources import ImageSource
+
     _setup_logging(quiet)
     openpose = None
     if output_format is OutputFormat.openpose or openpose_dir is not None:
         openpose = _openpose_dir(openpose_dir, json_path)
     listing_path = _listing_path(json_path)
+    frames = ImageSource(inputs, skip_unreadable=not strict)  # a missing input fails here
+    _check_image_outputs(frames.paths, [json_path, listing_path], out_dir, openpose, force)
     directories = [path for path in (out_dir, openpose) if path is not None]
     _check_outputs([json_path, listing_path], force, directories)
+    ids = [image_id for image_id, _ in frames.ids]
     estimator = _load_estimator(options)
-    results, stats, listing = _detect_images(
-        inputs,
-        estimator,
-        json_path=json_path,
-        out_dir=out_dir,
-        openpose=openpose,
-        force=force,
-        quiet=quiet,
-    )
-    _write_json_file(listing_path, listing, force)
+    done: list[int] = []
+    outputs = {"json_path": json_path, "out_dir": out_dir, "openpose": openpose}
+    try:
+        results, stats = _detect_images(
+            frames, estimator, image_ids=ids, **outputs, force=force, quiet=quiet, done=done
+        )
+    except KeyboardInterrupt:  # the results of the images done are saved: list them too
+        if done:
+            _write_json_file(listing_path, _image_listing(frames, ids, done), force)
+        raise
+    _write_json_file(listing_path, _image_listing(frames, ids, done), force)
     people = f"{len(results)} people in {stats.frames} images ({stats.fps:.1f} images/s)"
-    _say(quiet, f"{people}: {_written(json_path, listing_path, out_dir, openpose)}")
+    skipped = f", {len(frames.skipped)} unreadable skipped" if frames.skipped else ""
+    _say(quiet, f"{people}{skipped}: {_written(json_path, listing_path, out_dir, openpose)}")
 
 
 @app.command("eval")
@@ -875,35 +934,22 @@ def evaluate(
     options: InferenceOptions,
 ) -> None:
     """COCO keypoint AP of a model on an annotated image set (same pipeline as `images`)."""
-    from posecli.evaluate import (
-        SUMMARY_KEYS,
-        check_images,
-        coco_keypoint_ap,
-        load_annotations,
-        recall_by_height,
-    )
+    from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap, recall_by_height
 
     _setup_logging(quiet)
-    ground_truth = load_annotations(annotations)  # checked: InputError naming a bad entry
-    check_images(ground_truth, annotations, sizes=by_height)
-    ids_by_path = {
-        (images_dir / image["file_name"]).resolve(): image_id
-        for image_id, image in ground_truth.imgs.items()
-    }
-    if not ids_by_path:
-        raise PoseCliError(f"{annotations} lists no images")
+    frames, ids = _annotated_images(annotations, images_dir, by_height)
     detections = _detections_path(metrics) if metrics is not None else None
     _check_outputs([metrics, detections], force)
     estimator = _load_estimator(options)
-    results, stats, _ = _detect_images(
-        sorted(ids_by_path),
+    results, stats = _detect_images(
+        frames,
         estimator,
+        image_ids=ids,
         json_path=detections,
         out_dir=None,
         openpose=None,
         force=force,
         quiet=quiet,
-        ids_by_path=ids_by_path,
     )
     scores: dict[str, Any] = coco_keypoint_ap(annotations, results)
     for key in SUMMARY_KEYS:
@@ -923,6 +969,26 @@ def evaluate(
         _write_json_file(metrics, scores, force)
     summary = f"{len(results)} people in {stats.frames} images, model {estimator.model.name}"
     _say(quiet, summary + (f": {_written(metrics, detections)}" if metrics else ""))
+
+
+def _annotated_images(
+    annotations: Path, images_dir: Path, sizes: bool
+) -> tuple[ImageSource, list[int]]:
+    """The images of an annotation file and their ids, every entry and file checked (before
+    the model loads): InputError for a bad entry or a missing image."""
+    from posecli.evaluate import check_images, load_annotations
+    from posecli.io.sources import ImageSource
+
+    ground_truth = load_annotations(annotations)
+    check_images(ground_truth, annotations, sizes=sizes)
+    ids_by_path = {
+        (images_dir / image["file_name"]).resolve(): image_id
+        for image_id, image in ground_truth.imgs.items()
+    }
+    if not ids_by_path:
+        raise InputError(f"{annotations} lists no images")
+    frames = ImageSource(sorted(ids_by_path))
+    return frames, [ids_by_path[path.resolve()] for path in frames.paths]
 
 
 def _detections_path(metrics: Path) -> Path:
@@ -1279,8 +1345,50 @@ def _fail(message: str) -> None:
     stderr.print(f"posecli: error: {' '.join(message.split())}", markup=False)
 
 
+class _Termination:
+    """A SIGTERM handler that does what Ctrl-C does, so the outputs are finalised the same way.
+
+    It calls the SIGINT handler in force (the trainer's saves after the step under way), or
+    raises ``KeyboardInterrupt`` where SIGINT is ignored; ``received`` says it happened.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received = True
+        on_interrupt = signal.getsignal(signal.SIGINT)
+        if not callable(on_interrupt):
+            raise KeyboardInterrupt
+        on_interrupt(signal.SIGINT, frame)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[_Termination]:
+    """Handle SIGTERM like Ctrl-C while a command runs (main thread only: Python's rule)."""
+    termination = _Termination()
+    if threading.current_thread() is not threading.main_thread():
+        yield termination
+        return
+    previous = signal.signal(signal.SIGTERM, termination)
+    try:
+        yield termination
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
-    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); return the exit code.
+
+    Ctrl-C exits with 130 and SIGTERM with 143, both after the outputs were finalised.
+    """
+    with _sigterm_as_interrupt() as termination:
+        code = _run_command(argv, termination)
+    return EXIT_TERMINATED if termination.received and code == EXIT_INTERRUPTED else code
+
+
+def _run_command(argv: Sequence[str] | None, termination: _Termination) -> int:
+    """:func:`run` without the SIGTERM handler: every error becomes one line and a code."""
     command = typer.main.get_command(app)
     try:
         with _restored_logging():
@@ -1306,7 +1414,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     if code == EXIT_INTERRUPTED:
-        stderr.print("posecli: interrupted; outputs hold the work done so far, finalised")
+        what = "terminated (SIGTERM)" if termination.received else "interrupted"
+        stderr.print(f"posecli: {what}; outputs hold the work done so far, finalised")
     return code if isinstance(code, int) else EXIT_OK
 
 

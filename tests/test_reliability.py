@@ -11,6 +11,10 @@ import io
 import json
 import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from tiny_model import save_tiny_checkpoint
 from posecli import weights
 from posecli.cli import run
 from posecli.io import sinks
+from posecli.io.sources import VideoSource
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -284,3 +289,202 @@ def test_a_legacy_torch_file_is_still_read_as_a_checkpoint(tmp_path: Path) -> No
     torch.save({"something": torch.zeros(2)}, path, _use_new_zipfile_serialization=False)
     with pytest.raises(weights.CheckpointError, match="neither a posecli checkpoint"):
         weights.load_model(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# B. Lost outputs
+
+
+def _dead_pid() -> int:
+    """A process id that no process has (above the kernel's maximum)."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+
+def test_sigterm_finalises_the_outputs_and_exits_143(
+    long_video: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """SIGTERM while frames are being written: like Ctrl-C, with exit code 143 and one line."""
+    out, tracks = tmp_path / "out.mp4", tmp_path / "tracks.jsonl"
+    command = [
+        sys.executable, "-m", "posecli", "video", str(long_video), "--out", str(out),
+        "--json", str(tracks), "--model", str(checkpoint), "--box-size", "64", "--quiet",
+        "--threads", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        partial = [tmp_path / name for name in hidden(tmp_path) if "tracks.jsonl" in name]
+        if partial and partial[0].exists() and partial[0].read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "terminated" in lines[0], stderr
+    frames = [json.loads(line)["frame"] for line in tracks.read_text().splitlines()]
+    assert 3 <= len(frames) < 200 and frames == list(range(len(frames)))
+    assert len(list(VideoSource(out))) == len(frames)
+    assert hidden(tmp_path) == []
+
+
+def test_sigterm_calls_the_interrupt_handler_in_force(monkeypatch) -> None:
+    """The trainer defers Ctrl-C to the end of a step: SIGTERM goes through the same handler."""
+    from posecli import cli
+
+    calls = []
+    monkeypatch.setattr(signal, "getsignal", lambda number: lambda *args: calls.append(number))
+    termination = cli._Termination()
+    termination(signal.SIGTERM, None)
+    assert calls == [signal.SIGINT] and termination.received
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(
+    plain_video: Path, fast: list[str], tmp_path: Path
+) -> None:
+    dead, alive = _dead_pid(), os.getppid()
+    stale = [
+        tmp_path / f".tracks.jsonl.{dead}-0123abcd.part",
+        tmp_path / f".clip.mp4.{dead}-89abcdef.mp4",
+        tmp_path / "clip_openpose" / f".clip_000000000003_keypoints.json.{dead}-00000000.part",
+    ]
+    kept = [
+        tmp_path / f".tracks.jsonl.{alive}-0123abcd.part",  # its process still runs
+        tmp_path / f".other.jsonl.{dead}-0123abcd.part",  # not an output of this run
+        tmp_path / ".tracks.jsonl.notes",  # not posecli's
+    ]
+    (tmp_path / "clip_openpose").mkdir()
+    for path in stale + kept:
+        path.write_bytes(b"left behind")
+    args = ["video", str(plain_video), "-o", str(tmp_path / "clip.mp4"), "--format", "openpose"]
+    assert run([*args, "--json", str(tmp_path / "tracks.jsonl"), *fast]) == 0
+    assert [path.exists() for path in stale] == [False] * 3
+    assert [path.exists() for path in kept] == [True] * 3
+
+
+def test_save_checkpoint_removes_its_stale_temporaries(checkpoint: Path, tmp_path: Path) -> None:
+    stale = tmp_path / f".shipped.pt.{_dead_pid()}.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    out = tmp_path / "shipped.pt"
+    assert run(["export", "--model", str(checkpoint), "--out", str(out), "--quiet"]) == 0
+    assert out.is_file() and not stale.exists()
+
+
+def _photos_with_a_bad_one(folder: Path) -> None:
+    write_images(folder, ["000000000001.png", "000000000002.png", "000000000004.png"])
+    good = (folder / "000000000001.png").read_bytes()
+    (folder / "000000000003.png").write_bytes(good[: len(good) // 3])  # truncated
+
+
+def test_images_skip_an_unreadable_image_and_say_so(fast: list[str], tmp_path: Path, capsys):
+    _photos_with_a_bad_one(tmp_path / "photos")
+    results, annotated = tmp_path / "poses.json", tmp_path / "annotated"
+    args = ["images", str(tmp_path / "photos"), "--json", str(results), "--out-dir", str(annotated)]
+    loud = [option for option in fast if option != "--quiet"]
+    assert run([*args, *loud]) == 0
+    err = "".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "000000000003.png" in err and "skipped" in err and "Traceback" not in err
+    json.loads(results.read_text())
+    listing = json.loads((tmp_path / "poses.images.json").read_text())
+    assert [entry["id"] for entry in listing] == [1, 2, 3, 4]
+    assert "error" in listing[2] and all("error" not in listing[i] for i in (0, 1, 3))
+    assert sorted(path.name for path in annotated.iterdir()) == [
+        "000000000001.png", "000000000002.png", "000000000004.png",
+    ]  # fmt: skip
+
+
+def test_images_strict_stops_at_an_unreadable_image_and_writes_nothing(
+    fast: list[str], tmp_path: Path, capsys
+) -> None:
+    _photos_with_a_bad_one(tmp_path / "photos")
+    results = tmp_path / "poses.json"
+    args = ["images", str(tmp_path / "photos"), "--json", str(results), "--strict", *fast]
+    assert run(args) == 1
+    assert "000000000003.png" in one_error_line(capsys.readouterr().err)
+    assert sorted(os.listdir(tmp_path)) == ["photos"]  # no results, no listing, no temporary
+
+
+def test_images_where_no_image_is_readable_fail(fast: list[str], tmp_path: Path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        (folder / name).write_bytes(b"not an image")
+    args = ["images", str(folder), "--json", str(tmp_path / "poses.json"), *fast]
+    assert run(args) == 1
+    assert "none of the 2 images" in one_error_line(capsys.readouterr().err)
+    assert sorted(os.listdir(tmp_path)) == ["photos"]
+
+
+def test_interrupted_images_run_writes_results_and_listing_of_the_images_done(
+    fast: list[str], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from posecli.io.sources import ImageSource
+
+    write_images(tmp_path / "photos", [f"{n:012d}.png" for n in range(1, 6)])
+    frames = ImageSource.__iter__
+
+    def interrupted(self):
+        for frame in frames(self):
+            if frame.index == 3:
+                raise KeyboardInterrupt
+            yield frame
+
+    monkeypatch.setattr(ImageSource, "__iter__", interrupted)
+    results = tmp_path / "poses.json"
+    assert run(["images", str(tmp_path / "photos"), "--json", str(results), *fast]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert {entry["image_id"] for entry in json.loads(results.read_text())} <= {1, 2, 3}
+    listing = json.loads((tmp_path / "poses.images.json").read_text())
+    assert [entry["id"] for entry in listing] == [1, 2, 3]
+    assert hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", ["annotated copy", "openpose file", "missing input"])
+def test_images_check_outputs_and_inputs_before_the_model_loads(
+    case: str, fast: list[str], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the outputs were checked")
+
+    monkeypatch.setattr(weights, "load_model", no_model)
+    write_images(tmp_path / "photos", ["a.png", "b.png"])
+    annotated, openpose = tmp_path / "annotated", tmp_path / "poses_openpose"
+    annotated.mkdir()
+    openpose.mkdir()
+    (annotated / "b.png").write_bytes(b"precious")
+    (openpose / "a_keypoints.json").write_bytes(b"precious")
+    args = ["images", str(tmp_path / "photos"), "--json", str(tmp_path / "poses.json")]
+    extra = {
+        "annotated copy": ["--out-dir", str(annotated)],
+        "openpose file": ["--format", "openpose"],
+        "missing input": [str(tmp_path / "nowhere.png")],
+    }[case]
+    assert run([*args, *extra, *fast]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert ("not found" if case == "missing input" else "exists") in line
+    assert (annotated / "b.png").read_bytes() == b"precious"
+    assert (openpose / "a_keypoints.json").read_bytes() == b"precious"
+    assert not (tmp_path / "poses.json").exists()
+
+
+def test_images_refuse_to_write_copies_over_their_inputs(fast: list[str], tmp_path: Path, capsys):
+    write_images(tmp_path / "photos", ["a.png"])
+    before = (tmp_path / "photos" / "a.png").read_bytes()
+    args = ["images", str(tmp_path / "photos"), "--json", str(tmp_path / "poses.json")]
+    assert run([*args, "--out-dir", str(tmp_path / "photos"), "--force", *fast]) == 2
+    assert "--out-dir" in one_error_line(capsys.readouterr().err)
+    assert (tmp_path / "photos" / "a.png").read_bytes() == before
+
+
+def test_eval_checks_its_images_before_the_model_loads(
+    fast: list[str], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the images were checked")
+
+    monkeypatch.setattr(weights, "load_model", no_model)
+    annotations, images = write_people_set(tmp_path / "set")
+    next(images.iterdir()).unlink()
+    assert run(["eval", "--annotations", str(annotations), "--images", str(images), *fast]) == 1
+    assert "not found" in one_error_line(capsys.readouterr().err)

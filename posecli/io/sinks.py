@@ -29,6 +29,7 @@ import re
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -371,18 +372,36 @@ class _DirectorySink(Sink):
         return self.directory if self.files else None
 
 
+def check_directory_files(directory: Path, names: Iterable[str], *, force: bool) -> None:
+    """Fail early on files a directory sink would overwrite.
+
+    Raises:
+        OutputError: the first of ``names`` that exists in ``directory``, unless ``force``.
+    """
+    if force or not directory.is_dir():
+        return
+    for name in names:
+        if (directory / name).exists():
+            raise OutputError(f"{directory / name} exists (use --force to overwrite)")
+
+
 class OpenPoseSink(_DirectorySink):
     """OpenPose-compatible ``*_keypoints.json`` files, one per frame, in a directory.
 
     Video frames are named ``{prefix}_{index:012d}_keypoints.json`` (OpenPose's naming), still
     images ``{stem}_keypoints.json``. Existing keypoint files in the directory make the
-    constructor fail unless ``force``.
+    constructor (and :meth:`check`, for a check before any work) fail unless ``force``.
     """
 
     def __init__(self, directory: str | Path, *, prefix: str = "", force: bool = False) -> None:
         super().__init__(directory, force=force)
         self.prefix = prefix
-        existing = next(self.directory.glob("*_keypoints.json"), None)
+        self.check(self.directory, force=force)
+
+    @staticmethod
+    def check(directory: Path, *, force: bool) -> None:
+        """OutputError when ``directory`` holds keypoint files already, unless ``force``."""
+        existing = next(directory.glob("*_keypoints.json"), None) if directory.is_dir() else None
         if existing is not None and not force:
             raise OutputError(f"{existing} exists (use --force to overwrite)")
 

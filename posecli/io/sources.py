@@ -477,18 +477,38 @@ class ImageSource(_Source):
 
     ``frame.index`` is the position in :attr:`paths`, ``frame.time`` is 0 and ``frame.name`` the
     file name; :attr:`ids` gives the ``(image_id, name)`` pairs of :func:`image_ids`.
+
+    With ``skip_unreadable`` an image that cannot be read is logged (a warning), recorded in
+    :attr:`skipped` as ``(index, message)`` and passed over; the iteration fails only when no
+    image at all could be read. Without it the first unreadable image raises.
+
+    Raises:
+        InputError: a missing input (at construction), an unreadable image (iterating).
     """
 
-    def __init__(self, inputs: Sequence[str | Path]) -> None:
+    def __init__(self, inputs: Sequence[str | Path], *, skip_unreadable: bool = False) -> None:
         self.paths: list[Path] = expand_image_inputs(inputs)
         self.ids: list[tuple[int, str]] = image_ids(self.paths)
+        self.skip_unreadable = skip_unreadable
+        self.skipped: list[tuple[int, str]] = []
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __iter__(self) -> Iterator[SourceFrame]:
+        self.skipped = []
         for index, path in enumerate(self.paths):
-            yield SourceFrame(image=load_image(path), index=index, time=0.0, name=path.name)
+            try:
+                image = load_image(path)
+            except InputError as error:
+                if not self.skip_unreadable or len(self.paths) == 1:
+                    raise
+                logger.warning("skipped: %s", error)
+                self.skipped.append((index, str(error)))
+                continue
+            yield SourceFrame(image=image, index=index, time=0.0, name=path.name)
+        if self.paths and len(self.skipped) == len(self.paths):
+            raise InputError(f"none of the {len(self.paths)} images could be read")
 
     def close(self) -> None:
         """Nothing to release: each file is read and closed as it is loaded."""
