@@ -172,7 +172,20 @@ PartThreshold = Annotated[
 ]
 MinScore = Annotated[
     float,
-    typer.Option(min=0.0, help="Drop people scoring less per keypoint.", rich_help_panel=_PANEL),
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Drop people whose score (the one reported, 0–1) is lower.",
+        rich_help_panel=_PANEL,
+    ),
+]
+MinPartScore = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="Decoder: drop people whose total score per keypoint is lower.",
+        rich_help_panel=_PANEL,
+    ),
 ]
 Threads = Annotated[
     int,
@@ -232,6 +245,7 @@ def inference_options(
     min_score: float,
     max_people: int,
     threads: int,
+    min_part_score: float = _DECODE.min_mean_part_score,
     refine: bool = False,
     refiner: str = "",
     instances: int = 0,
@@ -239,7 +253,8 @@ def inference_options(
     """Build the configs of the shared inference options (the one place that knows them)."""
     if not 0 < peak_threshold < math.inf:
         raise UsageError(f"--peak-threshold must be a number > 0, got {peak_threshold}")
-    for name, value in (("--part-threshold", part_threshold), ("--min-score", min_score)):
+    numbers = {"--part-threshold": part_threshold, "--min-part-score": min_part_score}
+    for name, value in {**numbers, "--min-score": min_score}.items():
         if not math.isfinite(value):
             raise UsageError(f"{name} must be a number, got {value}")
     if 0 < long_side < _MIN_INPUT_SIZE:
@@ -265,7 +280,8 @@ def inference_options(
     decode = DecodeConfig(
         peak_threshold=peak_threshold,
         part_threshold=part_threshold,
-        min_mean_part_score=min_score,
+        min_mean_part_score=min_part_score,
+        min_person_score=min_score,
         max_people=max_people,
     )
     return InferenceOptions(model=model, inference=inference, decode=decode, threads=threads)
@@ -283,7 +299,8 @@ _INFERENCE_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
     ("batch_size", BatchSize, _INFERENCE.batch_size),
     ("peak_threshold", PeakThreshold, _DECODE.peak_threshold),
     ("part_threshold", PartThreshold, _DECODE.part_threshold),
-    ("min_score", MinScore, _DECODE.min_mean_part_score),
+    ("min_score", MinScore, _DECODE.min_person_score),
+    ("min_part_score", MinPartScore, _DECODE.min_mean_part_score),
     ("max_people", MaxPeople, _DECODE.max_people),
     ("threads", Threads, 0),
     ("refine", Refine, _INFERENCE.refine),
@@ -726,7 +743,7 @@ def webcam(
     if not no_display and not show:
         logger.warning("no display available: running without a window")
     if not show and out is None and json_path is None:
-        raise PoseCliError("no display and nothing to write: give --out or --json")
+        raise UsageError("no display and nothing to write: give --out or --json")
     _check_outputs([out, json_path], force)
     estimator = _load_estimator(options)
     stop = threading.Event()
@@ -968,6 +985,8 @@ def evaluate(
     if metrics is not None:
         _write_json_file(metrics, scores, force)
     summary = f"{len(results)} people in {stats.frames} images, model {estimator.model.name}"
+    if estimator.refinement is not None:
+        summary += f" refined by {estimator.refinement.refiner.name}"
     _say(quiet, summary + (f": {_written(metrics, detections)}" if metrics else ""))
 
 
@@ -1020,12 +1039,13 @@ def train(
         Path | None, typer.Option(help="Validation images (default: beside the annotations).")
     ] = None,
     preset: Annotated[
-        str,
+        str | None,
         typer.Option(
             help=f"Network shape: {', '.join(MODEL_PRESETS)}; or a top-down refiner (issue 16, "
-            f"trained on person crops): {', '.join(REFINER_PRESETS)}."
+            f"trained on person crops): {', '.join(REFINER_PRESETS)} (default: {_TRAIN.preset}; "
+            "not with --init, whose network it is)."
         ),
-    ] = _TRAIN.preset,
+    ] = None,
     init: Annotated[
         str | None, typer.Option(help="Start from this checkpoint or model name.")
     ] = None,
@@ -1101,6 +1121,11 @@ def train(
 
     _setup_logging(quiet)
     _set_threads(threads)
+    if init is not None and preset is not None:
+        raise UsageError(
+            f"--preset {preset} and --init exclude each other: the network is --init's "
+            "(grow it with --init-stacks)"
+        )
     if len(annotations) != len(images_dir):
         raise UsageError(
             f"{len(annotations)} --annotations but {len(images_dir)} --images: give one image "
@@ -1115,7 +1140,7 @@ def train(
         out=str(out),
         val_annotations=str(val_annotations) if val_annotations else None,
         val_images=str(val_images) if val_images else None,
-        preset=preset,
+        preset=preset or ("" if init else _TRAIN.preset),  # "": none, the network is --init's
         init=init,
         init_stacks=init_stacks,
         resume=resume,

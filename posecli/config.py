@@ -70,6 +70,8 @@ class DecodeConfig:
     merge_ratio: float = 0.7  # a merging part must reach this × both people's weakest part
     min_parts: int = 2  # people with fewer keypoints are dropped
     min_mean_part_score: float = 0.45  # people whose total score per keypoint is lower are dropped
+    # ours: people whose person score (the one reported, 0–1) is lower are dropped (Estimator)
+    min_person_score: float = 0.0
     max_people: int = 0  # keep at most this many people, highest score first (0: no limit)
     max_peaks: int = 100  # ours: keypoint candidates kept per type, highest first (bounds time)
     # ours: "gaussian" fits a parabola to the log of the peak and its two neighbours per axis

@@ -13,6 +13,10 @@ Decode grid: ``InferenceConfig.decode_stride`` 4 (the default) decodes the nativ
 2 upsamples ×2 first. ``bench/decode_grid.py`` measured both on ground-truth heatmaps of the shared
 COCO-format sets: equal AP within the sets' noise, and stride 2 costs ~20× the time per frame,
 mostly in the upsampling itself.
+
+Refinement (issue 16, ``InferenceConfig.refine``): the decoded people of each image are refined
+top-down by a refiner checkpoint (``InferenceConfig.refiner``, or a ``RefinerModel`` passed in)
+and merged with the bottom-up ones, see ``posecli.refine``; ``poses`` then needs the image.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from posecli.config import DecodeConfig, InferenceConfig
 from posecli.decode import decode
 from posecli.errors import CheckpointError, InputError, UsageError
 from posecli.pose import Pose
+from posecli.refine import Refinement
 from posecli.spec import CHANNEL_FLIP_ORDER, NUM_CHANNELS, STRIDE
 from posecli.transforms import (
     GridTransform,
@@ -39,7 +44,7 @@ from posecli.transforms import (
     pad_image,
     resize_image,
 )
-from posecli.weights import PoseModel, prepare_network, resolve_device
+from posecli.weights import PoseModel, RefinerModel, load_refiner, prepare_network, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +74,12 @@ def decode_heatmaps(heatmaps: Heatmaps, config: DecodeConfig, native: bool = Tru
 
     Returns:
         People, highest score first: COCO-17 ``[x, y, confidence]`` keypoints in original
-        image pixels, float32; a missing keypoint is ``(0, 0, 0)``.
+        image pixels, float32, confidences in [0, 1] (heatmap peaks may overshoot 1: clipped);
+        a missing keypoint is ``(0, 0, 0)``.
     """
     decoded = decode(heatmaps.maps, config, native=native)
     keypoints = np.array(decoded.keypoints, dtype=np.float32)  # (P, 17, 3) grid coordinates
+    np.clip(keypoints[..., 2], 0.0, 1.0, out=keypoints[..., 2])
     found = keypoints[..., 2:] > 0  # (P, 17, 1)
     pixels = heatmaps.transform.apply(keypoints[..., :2])  # (P, 17, 2)
     keypoints[..., :2] = np.where(found, pixels, 0.0)
@@ -81,6 +88,18 @@ def decode_heatmaps(heatmaps: Heatmaps, config: DecodeConfig, native: bool = Tru
         for person, score in zip(keypoints, decoded.scores, strict=True)
     ]
     return sorted(poses, key=lambda pose: pose.score, reverse=True)
+
+
+def _shown(poses: list[Pose], min_score: float) -> list[Pose]:
+    """The people to report: scores and keypoint confidences in [0, 1], none scoring below
+    ``min_score``."""
+    shown = []
+    for pose in poses:
+        pose.score = min(max(pose.score, 0.0), 1.0)
+        if pose.score >= min_score:
+            np.clip(pose.keypoints[:, 2], 0.0, 1.0, out=pose.keypoints[:, 2])
+            shown.append(pose)
+    return shown
 
 
 def resample_heatmaps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -109,6 +128,8 @@ def _check_config(config: InferenceConfig) -> None:
         raise UsageError(f"pad multiple must be a multiple of {STRIDE}, got {config.pad_multiple}")
     if config.decode_stride < 1 or STRIDE % config.decode_stride:
         raise UsageError(f"decode stride must be 1, 2 or 4, got {config.decode_stride}")
+    if config.instances < 0:
+        raise UsageError(f"instances must be 0 (all) or positive, got {config.instances}")
 
 
 def _check_image(image: object, index: int) -> np.ndarray:
@@ -130,6 +151,9 @@ class Estimator:
     The model's network is moved to the configured device (``weights.prepare_network``:
     eval mode, channels-last on CPU) and, when ``config.half`` is set and the device is CUDA,
     to float16 — in place: the ``PoseModel`` passed in is the one that runs.
+
+    With ``config.refine`` the people are refined top-down (``posecli.refine``) by ``refiner``,
+    or else by the checkpoint that ``config.refiner`` names (loaded here).
     """
 
     def __init__(
@@ -137,6 +161,7 @@ class Estimator:
         model: PoseModel,
         config: InferenceConfig = InferenceConfig(),  # noqa: B008 (frozen record)
         decode_config: DecodeConfig = DecodeConfig(),  # noqa: B008 (frozen record)
+        refiner: RefinerModel | None = None,
     ) -> None:
         _check_config(config)
         self.model = model
@@ -148,6 +173,7 @@ class Estimator:
             logger.info("fp16 requested on %s: running float32 (fp16 is CUDA only)", self.device)
         self.network = prepare_network(model.network, self.device).to(dtype=self.dtype)
         self._flip_channels = torch.tensor(CHANNEL_FLIP_ORDER, device=self.device)
+        self.refinement = self._refinement(refiner) if config.refine else None
         logger.debug(
             "Estimator: model %s on %s (%s), box %d, long side %d, scales %s, flip %s, "
             "decode stride %d",
@@ -181,11 +207,28 @@ class Estimator:
 
         Keypoints are COCO-17 ``[x, y, confidence]`` in pixels of each original image.
         """
-        return [self.poses(heatmaps) for heatmaps in self.heatmaps(images)]
+        checked = [_check_image(image, index) for index, image in enumerate(images)]
+        heatmaps = self.heatmaps(checked)
+        return [self.poses(maps, image) for maps, image in zip(heatmaps, checked, strict=True)]
 
-    def poses(self, heatmaps: Heatmaps) -> list[Pose]:
-        """Decode one image's heatmaps into poses in its pixels (see ``decode_heatmaps``)."""
-        return decode_heatmaps(heatmaps, self.decode_config)
+    def poses(self, heatmaps: Heatmaps, image: np.ndarray | None = None) -> list[Pose]:
+        """Decode one image's heatmaps into poses in its pixels (see ``decode_heatmaps``),
+        refined top-down when the config says so, which needs the RGB uint8 ``(H, W, 3)``
+        ``image`` the heatmaps come from."""
+        poses = decode_heatmaps(heatmaps, self.decode_config)
+        if self.refinement is not None:
+            if image is None:
+                raise UsageError("refining poses needs the image they come from")
+            poses = self.refinement.refine(image, poses)
+        return _shown(poses, self.decode_config.min_person_score)
+
+    def _refinement(self, refiner: RefinerModel | None) -> Refinement:
+        """The refinement stage, with ``refiner`` or the one ``config.refiner`` names."""
+        if refiner is None:
+            if not self.config.refiner:
+                raise UsageError("refinement needs a refiner: --refiner NAME|PATH")
+            refiner = load_refiner(self.config.refiner, device=str(self.device))
+        return Refinement(refiner, self.config, self.device, self.dtype)
 
     def _batches(self, images: Sequence[np.ndarray]) -> Iterator[list[int]]:
         """Indices of images batched together: equal sizes, at most ``batch_size`` each."""

@@ -488,3 +488,119 @@ def test_eval_checks_its_images_before_the_model_loads(
     next(images.iterdir()).unlink()
     assert run(["eval", "--annotations", str(annotations), "--images", str(images), *fast]) == 1
     assert "not found" in one_error_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------------------------------------
+# C. Silently wrong
+
+
+def _train_args(tmp_path: Path) -> list[str]:
+    annotations, images = write_people_set(tmp_path / "set")
+    return ["train", "--annotations", str(annotations), "--images", str(images)] + [
+        "--max-steps", "1", "--batch-size", "2", "--input-size", "64", "--workers", "0",
+        "--device", "cpu", "--threads", "1", "--quiet",
+    ]  # fmt: skip
+
+
+def test_train_refuses_a_preset_with_init_and_records_no_preset_for_init(
+    checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from posecli.train import trainer
+
+    args = _train_args(tmp_path)
+    init = ["--init", str(checkpoint), "--out", str(tmp_path / "run")]
+    assert run([*args, *init, "--preset", "imhn-cpu"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--preset" in line and "--init" in line
+    configs = []
+    monkeypatch.setattr(trainer, "train", lambda config, progress: configs.append(config) or "x")
+    assert run([*args, *init]) == 0
+    assert configs[0].preset == "" and configs[0].init == str(checkpoint)
+    assert run([*args, "--out", str(tmp_path / "scratch")]) == 0
+    assert configs[1].preset == "imhn-official"
+
+
+def test_train_resume_of_a_folder_without_a_run_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert run([*_train_args(tmp_path), "--out", str(tmp_path / "empty"), "--resume"]) == 1
+    assert "holds no training run" in one_error_line(capsys.readouterr().err)
+    assert os.listdir(tmp_path / "empty") == []
+
+
+def test_train_into_a_folder_holding_a_run_is_an_existing_output(tmp_path: Path, capsys) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train-state.pt").write_bytes(b"a run")
+    assert run([*_train_args(tmp_path), "--out", str(tmp_path / "run")]) == 1
+    assert "already holds a training run" in one_error_line(capsys.readouterr().err)
+    assert (tmp_path / "run" / "train-state.pt").read_bytes() == b"a run"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_checkpoints_with_non_finite_weights_are_refused(
+    bad: float, plain_video: Path, tmp_path: Path, capsys
+) -> None:
+    from tiny_model import TINY_CONFIG
+
+    from posecli.config import Preprocessing
+    from posecli.model import build_network
+
+    network = build_network(TINY_CONFIG)
+    with torch.no_grad():
+        next(network.parameters()).view(-1)[3] = bad
+    model = weights.save_checkpoint(tmp_path / "bad.pt", network, TINY_CONFIG, Preprocessing(), {})
+    out = tmp_path / "out.mp4"
+    args = ["video", str(plain_video), "--out", str(out), "--model", str(model), "-q"]
+    assert run([*args, "--box-size", "64"]) == 1
+    assert "NaN or infinite" in one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def _decoded_people(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder finds three people scored 0.95, 0.5 and 0.2, keypoint peaks up to 1.0995."""
+    from posecli import estimator
+    from posecli.decode import DecodedPoses
+
+    keypoints = np.zeros((3, 17, 3), dtype=np.float32)
+    keypoints[:, :, 0], keypoints[:, :, 1] = 5.0, np.arange(17) % 10
+    keypoints[:, :, 2] = np.linspace(0.5, 1.0995, 17)
+    scores = np.array([0.95, 0.5, 0.2], dtype=np.float32)
+    monkeypatch.setattr(
+        estimator, "decode", lambda *args, **kwargs: DecodedPoses(keypoints.copy(), scores)
+    )
+
+
+def test_min_score_filters_the_person_score_and_confidences_stay_in_0_1(
+    fast: list[str], tmp_path: Path, monkeypatch
+) -> None:
+    _decoded_people(monkeypatch)
+    write_images(tmp_path / "photos", ["000000000001.png"])
+    results = tmp_path / "poses.json"
+    args = ["images", str(tmp_path / "photos"), "--json", str(results), *fast]
+    assert run([*args, "--min-score", "0.45"]) == 0
+    entries = json.loads(results.read_text())
+    assert [entry["score"] for entry in entries] == [0.95, 0.5]
+    assert max(value for entry in entries for value in entry["keypoints"][2::3]) == 1.0
+    assert run([*args, "--force"]) == 0  # default: every person the decoder keeps
+    assert len(json.loads(results.read_text())) == 3
+    tracks = tmp_path / "tracks.jsonl"
+    assert run(["video", str(tmp_path / "photos" / "000000000001.png")] + [
+        "--no-video", "--json", str(tracks), "--min-score", "0.9", *fast,
+    ]) == 0  # fmt: skip
+    (line,) = [json.loads(text) for text in tracks.read_text().splitlines()]
+    assert [person["score"] for person in line["people"]] == [0.95]
+    assert all(0 <= point[2] <= 1 for point in line["people"][0]["keypoints"])
+
+
+def test_min_score_is_a_score_between_0_and_1(plain_video: Path, fast: list[str], capsys):
+    args = ["video", str(plain_video), "--no-video", "--json", "x.jsonl", *fast]
+    assert run([*args, "--min-score", "1.5"]) == 2
+    assert "--min-score" in one_error_line(capsys.readouterr().err)
+
+
+def test_nothing_to_write_is_a_usage_error_everywhere(
+    plain_video: Path, fast: list[str], capsys
+) -> None:
+    assert run(["webcam", "--camera", str(plain_video), "--no-display", *fast]) == 2
+    assert "nothing to write" in one_error_line(capsys.readouterr().err)
+    assert run(["video", str(plain_video), "--no-video", *fast]) == 2
+    assert "nothing to write" in one_error_line(capsys.readouterr().err)

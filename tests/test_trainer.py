@@ -16,7 +16,7 @@ import torch
 from coco_synthetic import write_people_set
 
 from posecli.config import ModelConfig, TrainConfig
-from posecli.errors import ResumableInterruptError, UsageError
+from posecli.errors import OutputError, ResumableInterruptError, UsageError
 from posecli.train.trainer import autocast_dtype, lr_factor, train
 from posecli.weights import load_model
 
@@ -138,7 +138,7 @@ def _has_steps(run: Path) -> bool:
 
 def test_a_run_directory_is_not_overwritten(people_set, tmp_path: Path):
     train(_config(people_set, tmp_path / "run", max_steps=1))
-    with pytest.raises(UsageError, match="already holds a training run"):
+    with pytest.raises(OutputError, match="already holds a training run"):
         train(_config(people_set, tmp_path / "run", max_steps=1))
 
 

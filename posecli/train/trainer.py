@@ -22,6 +22,10 @@ Exact resume: the data order is a function of (seed, epoch) and every augmentati
 optimiser, scheduler and scaler states and skipping the batches already done in the epoch gives
 the very next step of the uninterrupted run.
 
+Refiners (issue 16): a ``TrainConfig`` with a ``refiner`` shape, a refiner preset or a refiner
+``init`` trains a top-down refiner on person crops instead (``posecli.train.refiner``), with the
+same machinery; its validation is top-down AP on the annotated people's boxes.
+
 Ctrl-C (SIGINT in the main thread) finishes the step under way, saves both files and raises
 ``ResumableInterruptError``, so ``resume=True`` continues from that very step; a second Ctrl-C
 stops at once.
@@ -56,9 +60,17 @@ from posecli.config import (
     InferenceConfig,
     ModelConfig,
     Preprocessing,
+    RefinerConfig,
     TrainConfig,
 )
-from posecli.errors import CheckpointError, PoseCliError, ResumableInterruptError, UsageError
+from posecli.errors import (
+    CheckpointError,
+    InputError,
+    OutputError,
+    PoseCliError,
+    ResumableInterruptError,
+    UsageError,
+)
 from posecli.estimator import Estimator
 from posecli.evaluate import coco_keypoint_ap, load_annotations
 from posecli.io.sources import load_image
@@ -67,10 +79,19 @@ from posecli.pose import to_coco_result
 from posecli.spec import STRIDE
 from posecli.train.dataset import CocoKeypointDataset
 from posecli.train.loss import heatmap_loss
+from posecli.train.refiner import (
+    RefinerCropDataset,
+    box_ap,
+    initial_refiner,
+    is_refiner_task,
+    refiner_loss,
+)
 from posecli.weights import (
     PoseModel,
+    RefinerModel,
     load_model,
     load_pretrained_encoder,
+    load_refiner,
     prepare_network,
     resolve_device,
     save_checkpoint,
@@ -167,9 +188,13 @@ def join_process_group(device: torch.device) -> tuple[Distributed, torch.device]
     return distributed, device
 
 
-def initial_network(config: TrainConfig) -> tuple[nn.Module, ModelConfig, Preprocessing]:
+def initial_network(
+    config: TrainConfig,
+) -> tuple[nn.Module, ModelConfig | RefinerConfig, Preprocessing]:
     """The network to train: from ``config.init`` (grown to ``config.init_stacks`` stacks if
-    set), else freshly built from the model or preset."""
+    set), else freshly built from the model or preset (a refiner for a refiner task)."""
+    if is_refiner_task(config):
+        return initial_refiner(config)
     if config.init:
         model = load_model(config.init, device="cpu")
         logger.info("initialised from %s", config.init)
@@ -190,7 +215,7 @@ def initial_network(config: TrainConfig) -> tuple[nn.Module, ModelConfig, Prepro
             f"unknown preset {config.preset!r}; choose one of {', '.join(MODEL_PRESETS)}"
         )
     network = build_network(model_config)
-    if model_config.encoder:
+    if model_config.encoder and config.pretrained:
         load_pretrained_encoder(network)
     return network, model_config, config.preprocessing
 
@@ -274,6 +299,26 @@ def _check_config(config: TrainConfig) -> None:
         raise UsageError("--init-stacks needs --init and a positive number of stacks")
     if not 0 <= zoom.mosaic_probability <= 1:
         raise UsageError(f"mosaic probability {zoom.mosaic_probability} is outside 0–1 (--mosaic)")
+
+
+def _check_run_folder(config: TrainConfig) -> None:
+    """A run starts in a folder without one, and resumes only one that is there.
+
+    Raises:
+        OutputError: ``config.out`` holds a run and ``resume`` is off (an existing output).
+        InputError: ``resume`` is on and ``config.out`` holds no run to continue.
+    """
+    paths = RunPaths(Path(config.out))
+    if config.resume and not paths.state.is_file():
+        raise InputError(
+            f"--resume: {paths.root} holds no training run to continue (no {paths.state.name}); "
+            "leave out --resume to start one"
+        )
+    if not config.resume and paths.state.is_file():
+        raise OutputError(
+            f"{paths.root} already holds a training run; resume it (--resume) or choose another "
+            "output directory"
+        )
 
 
 class EpochSampler(Sampler):
@@ -420,14 +465,9 @@ class Trainer:
         self.log = MetricsLog(self.paths.metrics, self.distributed.is_main, progress)
         torch.manual_seed(config.seed)
         network, self.model_config, self.preprocessing = initial_network(config)
+        self.refiner = isinstance(self.model_config, RefinerConfig)
         self.network = prepare_network(network, self.device).train()  # CPU: channels-last
-        coarsest = config.input_size // (STRIDE * 2**self.model_config.depth)  # cells per side
-        if config.batch_size * coarsest**2 < 2:
-            raise UsageError(
-                f"batch size 1 at input size {config.input_size} leaves BatchNorm one value per "
-                "channel at the coarsest scale; use a larger batch or input"
-            )
-        self.dataset = CocoKeypointDataset.from_config(config, self.preprocessing)
+        self.dataset = self._dataset()
         self.sampler = DistributedSampler(
             self.dataset,
             num_replicas=self.distributed.world_size,
@@ -443,12 +483,22 @@ class Trainer:
         self.progress = Progress()
         if config.resume and self.paths.state.is_file():
             self._resume()
-        elif self.paths.state.is_file():
-            raise UsageError(
-                f"{self.paths.root} already holds a training run; resume it or choose another "
-                "output directory"
-            )
+        else:
+            _check_run_folder(config)
         self.model = self._parallel(self.network)
+
+    def _dataset(self) -> CocoKeypointDataset | RefinerCropDataset:
+        """The run's training items: person crops for a refiner, whole images for an IMHN."""
+        config, shape = self.config, self.model_config
+        if isinstance(shape, RefinerConfig):
+            return RefinerCropDataset.from_config(config, shape, self.preprocessing)
+        coarsest = config.input_size // (STRIDE * 2**shape.depth)  # cells per side
+        if config.batch_size * coarsest**2 < 2:
+            raise UsageError(
+                f"batch size 1 at input size {config.input_size} leaves BatchNorm one value per "
+                "channel at the coarsest scale; use a larger batch or input"
+            )
+        return CocoKeypointDataset.from_config(config, self.preprocessing)
 
     def _parallel(self, network: nn.Module) -> nn.Module:
         """Wrap for DDP when several processes train (SyncBatchNorm on CUDA when asked)."""
@@ -465,7 +515,8 @@ class Trainer:
         state = torch.load(self.paths.state, map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{self.paths.state}: not a posecli training state")
-        model = load_model(str(self.paths.last), device="cpu")
+        loader = load_refiner if self.refiner else load_model
+        model = loader(str(self.paths.last), device="cpu")
         if model.provenance.get("step") != state["step"]:
             raise CheckpointError(
                 f"{self.paths.last} (step {model.provenance.get('step')}) does not match "
@@ -544,22 +595,17 @@ class Trainer:
         )
 
     def step(
-        self, images: torch.Tensor, targets: list[torch.Tensor], masks: list[torch.Tensor]
+        self,
+        images: torch.Tensor,
+        targets: list[torch.Tensor] | torch.Tensor,
+        masks: list[torch.Tensor] | torch.Tensor,
     ) -> tuple[float, float]:
         """One optimiser and scheduler step on a batch; returns the loss and the gradient norm
         before clipping. ``images`` (N, 3, S, S) float normalised, ``targets`` and ``masks`` one
-        tensor per output scale, as ``CocoKeypointDataset`` yields them.
+        tensor per output scale, as ``CocoKeypointDataset`` yields them (a refiner: the
+        ``(N, λ, 17, h, w)`` targets and ``(N, λ, 17)`` weights of ``RefinerCropDataset``).
         """
-        images = images.to(self.device, non_blocking=True)  # (N, 3, S, S)
-        targets = [t.to(self.device, non_blocking=True) for t in targets]  # [(N, 50, h_j, w_j)]
-        masks = [m.to(self.device, non_blocking=True) for m in masks]  # [(N, 1|50, h_j, w_j)]
-        with torch.autocast(
-            self.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-        ):
-            outputs = self.model(images)  # [stacks][scales] (N, 50, h_j, w_j)
-        loss = heatmap_loss(outputs, targets, masks, self.config.loss)
+        loss = self._loss(images, targets, masks)
         if not torch.isfinite(loss):
             raise PoseCliError(
                 f"training diverged: loss is {loss.item()} at step {self.progress.step + 1}; "
@@ -575,6 +621,30 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         return loss.item(), grad_norm.item()
+
+    def _loss(
+        self,
+        images: torch.Tensor,
+        targets: list[torch.Tensor] | torch.Tensor,
+        masks: list[torch.Tensor] | torch.Tensor,
+    ) -> torch.Tensor:
+        """The training loss of one batch (see ``step``), float32 scalar on the device."""
+        images = images.to(self.device, non_blocking=True)  # (N, 3, S, S)
+        autocast = torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        )
+        if isinstance(targets, torch.Tensor) and isinstance(masks, torch.Tensor):  # a refiner
+            targets = targets.to(self.device, non_blocking=True)  # (N, λ, 17, h, w)
+            masks = masks.to(self.device, non_blocking=True)  # (N, λ, 17)
+            with autocast:
+                return refiner_loss(self.model, images, targets, masks)
+        targets = [t.to(self.device, non_blocking=True) for t in targets]  # [(N, 50, h_j, w_j)]
+        masks = [m.to(self.device, non_blocking=True) for m in masks]  # [(N, 1|50, h_j, w_j)]
+        with autocast:
+            outputs = self.model(images)  # [stacks][scales] (N, 50, h_j, w_j)
+        return heatmap_loss(outputs, targets, masks, self.config.loss)
 
     def _batches(self) -> Iterator[tuple[int, int, tuple]]:
         """``(epoch, batch index, batch)`` from the resume point to the end of the run."""
@@ -689,6 +759,19 @@ class Trainer:
         if improved and self.distributed.is_main:
             shutil.copyfile(self.paths.last, self.paths.best)
 
+    def _val_metrics(self, annotations: str, images: str) -> dict[str, float]:
+        """AP… of the network on a validation set: bottom-up for an IMHN, top-down on the
+        annotated people's boxes for a refiner (its ceiling)."""
+        name = self.paths.root.name
+        if isinstance(self.model_config, RefinerConfig):
+            refiner = RefinerModel.from_network(
+                self.network, self.model_config, self.preprocessing, name=name
+            )
+            return box_ap(refiner, annotations, images, self.device)
+        model = PoseModel.from_network(self.network, self.model_config, self.preprocessing, name)
+        inference = InferenceConfig(box_size=self.config.val_box_size, device=str(self.device))
+        return coco_results_ap(model, inference, annotations, images)
+
     def _validate(self, epoch: int) -> dict[str, float] | None:
         """COCO keypoint AP on the validation set (rank 0; the others wait)."""
         config = self.config
@@ -700,11 +783,7 @@ class Trainer:
         metrics = None
         if self.distributed.is_main:
             images = config.val_images or str(Path(config.val_annotations).parent / "images")
-            model = PoseModel.from_network(
-                self.network, self.model_config, self.preprocessing, name=self.paths.root.name
-            )
-            inference = InferenceConfig(box_size=config.val_box_size, device=str(self.device))
-            metrics = coco_results_ap(model, inference, config.val_annotations, images)
+            metrics = self._val_metrics(config.val_annotations, images)
             self.network.train()
             self.log.write({"event": "val", "epoch": epoch, "step": self.progress.step, **metrics})
         if self.distributed.world_size > 1:
@@ -743,11 +822,13 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Path
     (mean ``loss``) and ``"val"`` (``AP``, ``AP50``, ``AP75``, ``APM``, ``APL``, ``AR``).
 
     Raises:
-        UsageError: invalid settings, or ``out`` holds a run and ``resume`` is off.
+        UsageError: invalid settings.
+        OutputError: ``out`` holds a run and ``resume`` is off.
         CheckpointError: ``init`` or the run's checkpoints cannot be loaded.
-        InputError: unreadable annotations or images.
+        InputError: unreadable annotations or images; ``resume`` and ``out`` holds no run.
     """
     _check_config(config)
+    _check_run_folder(config)
     distributed, device = join_process_group(resolve_device(config.device))
     try:
         return Trainer(config, distributed, device, progress).run()
