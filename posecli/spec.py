@@ -101,6 +101,12 @@ NUM_COCO_KEYPOINTS = len(COCO_KEYPOINTS)  # 17
 #: ``COCO_TO_NETWORK[c]`` is the network-order index of COCO keypoint ``c``.
 COCO_TO_NETWORK: tuple[int, ...] = tuple(KEYPOINTS.index(name) for name in COCO_KEYPOINTS)
 
+#: ``COCO_FLIP_ORDER[c]`` is the COCO keypoint that ``c`` becomes in a mirrored image.
+COCO_FLIP_ORDER: tuple[int, ...] = tuple(
+    COCO_KEYPOINTS.index(KEYPOINTS[KEYPOINT_FLIP_ORDER[COCO_TO_NETWORK[c]]])
+    for c in range(len(COCO_KEYPOINTS))
+)
+
 #: COCO skeleton (0-based COCO indices), used for drawing.
 COCO_SKELETON: tuple[tuple[int, int], ...] = (
     (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),

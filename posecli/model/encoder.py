@@ -14,6 +14,8 @@ Output: four maps, finest first, ``(N, c, H / s, W / s)`` for ``(c, s)`` in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -92,13 +94,24 @@ class EfficientNetLite0(nn.Module):
                 ins = outs
         self._blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        modulate: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """The four feature maps of a ``(N, 3, H, W)`` BGR [0, 1] batch (module docstring).
+
+        ``modulate(index, x)``, when given, replaces the output of block ``index`` before the
+        next block sees it (the refiner's instance modulation); it must keep the shape.
+        """
         # BGR in [0, 1] → RGB (x·255 − 127) / 128
         x = x.flip(1) * (255.0 / 128.0) - 127.0 / 128.0  # (N, 3, H, W) RGB, ≈ [-1, 1]
         x = F.relu6(self._bn0(self._conv_stem(x)))  # (N, 32, H/2, W/2)
         features = []
         for index, block in enumerate(self._blocks):
             x = block(x)
+            if modulate is not None:
+                x = modulate(index, x)  # (N, c, h, w), shape kept
             if index in FEATURE_BLOCKS:
                 features.append(x)  # (N, FEATURE_CHANNELS[k], H/s_k, W/s_k)
         return features

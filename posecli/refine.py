@@ -1,0 +1,262 @@
+"""Top-down refinement of the bottom-up people (issue 16): boxes, crops, the refiner, the merge.
+
+For one image and the people the IMHN found in it:
+
+1. **Boxes** (``person_box``): each person's keypoint extent (found keypoints), widened or
+   heightened about its centre to the refiner's crop aspect (width / height), then enlarged by
+   ``refine_box_scale`` (1.25) and made at least ``refine_min_box`` pixels tall. People with
+   fewer than two found keypoints get no box and stay as they are.
+2. **Crops** (``crop_affine``, ``crop_people``): the box is mapped onto the
+   ``crop_height × crop_width`` crop by a scale and a translation, pixel centres to pixel
+   centres (``cv2.warpAffine``, bilinear, the checkpoint's pad value outside the image): crop
+   pixel ``u`` ↔ image ``x = centre_x + (u − (crop_width − 1) / 2) · width / crop_width``.
+   ``to_image`` is its exact inverse.
+3. **Refiner**: every crop goes through the network once per instance selector λ (``instances``
+   of them, default all N), ``refine_batch_size`` crops per forward pass; ``heatmap_keypoints``
+   gives ``[x, y, score]`` in crop pixels, mapped back to image pixels.
+4. **Merge** (``merge_poses``): a refined pose's score is its box's bottom-up score × the mean
+   of its keypoint scores above ``refine_score_keypoint``. Refined poses go through OKS-NMS
+   (``refine_nms_oks``), best first; then every bottom-up person that a kept refined pose
+   matches (OKS ≥ ``refine_nms_oks``) is replaced by it, and the others are kept with their own
+   score (people the refiner lost, or never saw). Refined keypoints scored below
+   ``refine_keypoint_threshold`` are reported missing (``[0, 0, 0]``); refined poses left with
+   fewer than two keypoints, or scoring 0, are dropped.
+
+Coordinates: image pixels of the original image, x right, y down, integer values at pixel
+centres; keypoints in COCO-17 order. Images are RGB uint8 ``(H, W, 3)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from posecli.config import InferenceConfig
+from posecli.errors import UsageError
+from posecli.model import heatmap_keypoints
+from posecli.pose import Pose
+from posecli.spec import COCO_SIGMAS
+from posecli.transforms import normalise
+from posecli.weights import RefinerModel, prepare_network
+
+logger = logging.getLogger(__name__)
+
+#: People need at least this many found keypoints for a box.
+MIN_BOX_KEYPOINTS = 2
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A person box in image pixels: centre and size, ``width / height`` = the crop's aspect."""
+
+    centre_x: float
+    centre_y: float
+    width: float
+    height: float
+
+
+def person_box(
+    keypoints: np.ndarray, aspect: float, scale: float = 1.25, min_height: float = 0.0
+) -> CropBox | None:
+    """The crop box of one person (module docstring, step 1), or ``None`` below two keypoints.
+
+    Args:
+        keypoints: ``(17, 3)`` ``[x, y, score]`` image pixels; found where ``score > 0``.
+        aspect: crop width / crop height.
+        scale: enlargement of the aspect-fixed extent.
+        min_height: smallest box height, pixels.
+    """
+    found = keypoints[keypoints[:, 2] > 0, :2]  # (k, 2)
+    if len(found) < MIN_BOX_KEYPOINTS:
+        return None
+    low, high = found.min(axis=0), found.max(axis=0)  # (2,) each
+    centre = (low + high) / 2
+    width, height = float(high[0] - low[0]), float(high[1] - low[1])
+    height = max(height, width / aspect) * scale
+    height = max(height, min_height, 1.0)
+    return CropBox(float(centre[0]), float(centre[1]), height * aspect, height)
+
+
+def crop_affine(box: CropBox, crop_height: int, crop_width: int) -> np.ndarray:
+    """``(2, 3)`` float64 ``M`` with ``crop = M[:, :2] @ image + M[:, 2]`` (pixel centres)."""
+    factor = crop_width / box.width  # = crop_height / box.height: one scale for both axes
+    return np.array(
+        [
+            [factor, 0.0, (crop_width - 1) / 2 - factor * box.centre_x],
+            [0.0, factor, (crop_height - 1) / 2 - factor * box.centre_y],
+        ]
+    )
+
+
+def to_image(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Map ``(..., 2)`` crop pixels ``[x, y]`` through the inverse of ``affine`` (any
+    invertible ``(2, 3)`` image → crop map) to ``(..., 2)`` float64 image pixels."""
+    linear, offset = affine[:, :2], affine[:, 2]
+    return (np.asarray(points, dtype=np.float64) - offset) @ np.linalg.inv(linear).T
+
+
+def crop_people(
+    image: np.ndarray, affines: Sequence[np.ndarray], crop_height: int, crop_width: int, pad: int
+) -> np.ndarray:
+    """``(B, crop_height, crop_width, 3)`` uint8 crops of an ``(H, W, 3)`` uint8 image (any
+    channel order kept), one per ``(2, 3)`` affine; ``pad`` outside the image."""
+    crops = np.empty((len(affines), crop_height, crop_width, 3), dtype=np.uint8)
+    for index, affine in enumerate(affines):
+        crops[index] = cv2.warpAffine(
+            image, affine, (crop_width, crop_height), flags=cv2.INTER_LINEAR, borderValue=(pad,) * 3
+        )
+    return crops
+
+
+def pose_oks(a: np.ndarray, b: np.ndarray, area: float, min_score: float) -> float:
+    """COCO OKS of two ``(17, 3)`` poses over the keypoints both found with ``score ≥
+    min_score`` (0 when none), at object area ``area`` (pixels²)."""
+    both = (a[:, 2] >= min_score) & (b[:, 2] >= min_score) & (a[:, 2] > 0) & (b[:, 2] > 0)
+    if not both.any():
+        return 0.0
+    squared = ((a[:, :2] - b[:, :2]) ** 2).sum(axis=1)  # (17,)
+    similarity = np.exp(-squared / (2.0 * max(area, 1.0) * (2.0 * COCO_SIGMAS) ** 2))
+    return float(similarity[both].mean())
+
+
+def pose_area(pose: Pose) -> float:
+    """Area of the box of a pose's found keypoints, pixels² (the OKS scale of the merge)."""
+    _, _, width, height = pose.bbox
+    return width * height
+
+
+def oks_nms(poses: Sequence[Pose], threshold: float, min_score: float) -> list[Pose]:
+    """Poses highest score first, without those with OKS ≥ ``threshold`` to a better one."""
+    kept: list[Pose] = []
+    for pose in sorted(poses, key=lambda p: -p.score):
+        if all(
+            pose_oks(pose.keypoints, other.keypoints, pose_area(other), min_score) < threshold
+            for other in kept
+        ):
+            kept.append(pose)
+    return kept
+
+
+def merge_poses(
+    bottom_up: Sequence[Pose], refined: Sequence[Pose], config: InferenceConfig
+) -> list[Pose]:
+    """The merge of the module docstring (step 4), highest score first.
+
+    ``refined`` poses carry their final scores already; each bottom-up pose matched by a kept
+    refined one (OKS ≥ ``refine_nms_oks``) is dropped, the others are kept unchanged.
+    """
+    threshold, min_score = config.refine_nms_oks, config.refine_keypoint_threshold
+    kept = oks_nms(refined, threshold, min_score)
+    leftovers = [
+        pose
+        for pose in bottom_up
+        if all(
+            pose_oks(pose.keypoints, other.keypoints, pose_area(other), min_score) < threshold
+            for other in kept
+        )
+    ]
+    return sorted(kept + leftovers, key=lambda p: -p.score)
+
+
+def refined_score(keypoints: np.ndarray, box_score: float, score_keypoint: float) -> float:
+    """``box_score`` × the mean of the ``(17, 3)`` keypoints' scores above ``score_keypoint``
+    (0 when none is)."""
+    scores = keypoints[:, 2]
+    above = scores[scores > score_keypoint]
+    return float(box_score * above.mean()) if len(above) else 0.0
+
+
+class Refinement:
+    """Runs a refiner on the bottom-up people of images; see the module docstring.
+
+    The refiner's network is moved to ``device`` in ``dtype`` (eval mode, channels-last on
+    CPU), in place.
+    """
+
+    def __init__(
+        self,
+        refiner: RefinerModel,
+        config: InferenceConfig,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        available = refiner.config.instances
+        if not 0 <= config.instances <= available:
+            raise UsageError(
+                f"--instances {config.instances}: refiner {refiner.name} has {available} "
+                "instance selector(s) (0: all of them)"
+            )
+        if config.refine_box_scale <= 0 or config.refine_batch_size < 1:
+            raise UsageError("refine box scale must be positive and refine batch size ≥ 1")
+        self.refiner = refiner
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        self.instances = config.instances or available
+        self.network = prepare_network(refiner.network, device).to(dtype=dtype)
+
+    def boxes(self, poses: Sequence[Pose]) -> list[tuple[int, CropBox]]:
+        """``(index into poses, box)`` of every pose that gets a box."""
+        shape = self.refiner.config
+        aspect = shape.crop_width / shape.crop_height
+        boxes = []
+        for index, pose in enumerate(poses):
+            box = person_box(
+                pose.keypoints, aspect, self.config.refine_box_scale, self.config.refine_min_box
+            )
+            if box is not None:
+                boxes.append((index, box))
+        return boxes
+
+    @torch.inference_mode()
+    def keypoints(self, image: np.ndarray, boxes: Sequence[CropBox]) -> np.ndarray:
+        """Refined keypoints of every box and instance selector.
+
+        Args:
+            image: RGB uint8 ``(H, W, 3)``.
+            boxes: person boxes in its pixels.
+
+        Returns:
+            ``(len(boxes), instances, 17, 3)`` float64 ``[x, y, score]``, image pixels.
+        """
+        shape = self.refiner.config
+        height, width = shape.crop_height, shape.crop_width
+        affines = [crop_affine(box, height, width) for box in boxes]
+        crops = crop_people(image, affines, height, width, self.refiner.preprocessing.pad_value)
+        count = len(boxes) * self.instances
+        crop_index = np.repeat(np.arange(len(boxes)), self.instances)  # (count,) box of each run
+        selector = np.tile(np.arange(self.instances), len(boxes))  # (count,) λ of each run
+        found = np.zeros((count, 17, 3), dtype=np.float64)
+        step = self.config.refine_batch_size
+        for start in range(0, count, step):
+            chosen = slice(start, min(start + step, count))
+            batch = normalise(crops[crop_index[chosen]], self.refiner.preprocessing)  # (b, 3, h, w)
+            inputs = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
+            lambdas = torch.from_numpy(selector[chosen]).to(self.device)  # (b,)
+            maps = self.network(inputs, lambdas)  # (b, 17, h/4, w/4)
+            found[chosen] = heatmap_keypoints(maps).cpu().numpy()  # (b, 17, 3) crop pixels
+        for run in range(count):
+            found[run, :, :2] = to_image(found[run, :, :2], affines[crop_index[run]])
+        return found.reshape(len(boxes), self.instances, 17, 3)
+
+    def refine(self, image: np.ndarray, poses: Sequence[Pose]) -> list[Pose]:
+        """The merged people of one RGB uint8 ``(H, W, 3)`` image, highest score first,
+        from its bottom-up ``poses`` (COCO-17 image pixels)."""
+        boxes = self.boxes(poses)
+        if not boxes:
+            return list(poses)
+        keypoints = self.keypoints(image, [box for _, box in boxes])  # (P, λ, 17, 3)
+        refined = []
+        for (index, _), runs in zip(boxes, keypoints, strict=True):
+            for person in runs:  # (17, 3)
+                score = refined_score(person, poses[index].score, self.config.refine_score_keypoint)
+                missing = person[:, 2] < max(self.config.refine_keypoint_threshold, 1e-9)
+                person[missing] = 0.0
+                if score > 0 and (~missing).sum() >= MIN_BOX_KEYPOINTS:
+                    refined.append(Pose(keypoints=person, score=score))
+        return merge_poses(poses, refined, self.config)
