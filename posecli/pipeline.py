@@ -11,8 +11,9 @@ the input is::
   inference: stale frames are dropped, never queued, and every queue holds one frame.
 * **Inference** runs on the calling thread, ``InferenceConfig.batch_size`` frames at a time;
   torch releases the GIL while it computes.
-* The **decoder** turns heatmaps into poses in image pixels; the native decoder releases the GIL,
-  so decoding overlaps the next forward pass.
+* The **decoder** turns heatmaps into poses in image pixels, and refines them top-down when the
+  estimator refines (``posecli.refine``); the native decoder and torch release the GIL, so this
+  overlaps the next forward pass.
 * The **writer** gives people track ids, draws them and hands each frame to the sinks (video
   encoder, JSON writers, display) in source order, then reports progress.
 
@@ -300,7 +301,7 @@ class _Run:
 
     def _decode_one(self, work: _Work) -> None:
         assert work.heatmaps is not None
-        work.poses = self.estimator.poses(work.heatmaps)
+        work.poses = self.estimator.poses(work.heatmaps, work.source.image)
         work.heatmaps = None
 
     def write(self) -> None:
