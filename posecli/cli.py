@@ -515,8 +515,6 @@ def video(
     from posecli.io.sources import VideoSource
 
     _setup_logging(quiet)
-    if openpose_dir is not None:
-        output_format = OutputFormat.openpose
     openpose = _video_outputs(source, out, json_path, no_video, output_format, openpose_dir)
     _check_outputs([out, json_path], force, [openpose] if openpose else [])
     _check_image_outputs([], [], None, openpose, force)  # OpenPose files there already
@@ -550,6 +548,8 @@ def _video_outputs(
     openpose_dir: Path | None,
 ) -> Path | None:
     """Check the output options of ``video`` (UsageError); return the OpenPose folder, if any."""
+    if openpose_dir is not None:
+        output_format = OutputFormat.openpose
     if no_video and out is not None:
         raise UsageError("--out and --no-video exclude each other")
     if not no_video and out is None:
@@ -975,19 +975,24 @@ def evaluate(
         scores["by_height"] = recall_by_height(
             annotations, results, lambda height, width: estimator.geometry(height, width).factor_y
         )
-        for band in scores["by_height"]:
-            low, high = band["low"], band["high"]
-            heights = f"{low:.0f}–{high:.0f}" if high is not None else f"≥ {low:.0f}"
-            stdout.print(
-                f"height {heights} px: {band['people']} people, found {band['found50']:.2f} "
-                f"at OKS 0.5, {band['found75']:.2f} at 0.75"
-            )
+        _print_bands(scores["by_height"])
     if metrics is not None:
         _write_json_file(metrics, scores, force)
     summary = f"{len(results)} people in {stats.frames} images, model {estimator.model.name}"
     if estimator.refinement is not None:
         summary += f" refined by {estimator.refinement.refiner.name}"
     _say(quiet, summary + (f": {_written(metrics, detections)}" if metrics else ""))
+
+
+def _print_bands(bands: list[dict[str, Any]]) -> None:
+    """One stdout line per band of ``recall_by_height``."""
+    for band in bands:
+        low, high = band["low"], band["high"]
+        heights = f"{low:.0f}–{high:.0f}" if high is not None else f"≥ {low:.0f}"
+        stdout.print(
+            f"height {heights} px: {band['people']} people, found {band['found50']:.2f} "
+            f"at OKS 0.5, {band['found75']:.2f} at 0.75"
+        )
 
 
 def _annotated_images(

@@ -50,6 +50,7 @@ def load_annotations(annotations: str | Path) -> COCO:
 
 
 def _is_number(value: object) -> bool:
+    """Whether a JSON value is a finite number (``true`` and ``false`` are not)."""
     return type(value) in (int, float) and math.isfinite(value)
 
 
@@ -69,6 +70,7 @@ def _entries(dataset: dict, key: str, path: Path) -> list[dict]:
 
 
 def _check_unique_ids(entries: list[dict], key: str, path: Path) -> set[int]:
+    """The ids of ``entries``, or an InputError naming the first entry whose id repeats."""
     seen: set[int] = set()
     for index, entry in enumerate(entries):
         if entry["id"] in seen:
