@@ -16,11 +16,13 @@ For one image and the people the IMHN found in it:
    gives ``[x, y, score]`` in crop pixels, mapped back to image pixels.
 4. **Merge** (``merge_poses``): a refined pose's score is its box's bottom-up score × the mean
    of its keypoint scores above ``refine_score_keypoint``. Refined poses go through OKS-NMS
-   (``refine_nms_oks``), best first; then every bottom-up person that a kept refined pose
-   matches (OKS ≥ ``refine_nms_oks``) is replaced by it, and the others are kept with their own
-   score (people the refiner lost, or never saw). Refined keypoints scored below
-   ``refine_keypoint_threshold`` are reported missing (``[0, 0, 0]``); refined poses left with
-   fewer than two keypoints, or scoring 0, are dropped.
+   (``refine_nms_oks``), best first. A bottom-up person is replaced when the λ = 0 pose of its
+   own box is kept, or when a kept refined pose matches it (OKS ≥ ``refine_nms_oks``). The
+   others are kept with their own score: those the refiner never saw (no box), and those whose
+   refined pose it dropped (suppressed as a duplicate, or empty) if they score at least
+   ``refine_keep_score``. Refined keypoints scored below ``refine_keypoint_threshold`` are
+   reported missing (``[0, 0, 0]``); refined poses left with fewer than two keypoints, or
+   scoring 0, are dropped.
 
 Coordinates: image pixels of the original image, x right, y down, integer values at pixel
 centres; keypoints in COCO-17 order. Images are RGB uint8 ``(H, W, 3)``.
@@ -130,37 +132,57 @@ def pose_area(pose: Pose) -> float:
     return width * height
 
 
-def oks_nms(poses: Sequence[Pose], threshold: float, min_score: float) -> list[Pose]:
-    """Poses highest score first, without those with OKS ≥ ``threshold`` to a better one."""
-    kept: list[Pose] = []
-    for pose in sorted(poses, key=lambda p: -p.score):
+@dataclass(frozen=True)
+class RefinedPose:
+    """A refiner's pose: from the box of bottom-up person ``source``, instance selector
+    ``instance`` (0: the box's own person)."""
+
+    pose: Pose
+    source: int
+    instance: int
+
+
+def oks_nms(poses: Sequence[Pose], threshold: float, min_score: float) -> list[int]:
+    """Indices of ``poses``, highest score first, without those with OKS ≥ ``threshold`` to a
+    better one kept."""
+    kept: list[int] = []
+    for index in sorted(range(len(poses)), key=lambda i: -poses[i].score):
+        pose = poses[index]
         if all(
-            pose_oks(pose.keypoints, other.keypoints, pose_area(other), min_score) < threshold
-            for other in kept
+            pose_oks(pose.keypoints, poses[k].keypoints, pose_area(poses[k]), min_score) < threshold
+            for k in kept
         ):
-            kept.append(pose)
+            kept.append(index)
     return kept
 
 
 def merge_poses(
-    bottom_up: Sequence[Pose], refined: Sequence[Pose], config: InferenceConfig
+    bottom_up: Sequence[Pose],
+    refined: Sequence[RefinedPose],
+    boxed: set[int],
+    config: InferenceConfig,
 ) -> list[Pose]:
     """The merge of the module docstring (step 4), highest score first.
 
-    ``refined`` poses carry their final scores already; each bottom-up pose matched by a kept
-    refined one (OKS ≥ ``refine_nms_oks``) is dropped, the others are kept unchanged.
+    Args:
+        bottom_up: the image's bottom-up people.
+        refined: the refiner's poses, with their final scores.
+        boxed: indices of the bottom-up people the refiner was given a box of.
+        config: ``refine_nms_oks``, ``refine_keypoint_threshold`` and ``refine_keep_score``.
     """
     threshold, min_score = config.refine_nms_oks, config.refine_keypoint_threshold
-    kept = oks_nms(refined, threshold, min_score)
-    leftovers = [
-        pose
-        for pose in bottom_up
+    kept = [refined[i] for i in oks_nms([r.pose for r in refined], threshold, min_score)]
+    replaced = {r.source for r in kept if r.instance == 0}
+    leftovers = []
+    for index, pose in enumerate(bottom_up):
+        if index in replaced or (index in boxed and pose.score < config.refine_keep_score):
+            continue
         if all(
-            pose_oks(pose.keypoints, other.keypoints, pose_area(other), min_score) < threshold
-            for other in kept
-        )
-    ]
-    return sorted(kept + leftovers, key=lambda p: -p.score)
+            pose_oks(pose.keypoints, r.pose.keypoints, pose_area(r.pose), min_score) < threshold
+            for r in kept
+        ):
+            leftovers.append(pose)
+    return sorted([r.pose for r in kept] + leftovers, key=lambda p: -p.score)
 
 
 def refined_score(keypoints: np.ndarray, box_score: float, score_keypoint: float) -> float:
@@ -253,10 +275,19 @@ class Refinement:
         keypoints = self.keypoints(image, [box for _, box in boxes])  # (P, λ, 17, 3)
         refined = []
         for (index, _), runs in zip(boxes, keypoints, strict=True):
-            for person in runs:  # (17, 3)
-                score = refined_score(person, poses[index].score, self.config.refine_score_keypoint)
-                missing = person[:, 2] < max(self.config.refine_keypoint_threshold, 1e-9)
-                person[missing] = 0.0
-                if score > 0 and (~missing).sum() >= MIN_BOX_KEYPOINTS:
-                    refined.append(Pose(keypoints=person, score=score))
-        return merge_poses(poses, refined, self.config)
+            for instance, person in enumerate(runs):  # (17, 3)
+                pose = self.refined_pose(person, poses[index].score)
+                if pose is not None:
+                    refined.append(RefinedPose(pose, index, instance))
+        return merge_poses(poses, refined, {index for index, _ in boxes}, self.config)
+
+    def refined_pose(self, keypoints: np.ndarray, box_score: float) -> Pose | None:
+        """The pose of ``(17, 3)`` refined image-pixel keypoints from a box scored
+        ``box_score`` (module docstring, step 4), or ``None`` when it is dropped."""
+        config = self.config
+        score = refined_score(keypoints, box_score, config.refine_score_keypoint)
+        missing = keypoints[:, 2] < max(config.refine_keypoint_threshold, 1e-9)  # (17,)
+        keypoints = np.where(missing[:, None], 0.0, keypoints)  # (17, 3)
+        if score <= 0 or (~missing).sum() < MIN_BOX_KEYPOINTS:
+            return None
+        return Pose(keypoints=keypoints, score=score)

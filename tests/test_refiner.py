@@ -23,6 +23,7 @@ from posecli.model import build_refiner, heatmap_keypoints
 from posecli.pose import Pose
 from posecli.refine import (
     CropBox,
+    RefinedPose,
     Refinement,
     crop_affine,
     crop_people,
@@ -191,15 +192,28 @@ def test_merge_keeps_one_pose_per_person(skeleton) -> None:
     jitter = np.zeros((17, 3), dtype=np.float32)
     jitter[:, :2] = 1.5
     refined = [  # both persons found twice: by their own box (λ 0) and the other's (λ 1)
-        Pose(first + jitter, 0.75),
-        Pose(first - jitter, 0.4),
-        Pose(second + jitter, 0.65),
-        Pose(second - jitter, 0.3),
+        RefinedPose(Pose(first + jitter, 0.75), source=0, instance=0),
+        RefinedPose(Pose(first - jitter, 0.4), source=1, instance=1),
+        RefinedPose(Pose(second + jitter, 0.65), source=1, instance=0),
+        RefinedPose(Pose(second - jitter, 0.3), source=0, instance=1),
     ]
-    merged = merge_poses(bottom_up, refined, InferenceConfig())
+    config = InferenceConfig()
+    merged = merge_poses(bottom_up, refined, {0, 1}, config)
     assert [pose.score for pose in merged] == [0.75, 0.65, 0.5]  # refined replace bottom-up
     assert np.allclose(merged[0].keypoints, first + jitter)
-    assert np.allclose(merged[2].keypoints, third)  # the unrefined person is kept
+    assert np.allclose(merged[2].keypoints, third)  # the person without a box is kept
+    moved = second.copy()
+    moved[:, 0] += 60  # the refiner found someone else in the second person's box
+    refined[2] = RefinedPose(Pose(moved, 0.65), source=1, instance=0)
+    merged = merge_poses(bottom_up, refined[:3], {0, 1}, config)
+    assert [pose.score for pose in merged] == [0.75, 0.65, 0.5]  # its own box's λ 0 replaces it
+    assert np.allclose(merged[1].keypoints, moved)
+    dropped = [RefinedPose(Pose(first + jitter, 0.75), 0, 0), RefinedPose(Pose(first, 0.7), 1, 0)]
+    keep = replace(config, refine_keep_score=0.6)
+    kept = merge_poses(bottom_up[:2], dropped, {0, 1}, keep)  # λ 0 of box 1 suppressed
+    assert [pose.score for pose in kept] == [0.75, 0.7]  # bottom-up 0.7 ≥ refine_keep_score
+    kept = merge_poses(bottom_up[:2], dropped, {0, 1}, replace(keep, refine_keep_score=0.8))
+    assert [pose.score for pose in kept] == [0.75]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +271,9 @@ def test_estimator_refines_the_bottom_up_people(
     image = np.random.default_rng(0).integers(0, 256, size=(120, 200, 3), dtype=np.uint8)
     poses = estimator.predict([image])[0]
     assert poses == sorted(poses, key=lambda p: -p.score)
-    refined = [p for p in poses if not any(np.array_equal(p.keypoints, q.keypoints) for q in people)]
+    refined = [
+        p for p in poses if not any(np.array_equal(p.keypoints, q.keypoints) for q in people)
+    ]
     assert 1 <= len(refined) <= 4  # at most 2 boxes × 2 instance selectors
     for pose in refined:  # scores ≈ 0.5 × the box's person score; keypoints near their box
         assert 0.2 < pose.score < 0.9 * 0.6

@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from posecli.config import (
     MODEL_PRESETS,
+    REFINER_PRESETS,
     InferenceConfig,
     ModelConfig,
     Preprocessing,
@@ -212,7 +213,8 @@ def initial_network(
         model_config = MODEL_PRESETS[config.preset]
     else:
         raise UsageError(
-            f"unknown preset {config.preset!r}; choose one of {', '.join(MODEL_PRESETS)}"
+            f"unknown preset {config.preset!r}; choose one of "
+            f"{', '.join([*MODEL_PRESETS, *REFINER_PRESETS])}"
         )
     network = build_network(model_config)
     if model_config.encoder and config.pretrained:
