@@ -79,7 +79,8 @@ class StandInEstimator:
         self.batches.append(len(images))
         return [StandInHeatmaps(value) for value in values]
 
-    def poses(self, heatmaps: StandInHeatmaps) -> list[Pose]:
+    def poses(self, heatmaps: StandInHeatmaps, image: np.ndarray | None = None) -> list[Pose]:
+        assert image is not None  # the pipeline hands each frame's image over (for --refine)
         if heatmaps.value == self.fail_decode_at:
             raise ValueError("decoder exploded")
         return [person_at(10 + heatmaps.value)]
