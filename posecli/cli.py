@@ -1306,11 +1306,12 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Copy a checkpoint for shipping: fp16 storage, training state dropped, provenance kept."""
-    from posecli.weights import load_model, save_checkpoint
+    from posecli.weights import checkpoint_kind, load_model, load_refiner, save_checkpoint
 
     _setup_logging(quiet)
     _check_outputs([out], force)
-    source = load_model(model)
+    loader = load_refiner if checkpoint_kind(model) == "refiner" else load_model
+    source = loader(model)
     provenance = {**source.provenance, "exported_from": source.name, "half": half}
     written = save_checkpoint(
         out, source.network, source.config, source.preprocessing, provenance, half=half

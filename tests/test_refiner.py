@@ -316,6 +316,9 @@ def test_cli_refine_options(tmp_path: Path) -> None:
     assert run([*base, "--force", "--refine"]) == 2  # no refiner given
     assert run([*base, "--force", "--refiner", str(refiner_path)]) == 2  # without --refine
     assert run([*base, "--force", "--refine", "--refiner", str(model)]) == 1  # not a refiner
+    exported = tmp_path / "refiner-fp16.pt"
+    assert run(["export", "--model", str(refiner_path), "--out", str(exported), "--quiet"]) == 0
+    assert load_refiner(exported).config == TINY
 
 
 # ---------------------------------------------------------------------------------------------
