@@ -361,6 +361,13 @@ def test_dataset_serves_crops_targets_and_weights(tmp_path: Path) -> None:
     assert weights[0].sum() > 10  # the box's person is supervised
     again = dataset[(0, 1)]
     assert torch.equal(again[0], image) and torch.equal(again[1], targets)  # seeded draws
+    config = TrainConfig(
+        annotations=str(annotations),
+        images=str(images),
+        more_datasets=((str(annotations), str(images)),),
+    )
+    joined = RefinerCropDataset.from_config(config, TINY, Preprocessing())
+    assert len(joined) == 12 and torch.equal(joined[(0, 7)][1], dataset[(0, 1)][1])
 
 
 def _train_config(tmp_path: Path, out: str, **changes) -> TrainConfig:

@@ -58,7 +58,12 @@ from posecli.model.refiner import REFINER_STRIDE
 from posecli.pose import Pose, to_coco_result
 from posecli.refine import CropBox, Refinement, person_box, refined_score
 from posecli.spec import COCO_FLIP_ORDER, COCO_TO_NETWORK, NUM_COCO_KEYPOINTS
-from posecli.train.dataset import ImageAnnotations, colour_jitter, image_annotations
+from posecli.train.dataset import (
+    ConcatKeypointDataset,
+    ImageAnnotations,
+    colour_jitter,
+    image_annotations,
+)
 from posecli.transforms import normalise
 from posecli.weights import (
     RefinerModel,
@@ -278,23 +283,30 @@ class RefinerCropDataset(torch.utils.data.Dataset):
         ]
         if not self.samples:
             raise InputError(f"no people with two or more labelled keypoints in {annotations}")
+        self.pseudo_labelled = False  # read by ConcatKeypointDataset; weights always per keypoint
         logger.info("%d training crops from %s", len(self.samples), annotations)
 
     @classmethod
     def from_config(
         cls, config: TrainConfig, shape: RefinerConfig, preprocessing: Preprocessing
-    ) -> RefinerCropDataset:
-        """The augmented training crops of a run."""
-        return cls(
-            config.annotations,
-            config.images,
-            shape,
-            augment=config.augment,
-            preprocessing=preprocessing,
-            seed=config.seed,
-            min_keypoint_score=config.min_keypoint_score,
-            weight_by_score=config.weight_by_score,
-        )
+    ) -> RefinerCropDataset | ConcatKeypointDataset:
+        """The augmented training crops of a run: ``config.annotations`` with
+        ``config.images``, joined by every pair of ``config.more_datasets``."""
+        sources = [(config.annotations, config.images), *config.more_datasets]
+        parts = [
+            cls(
+                annotations,
+                images,
+                shape,
+                augment=config.augment,
+                preprocessing=preprocessing,
+                seed=config.seed,
+                min_keypoint_score=config.min_keypoint_score,
+                weight_by_score=config.weight_by_score,
+            )
+            for annotations, images in sources
+        ]
+        return parts[0] if len(parts) == 1 else ConcatKeypointDataset(parts)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self.samples)
