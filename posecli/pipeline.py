@@ -13,7 +13,8 @@ the input is::
   torch releases the GIL while it computes.
 * The **decoder** turns heatmaps into poses in image pixels, and refines them top-down when the
   estimator refines (``posecli.refine``); the native decoder and torch release the GIL, so this
-  overlaps the next forward pass.
+  overlaps the next forward pass. For a tracker that takes low-score candidates
+  (``candidate_min_score``, see ``posecli.track``) it decodes a second time at that threshold.
 * The **writer** gives people track ids, draws them and hands each frame to the sinks (video
   encoder, JSON writers, display) in source order, then reports progress.
 
@@ -39,12 +40,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
-from posecli.estimator import Estimator, Heatmaps
+from posecli.config import DecodeConfig
+from posecli.estimator import Estimator, Heatmaps, decode_heatmaps
 from posecli.io.sinks import (
     CocoResultsSink,
     ImageDirectorySink,
@@ -80,9 +82,31 @@ FrameSink = Callable[[Frame, np.ndarray], None]
 
 
 class PoseTracker(Protocol):
-    """Gives people identities across frames (see ``posecli.track``)."""
+    """Gives people identities across frames (see ``posecli.track``).
+
+    A tracker with a ``candidate_min_score`` attribute (``posecli.track.Tracker``) is called as
+    ``update(poses, time, candidates=...)`` with the people a second decoding at that decoder
+    threshold finds, those the run's thresholds drop included (see
+    :func:`candidate_decode_config`); it returns ``poses`` only, so the people shown still
+    respect the run's thresholds.
+    """
 
     def update(self, poses: list[Pose], time: float) -> list[Pose]: ...
+
+
+def candidate_decode_config(estimator: object, tracker: object) -> DecodeConfig | None:
+    """The decoder settings of the tracker's low-score candidates: the estimator's, down to the
+    tracker's ``candidate_min_score`` and with no ``max_people``; ``None`` when the tracker
+    takes none, the estimator is no :class:`Estimator`, or the run drops nobody the second
+    decoding would find (its ``min_mean_part_score`` is as low and no ``min_person_score``)."""
+    floor = getattr(tracker, "candidate_min_score", None)
+    if floor is None or not isinstance(estimator, Estimator):
+        return None
+    decode = estimator.decode_config
+    if decode.min_mean_part_score <= floor and decode.min_person_score <= 0:
+        return None
+    floor = min(floor, decode.min_mean_part_score)
+    return replace(decode, min_mean_part_score=floor, max_people=0)
 
 
 #: ``draw(image, poses) -> annotated``: ``(H, W, 3)`` uint8 RGB in, a new annotated image out.
@@ -131,6 +155,7 @@ class _Work:
     source: SourceFrame
     heatmaps: Heatmaps | None = None
     poses: list[Pose] | None = None
+    candidates: list[Pose] | None = None  # low-score people for the tracker, when it takes them
 
 
 class _End:
@@ -165,6 +190,7 @@ class _Run:
         self.estimator = estimator
         self.sinks = list(sinks)
         self.tracker = tracker
+        self.candidate_decode = candidate_decode_config(estimator, tracker)
         self.draw = draw
         self.latency_first = latency_first
         self.total = total
@@ -302,6 +328,8 @@ class _Run:
     def _decode_one(self, work: _Work) -> None:
         assert work.heatmaps is not None
         work.poses = self.estimator.poses(work.heatmaps, work.source.image)
+        if self.candidate_decode is not None:
+            work.candidates = decode_heatmaps(work.heatmaps, self.candidate_decode)
         work.heatmaps = None
 
     def write(self) -> None:
@@ -312,7 +340,8 @@ class _Run:
         source = work.source
         poses = work.poses or []
         if self.tracker is not None:
-            poses = self.tracker.update(poses, source.time)
+            extra = {} if work.candidates is None else {"candidates": work.candidates}
+            poses = self.tracker.update(poses, source.time, **extra)
         height, width = source.image.shape[:2]
         frame = Frame(source.index, source.time, width, height, poses, source.name)
         image = self.draw(source.image, poses) if self.draw is not None else source.image

@@ -1,13 +1,28 @@
 """Person identities across frames, and keypoint smoothing.
 
 :class:`Tracker` gives each person a stable id by matching the poses of a frame to the tracks of
-the previous frames with OKS (object keypoint similarity, the COCO measure, scale from the
-bounding-box area). Each track's pose is first moved forward by its recent velocity, so two
-people who cross keep their ids. Matching is greedy by descending OKS. A track that is not
-matched is kept for ``max_age`` frames and can be matched again; new people get new ids, and
-ids are never reused. A person who appears after the first frame gets an id only once matched in
-``min_hits`` frames in a row (until then the poses carry no id), so one-frame false detections do
-not use up ids.
+the previous frames. Tracks hold through missed detections and crossings:
+
+* **Motion.** Each track moves at its recent velocity (constant velocity of the whole pose, an
+  exponential mean of its measured shifts): its pose is predicted at the new frame's time before
+  matching, so two people who cross keep their ids.
+* **Similarity.** :func:`pose_similarity` compares a predicted pose with a detection over the
+  keypoints both have, with a tolerance that grows with the time the track went unseen. A track
+  remembers keypoints it saw recently but not in its last detection, so partial detections
+  (an occluded half, a missed head) still meet the keypoints they have.
+* **Association**, in turn, greedily by descending similarity (:func:`greedy_match`): tracks seen
+  in the previous frame, then lost tracks (re-identification), then not yet confirmed tracks,
+  against the frame's people; then the confirmed tracks still unmatched against low-score
+  *candidates* (ByteTrack, Zhang et al., ECCV 2022): people the detector found below the run's
+  score thresholds. A candidate continues a track (its position and motion, and it keeps the track
+  alive) but is never shown and never starts a track.
+* **Re-identification window.** A confirmed track that is not matched is kept for
+  ``lost_seconds`` of video time (frame timestamps, so ``--every N`` keeps the same window) and
+  can be matched again with its id.
+
+New people get new ids, and ids are never reused. A person who appears after the first frame gets
+an id only once matched in ``min_hits`` frames in a row (until then the poses carry no id), so
+one-frame false detections do not use up ids.
 
 With ``smooth=True``, a :class:`OneEuroFilter` per track smooths its keypoints (Casiez et al.,
 CHI 2012): little smoothing when a keypoint moves fast, strong smoothing when it is still.
@@ -17,6 +32,7 @@ Keypoints are image pixels, COCO-17 order, ``[x, y, confidence]``; confidence 0 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,16 +42,29 @@ import numpy as np
 from posecli.pose import Pose
 from posecli.spec import COCO_SIGMAS, NUM_COCO_KEYPOINTS
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Tunables of :class:`Tracker` and its One-Euro smoothing."""
+    """Tunables of :class:`Tracker` and its One-Euro smoothing (times in seconds of video)."""
 
-    min_oks: float = 0.2  # a pose matches a track only above this OKS
-    max_age: int = 5  # frames a track that was not seen can still be matched
+    min_similarity: float = 0.3  # a person matches a track only above this pose_similarity
+    candidate_similarity: float = 0.5  # likewise for a low-score candidate (stricter)
+    duplicate_similarity: float = 0.5  # a candidate this similar to a shown person is that person
+    lost_seconds: float = 1.0  # re-identification window: how long an unseen track is kept
+    memory_seconds: float = 0.5  # a keypoint missing from a detection is remembered this long
     min_hits: int = 2  # frames in a row a new person must be seen to get an id (first frame: 1)
-    min_area: float = 32.0 * 32.0  # px²; floor of the OKS scale for tiny or one-point poses
+    min_area: float = 32.0 * 32.0  # px²; floor of the similarity scale for tiny or one-point poses
+    tolerance: float = 2.0  # × the OKS falloff of each keypoint (coarse keypoints jitter more)
+    min_common: int = 4  # similarity is divided by at least this many shared keypoints
+    spread_per_second: float = 1.0  # tolerance grows by this fraction per second unseen
     velocity_blend: float = 0.5  # weight of the newest velocity measurement (exponential mean)
+    max_speed: float = 2.0  # box heights per second; faster velocity estimates are scaled down
+    # decoder threshold (DecodeConfig.min_mean_part_score) of the low-score candidates that
+    # posecli's pipeline decodes for the tracker: people a run's --min-part-score (0.45) or
+    # --min-score drops from there up can continue tracks
+    candidate_min_score: float = 0.2
     smooth: bool = False  # One-Euro filter on the keypoints of tracked people
     min_cutoff: float = 1.0  # Hz; One-Euro cutoff at rest (lower: smoother, more lag)
     beta: float = 0.05  # s/px; how fast the cutoff rises with speed (higher: less lag)
@@ -70,6 +99,44 @@ def keypoint_similarity(
     both = track_seen[:, None, :] & pose_seen[None, :, :]
     either = (track_seen[:, None, :] | pose_seen[None, :, :]).sum(-1)  # (T, P)
     return np.where(both, similarity, 0.0).sum(-1) / np.maximum(either, 1)
+
+
+def pose_similarity(
+    tracks: np.ndarray,
+    poses: np.ndarray,
+    spread: np.ndarray | float = 1.0,
+    config: TrackerConfig = TrackerConfig(),  # noqa: B008 (frozen record)
+) -> np.ndarray:
+    """How likely every pose is the person of every track: OKS over the keypoints both have.
+
+    Each keypoint found in both contributes ``exp(-d² / (2 · area · (spread · t · 2σ)²))``
+    with σ its COCO σ, ``t`` ``config.tolerance`` and ``area`` the larger of the two
+    bounding-box areas (at least ``config.min_area``); the sum is divided by the number of
+    shared keypoints, but by at least ``config.min_common``, so that a pose that shares one or
+    two keypoints with a track scores low. Unlike :func:`keypoint_similarity`, keypoints found
+    in only one of the two cost nothing: a partial detection of a person still matches them.
+
+    Args:
+        tracks: ``(T, 17, 3)`` ``[x, y, confidence]``, image pixels (predicted track poses).
+        poses: ``(P, 17, 3)`` likewise (detections).
+        spread: ``(T,)`` or a scalar ≥ 1: how much wider each track's tolerance is.
+        config: ``tolerance``, ``min_area`` and ``min_common``.
+
+    Returns:
+        ``(T, P)`` float64 in [0, 1].
+    """
+    tracks = np.asarray(tracks, dtype=np.float64).reshape(-1, NUM_COCO_KEYPOINTS, 3)
+    poses = np.asarray(poses, dtype=np.float64).reshape(-1, NUM_COCO_KEYPOINTS, 3)
+    track_seen, pose_seen = tracks[..., 2] > 0, poses[..., 2] > 0  # (T, 17), (P, 17)
+    area = np.maximum(_box_area(tracks, track_seen)[:, None], _box_area(poses, pose_seen)[None])
+    area = np.maximum(area, config.min_area)  # (T, P)
+    spread = np.broadcast_to(np.asarray(spread, dtype=np.float64), (len(tracks),))
+    kappa = 2 * COCO_SIGMAS * config.tolerance  # (17,)
+    falloff = area[..., None] * (spread[:, None, None] * kappa) ** 2  # (T, P, 17)
+    squared = ((tracks[:, None, :, :2] - poses[None, :, :, :2]) ** 2).sum(-1)  # (T, P, 17)
+    both = track_seen[:, None, :] & pose_seen[None, :, :]
+    similarity = np.where(both, np.exp(-squared / (2 * falloff)), 0.0).sum(-1)  # (T, P)
+    return similarity / np.maximum(both.sum(-1), max(config.min_common, 1))
 
 
 def _box_area(keypoints: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -142,18 +209,24 @@ class OneEuroFilter:
 
 @dataclass
 class _Track:
+    """One person's state. ``keypoints`` ``(17, 3)``: the template at ``time`` (image pixels):
+    the last detection's keypoints, plus those of earlier detections it lacked, moved along
+    (``seen`` ``(17,)``: when each was last detected, ``-inf`` never)."""
+
     track_id: int | None  # None until confirmed (see TrackerConfig.min_hits)
-    keypoints: np.ndarray  # (17, 3) last observed, unsmoothed
-    time: float  # when it was last observed
-    hits: int = 1  # frames observed (an unconfirmed track ends when missed: in a row)
+    keypoints: np.ndarray  # (17, 3) template at `time`, unsmoothed
+    seen: np.ndarray  # (17,) seconds
+    time: float  # when it was last detected (shown person or candidate)
+    hits: int = 1  # frames shown in a row while unconfirmed (an unconfirmed track ends if missed)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # px/s of the whole pose
-    missed: int = 0  # frames since last observed
+    missed: int = 0  # frames since last detected
     smoother: OneEuroFilter | None = None
 
-    def predicted(self, time: float) -> np.ndarray:
-        """``(17, 3)`` keypoints moved forward to ``time`` at the track's velocity."""
+    def predicted(self, time: float, horizon: float) -> np.ndarray:
+        """``(17, 3)`` template moved forward to ``time`` at the track's velocity (at most
+        ``horizon`` seconds ahead)."""
         moved = self.keypoints.copy()
-        moved[:, :2] += self.velocity * max(time - self.time, 0.0)
+        moved[:, :2] += self.velocity * min(max(time - self.time, 0.0), horizon)
         return moved
 
 
@@ -169,52 +242,127 @@ class Tracker:
         self._next_id = 1
         self._first_frame = True
 
+    @property
+    def candidate_min_score(self) -> float:
+        """Decoder threshold of the low-score candidates :meth:`update` can use (posecli's
+        pipeline decodes a second time at it, see ``pipeline.candidate_decode_config``)."""
+        return self.config.candidate_min_score
+
     def reset(self) -> None:
         """Forget every track (ids still never repeat); the next frame counts as the first."""
         self._tracks = []
         self._first_frame = True
 
-    def update(self, poses: Sequence[Pose], time: float) -> list[Pose]:
+    def update(
+        self, poses: Sequence[Pose], time: float, candidates: Sequence[Pose] = ()
+    ) -> list[Pose]:
         """Assign track ids to the poses of the next frame.
 
         Args:
-            poses: the frame's people (image pixels, COCO-17 order).
+            poses: the frame's people, the ones shown (image pixels, COCO-17 order).
             time: the frame's presentation time in seconds (increasing).
+            candidates: people found below the run's score thresholds: each may continue a
+                confirmed track that no shown person continues, and is then dropped (never
+                shown, never a new track). People of ``poses`` among them are ignored.
 
         Returns:
-            New :class:`Pose` records in the same order with ``track_id`` set (ids start at 1;
-            ``None`` for a person not yet confirmed), with smoothed keypoints when
+            New :class:`Pose` records for ``poses``, in their order, with ``track_id`` set (ids
+            start at 1; ``None`` for a person not yet confirmed), with smoothed keypoints when
             ``config.smooth``.
         """
-        detected = np.array([pose.keypoints for pose in poses], dtype=np.float64)
-        predicted = np.array([track.predicted(time) for track in self._tracks])
-        scores = keypoint_similarity(predicted, detected, self.config.min_area)
-        pairs = greedy_match(scores, self.config.min_oks)
-        matches = {pose: track for track, pose in pairs}  # pose index → track index
+        detected = _keypoints(poses)  # (P, 17, 3)
         for track in self._tracks:
             track.missed += 1
+        predicted, spread = self._predicted(time)
+        matches = self._match_shown(detected, predicted, spread)  # pose index → track index
+        low = self._new_candidates(_keypoints(candidates), detected)
+        self._match_candidates(low, predicted, spread, set(matches.values()), time)
+        for index, row in matches.items():
+            self._observe(self._tracks[row], detected[index], time, shown=True)
         results = []
         for index, pose in enumerate(poses):
-            if index in matches:
-                track = self._tracks[matches[index]]
-                self._observe(track, detected[index], time)
-            else:
-                track = self._start(detected[index], time)
+            row = matches.get(index)
+            track = self._start(detected[index], time) if row is None else self._tracks[row]
             results.append(self._output(pose, track, time))
-        self._tracks = [track for track in self._tracks if self._alive(track)]
+        self._tracks = [track for track in self._tracks if self._alive(track, time)]
         self._first_frame = False
         return results
 
-    def _alive(self, track: _Track) -> bool:
-        """Confirmed tracks live ``max_age`` unseen frames; unconfirmed ones none."""
-        return track.missed <= (self.config.max_age if track.track_id is not None else 0)
+    def _predicted(self, time: float) -> tuple[np.ndarray, np.ndarray]:
+        """Every track at ``time``: ``(T, 17, 3)`` predicted poses and ``(T,)`` tolerance
+        spreads (wider the longer a track went unseen)."""
+        c = self.config
+        predicted = np.array([track.predicted(time, c.lost_seconds) for track in self._tracks])
+        unseen = np.array([max(time - track.time, 0.0) for track in self._tracks])  # (T,) s
+        return predicted, 1.0 + c.spread_per_second * np.minimum(unseen, c.lost_seconds)
+
+    def _match_shown(
+        self, detected: np.ndarray, predicted: np.ndarray, spread: np.ndarray
+    ) -> dict[int, int]:
+        """Match the ``(P, 17, 3)`` shown people to the tracks (``predicted`` ``(T, 17, 3)``,
+        ``spread`` ``(T,)``); returns pose index → track index.
+
+        Tracks seen in the previous frame choose first, then lost tracks, then unconfirmed
+        ones, each group greedily by similarity.
+        """
+        if not len(detected) or not self._tracks:
+            return {}
+        scores = pose_similarity(predicted, detected, spread, self.config)  # (T, P)
+        confirmed = [track.track_id is not None for track in self._tracks]
+        groups = (
+            [i for i, t in enumerate(self._tracks) if confirmed[i] and t.missed == 1],
+            [i for i, t in enumerate(self._tracks) if confirmed[i] and t.missed > 1],
+            [i for i in range(len(self._tracks)) if not confirmed[i]],
+        )
+        matches: dict[int, int] = {}
+        for rows in groups:
+            free = [index for index in range(len(detected)) if index not in matches]
+            if rows and free:
+                pairs = greedy_match(scores[np.ix_(rows, free)], self.config.min_similarity)
+                matches.update((free[column], rows[row]) for row, column in pairs)
+        return matches
+
+    def _new_candidates(self, candidates: np.ndarray, detected: np.ndarray) -> np.ndarray:
+        """The ``(C, 17, 3)`` candidates that are not one of the ``(P, 17, 3)`` people shown
+        (a decoding at a lower threshold finds those again)."""
+        if not len(candidates) or not len(detected):
+            return candidates
+        duplicate = pose_similarity(detected, candidates, 1.0, self.config).max(axis=0)  # (C,)
+        return candidates[duplicate < self.config.duplicate_similarity]
+
+    def _match_candidates(
+        self,
+        candidates: np.ndarray,
+        predicted: np.ndarray,
+        spread: np.ndarray,
+        taken: set[int],
+        time: float,
+    ) -> None:
+        """Let the ``(C, 17, 3)`` low-score candidates continue the confirmed tracks not in
+        ``taken`` (indices of the tracks a shown person matched); ``predicted`` and ``spread``:
+        every track's, ``(T, 17, 3)`` and ``(T,)``."""
+        tracks = enumerate(self._tracks)
+        rows = [i for i, track in tracks if track.track_id is not None and i not in taken]
+        if not rows or not len(candidates):
+            return
+        scores = pose_similarity(predicted[rows], candidates, spread[rows], self.config)
+        for row, column in greedy_match(scores, self.config.candidate_similarity):
+            self._observe(self._tracks[rows[row]], candidates[column], time, shown=False)
+
+    def _alive(self, track: _Track, time: float) -> bool:
+        """Confirmed tracks live ``lost_seconds`` unseen; unconfirmed ones end when missed."""
+        if track.track_id is None:
+            return track.missed == 0
+        return time - track.time <= self.config.lost_seconds + 1e-9
 
     def _start(self, keypoints: np.ndarray, time: float) -> _Track:
+        """A new track from a ``(17, 3)`` shown person no track matched."""
         smoother = None
         if self.config.smooth:
             c = self.config
             smoother = OneEuroFilter(c.min_cutoff, c.beta, c.d_cutoff, NUM_COCO_KEYPOINTS)
-        track = _Track(None, keypoints, time, smoother=smoother)
+        seen = np.where(keypoints[:, 2] > 0, time, -np.inf)
+        track = _Track(None, keypoints.copy(), seen, time, smoother=smoother)
         if self._first_frame or self.config.min_hits <= 1:
             self._confirm(track)
         self._tracks.append(track)
@@ -223,18 +371,40 @@ class Tracker:
     def _confirm(self, track: _Track) -> None:
         track.track_id = self._next_id
         self._next_id += 1
+        logger.debug("track %d confirmed at %.3f s", track.track_id, track.time)
 
-    def _observe(self, track: _Track, keypoints: np.ndarray, time: float) -> None:
+    def _observe(self, track: _Track, keypoints: np.ndarray, time: float, shown: bool) -> None:
+        """Update ``track`` with a ``(17, 3)`` detection at ``time``: velocity, then template.
+
+        The velocity is measured on the keypoints detected both now and at the track's last
+        detection, and capped at ``max_speed`` box heights per second. ``shown``: a shown
+        person (it counts toward ``min_hits``), not a low-score candidate.
+        """
+        c = self.config
         elapsed = time - track.time
-        both = (track.keypoints[:, 2] > 0) & (keypoints[:, 2] > 0)
+        if track.track_id is not None and track.missed > 1:
+            logger.debug("track %d found again after %.2f s", track.track_id, elapsed)
+        found = keypoints[:, 2] > 0
+        both = found & (track.seen >= track.time)
         if elapsed > 0 and both.any():
             shift = (keypoints[both, :2] - track.keypoints[both, :2]).mean(axis=0)
-            blend = self.config.velocity_blend
-            track.velocity = blend * shift / elapsed + (1 - blend) * track.velocity
-        track.keypoints, track.time, track.missed = keypoints, time, 0
-        track.hits += 1
-        if track.track_id is None and track.hits >= self.config.min_hits:
-            self._confirm(track)
+            velocity = c.velocity_blend * shift / elapsed + (1 - c.velocity_blend) * track.velocity
+            limit = c.max_speed * max(_box_height(track.keypoints), _box_height(keypoints), 1.0)
+            speed = math.hypot(velocity[0], velocity[1])
+            track.velocity = velocity * (limit / speed) if speed > limit else velocity
+        remembered = ~found & (track.seen >= time - c.memory_seconds)
+        template = keypoints.copy()
+        template[remembered] = track.keypoints[remembered]
+        template[remembered, :2] += track.velocity * max(elapsed, 0.0)
+        seen = track.seen.copy()
+        seen[found] = time
+        seen[~found & ~remembered] = -np.inf
+        track.keypoints, track.seen = template, seen
+        track.time, track.missed = time, 0
+        if shown:
+            track.hits += 1
+            if track.track_id is None and track.hits >= c.min_hits:
+                self._confirm(track)
 
     @staticmethod
     def _output(pose: Pose, track: _Track, time: float) -> Pose:
@@ -244,3 +414,16 @@ class Tracker:
             present = keypoints[:, 2] > 0
             keypoints[:, :2] = track.smoother(keypoints[:, :2], present, time)
         return replace(pose, keypoints=keypoints, track_id=track.track_id)
+
+
+def _keypoints(poses: Sequence[Pose]) -> np.ndarray:
+    """``(N, 17, 3)`` float64 keypoints of ``poses``."""
+    if not poses:
+        return np.zeros((0, NUM_COCO_KEYPOINTS, 3))
+    return np.array([pose.keypoints for pose in poses], dtype=np.float64)
+
+
+def _box_height(keypoints: np.ndarray) -> float:
+    """Height in pixels of the found keypoints of one ``(17, 3)`` pose (0 if none)."""
+    ys = keypoints[keypoints[:, 2] > 0, 1]
+    return float(np.ptp(ys)) if len(ys) else 0.0
