@@ -67,6 +67,14 @@ class DecodeConfig:
     max_part_samples: int = 20  # samples along a candidate part: min(round(length + 1), this)
     long_part_fraction: float = 0.5  # parts longer than this × map height are penalised
     part_length_factor: float = 16.0  # a part joins a person only if < this × its longest part
+    # ours: a part joins a person (or merges two, or starts one) only if its length over its
+    # type's typical length (posecli.decode.PART_LENGTHS) is < this × the largest such ratio
+    # among the person's parts (starting: the median among the other parts at its ends); 0: off.
+    # 3.5: the smallest that keeps the AP of decoding rendered ground truth (bench/oracle_ap.py:
+    # 3 loses 0.011 on cocomini-train). People wider than 1.5× their height on the street and
+    # pedestrian clips of issue 18: 2 + 21 → 0 + 7; posecli eval AP (cocomini-train, long side
+    # 384) 0.1062 → 0.1057
+    part_proportion_factor: float = 3.5
     merge_ratio: float = 0.7  # a merging part must reach this × both people's weakest part
     min_parts: int = 2  # people with fewer keypoints are dropped
     min_mean_part_score: float = 0.45  # people whose total score per keypoint is lower are dropped

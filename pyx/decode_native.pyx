@@ -105,6 +105,7 @@ ctypedef struct Connection:  # a selected body part between two global peak ids
     int b
     double score
     double length
+    double scale  # length over the part type's typical length, 0 if exempt (reference.Connection)
 
 
 ctypedef struct Person:
@@ -113,6 +114,7 @@ ctypedef struct Person:
     double total
     int count  # number of keypoints
     double longest  # longest part, grid cells
+    double scale  # largest Connection.scale of its parts (0: unknown)
     bint alive
 
 
@@ -128,6 +130,7 @@ ctypedef struct Settings:  # DecodeConfig as plain numbers
     int max_part_samples
     double long_part_fraction
     double part_length_factor
+    double part_proportion_factor
     double merge_ratio
     int min_parts
     double min_mean_part_score
@@ -425,11 +428,11 @@ cdef bint _score_part(
 cdef Py_ssize_t _find_connections(
     const float* part_map, Py_ssize_t height, Py_ssize_t width, const Peak* peaks,
     Py_ssize_t first_a, Py_ssize_t count_a, Py_ssize_t first_b, Py_ssize_t count_b,
-    const Settings* settings, Candidate* candidates, char* used_a, char* used_b,
-    Connection* connections,
+    double part_length, const Settings* settings, Candidate* candidates, char* used_a,
+    char* used_b, Connection* connections,
 ) noexcept nogil:
-    """reference.find_connections on a row-major ``height × width`` part map; returns the
-    number of connections written."""
+    """reference.find_connections on a row-major ``height × width`` part map of typical length
+    ``part_length`` (0: exempt); returns the number of connections written."""
     cdef Py_ssize_t i, j, c, num_candidates = 0, num_connections = 0
     cdef Candidate* candidate
     for i in range(count_a):
@@ -462,6 +465,9 @@ cdef Py_ssize_t _find_connections(
         connections[num_connections].b = <int> (first_b + candidate.j)
         connections[num_connections].score = candidate.score
         connections[num_connections].length = candidate.length
+        connections[num_connections].scale = (
+            candidate.length / part_length if part_length > 0 else 0.0
+        )
         num_connections += 1
     return num_connections
 
@@ -482,16 +488,91 @@ cdef void _new_person(
     person.total = peaks[connection.a].score + peaks[connection.b].score + connection.score
     person.count = 2
     person.longest = connection.length
+    person.scale = connection.scale
     person.alive = True
+
+
+cdef int _ascending_doubles(const void* left, const void* right) noexcept nogil:
+    cdef double a = (<const double*> left)[0]
+    cdef double b = (<const double*> right)[0]
+    return (a > b) - (a < b)
+
+
+cdef void _scales_at_peaks(
+    const Connection* connections, Py_ssize_t num_connections, Py_ssize_t num_peaks,
+    Py_ssize_t* starts, double* scales,
+) noexcept nogil:
+    """reference.scales_at_peaks as one flat array: the scales at peak ``p`` are
+    ``scales[starts[p]:starts[p + 1]]``, ascending (``starts``: ``num_peaks + 1``; ``scales``:
+    room for ``2 × num_connections``)."""
+    cdef Py_ssize_t c, p
+    for p in range(num_peaks + 1):
+        starts[p] = 0
+    for c in range(num_connections):  # counts, shifted by one
+        if connections[c].scale > 0:
+            starts[connections[c].a + 1] += 1
+            starts[connections[c].b + 1] += 1
+    for p in range(num_peaks):  # starts[p + 1]: where peak p ends
+        starts[p + 1] += starts[p]
+    for c in range(num_connections):  # starts[p] moves on to where peak p ends
+        if connections[c].scale > 0:
+            scales[starts[connections[c].a]] = connections[c].scale
+            starts[connections[c].a] += 1
+            scales[starts[connections[c].b]] = connections[c].scale
+            starts[connections[c].b] += 1
+    for p in range(num_peaks, 0, -1):  # back to where each peak starts
+        starts[p] = starts[p - 1]
+    starts[0] = 0
+    for p in range(num_peaks):
+        qsort(&scales[starts[p]], starts[p + 1] - starts[p], sizeof(double), _ascending_doubles)
+
+
+cdef bint _median_of_others(
+    const double* scales, Py_ssize_t count, double own, double* median
+) noexcept nogil:
+    """reference.median_of_others on the ``count`` ascending ``scales`` of a peak (``own`` among
+    them): writes ``*median`` and returns True, or False when no other part is there."""
+    cdef Py_ssize_t own_index = 0, middle = (count - 2) // 2  # lower median of count - 1 others
+    if count < 2:
+        return False
+    while own_index < count and scales[own_index] < own:  # np.searchsorted, side "left"
+        own_index += 1
+    median[0] = scales[middle] if middle < own_index else scales[middle + 1]
+    return True
+
+
+cdef bint _in_proportion(
+    const Connection* connection, double scale, const Py_ssize_t* peak_starts,
+    const double* peak_scales, const Settings* settings,
+) noexcept nogil:
+    """reference.in_proportion (``peak_starts``, ``peak_scales``: from ``_scales_at_peaks``)."""
+    cdef int end, peak_id
+    cdef double factor = settings.part_proportion_factor, local
+    if factor <= 0 or connection.scale == 0:
+        return True
+    if scale > 0:
+        return connection.scale < factor * scale
+    for end in range(2):
+        peak_id = connection.a if end == 0 else connection.b
+        if _median_of_others(
+            &peak_scales[peak_starts[peak_id]], peak_starts[peak_id + 1] - peak_starts[peak_id],
+            connection.scale, &local,
+        ) and not connection.scale < factor * local:
+            return False
+    return True
 
 
 cdef void _extend(
     Person* person, int person_index, int keypoint_type, int peak_id,
-    const Connection* connection, const Peak* peaks, const Settings* settings, int* owners,
+    const Connection* connection, const Peak* peaks, const Py_ssize_t* peak_starts,
+    const double* peak_scales, const Settings* settings, int* owners,
 ) noexcept nogil:
     """reference._extend; keeps ``owners`` (person index per peak id) up to date."""
     cdef int old_id = person.peak_ids[keypoint_type]
-    cdef bint short_enough = connection.length < settings.part_length_factor * person.longest
+    cdef bint short_enough = (
+        connection.length < settings.part_length_factor * person.longest
+        and _in_proportion(connection, person.scale, peak_starts, peak_scales, settings)
+    )
     if old_id == -1:
         if not short_enough:
             return
@@ -507,21 +588,24 @@ cdef void _extend(
         person.total += connection.score - person.part_scores[keypoint_type]
         person.part_scores[keypoint_type] = connection.score
         person.longest = max(person.longest, connection.length)
+        person.scale = max(person.scale, connection.scale)
         return
     person.peak_ids[keypoint_type] = peak_id
     person.part_scores[keypoint_type] = connection.score
     person.total += peaks[peak_id].score + connection.score
     person.longest = max(person.longest, connection.length)
+    person.scale = max(person.scale, connection.scale)
     owners[peak_id] = person_index
 
 
 cdef void _merge(
     Person* first, int first_index, Person* second, const Connection* connection,
-    const Settings* settings, int num_keypoints, int* owners,
+    const Py_ssize_t* peak_starts, const double* peak_scales, const Settings* settings,
+    int num_keypoints, int* owners,
 ) noexcept nogil:
     """reference._merge; keeps ``owners`` up to date."""
     cdef int k
-    cdef double weakest_first = 0.0, weakest_second = 0.0, longest
+    cdef double weakest_first = 0.0, weakest_second = 0.0, longest, scale
     cdef bint seen_first = False, seen_second = False
     for k in range(num_keypoints):
         if first.peak_ids[k] >= 0 and second.peak_ids[k] >= 0:
@@ -535,9 +619,11 @@ cdef void _merge(
             weakest_second = second.part_scores[k]
             seen_second = True
     longest = max(first.longest, second.longest)
+    scale = max(first.scale, second.scale)
     if (
         connection.score < settings.merge_ratio * min(weakest_first, weakest_second)
         or connection.length >= settings.part_length_factor * longest
+        or not _in_proportion(connection, scale, peak_starts, peak_scales, settings)
     ):
         return
     for k in range(num_keypoints):
@@ -548,15 +634,18 @@ cdef void _merge(
     first.count += second.count
     first.total += second.total + connection.score
     first.longest = max(longest, connection.length)
+    first.scale = max(scale, connection.scale)
     second.alive = False
 
 
 cdef int _assemble_people(
     const int[:, ::1] body_parts, const Connection* connections,
     const Py_ssize_t* connection_starts, const Peak* peaks, int num_keypoints,
-    const Settings* settings, Person* people, int* owners,
+    const Py_ssize_t* peak_starts, const double* peak_scales, const Settings* settings,
+    Person* people, int* owners,
 ) noexcept nogil:
-    """reference.assemble_people; ``owners`` starts all -1. Returns the people written."""
+    """reference.assemble_people; ``owners`` starts all -1, ``peak_starts`` and ``peak_scales``
+    come from ``_scales_at_peaks``. Returns the people written."""
     cdef Py_ssize_t part, c
     cdef int type_a, type_b, owner_a, owner_b, owner, num_people = 0
     cdef const Connection* connection
@@ -568,22 +657,25 @@ cdef int _assemble_people(
             owner_a = owners[connection.a]
             owner_b = owners[connection.b]
             if owner_a == -1 and owner_b == -1:
-                _new_person(&people[num_people], connection, type_a, type_b, peaks, num_keypoints)
-                owners[connection.a] = num_people
-                owners[connection.b] = num_people
-                num_people += 1
+                if _in_proportion(connection, 0.0, peak_starts, peak_scales, settings):
+                    _new_person(
+                        &people[num_people], connection, type_a, type_b, peaks, num_keypoints
+                    )
+                    owners[connection.a] = num_people
+                    owners[connection.b] = num_people
+                    num_people += 1
             elif owner_a == owner_b or owner_a == -1 or owner_b == -1:
                 owner = owner_a if owner_a != -1 else owner_b
                 if owner_a == owner:
                     _extend(&people[owner], owner, type_b, connection.b, connection, peaks,
-                            settings, owners)
+                            peak_starts, peak_scales, settings, owners)
                 else:
                     _extend(&people[owner], owner, type_a, connection.a, connection, peaks,
-                            settings, owners)
+                            peak_starts, peak_scales, settings, owners)
             else:
                 _merge(&people[min(owner_a, owner_b)], min(owner_a, owner_b),
-                       &people[max(owner_a, owner_b)], connection, settings, num_keypoints,
-                       owners)
+                       &people[max(owner_a, owner_b)], connection, peak_starts, peak_scales,
+                       settings, num_keypoints, owners)
     return num_people
 
 
@@ -692,6 +784,7 @@ cdef int _complete_people(
         host.count += guest.count
         host.total += guest.total
         host.longest = max(host.longest, guest.longest)
+        host.scale = max(host.scale, guest.scale)
         masks[h] |= masks[order[2 * p + 1]]
         guest.alive = False
     for p in range(num_peaks):
@@ -723,8 +816,9 @@ cdef int _complete_people(
 
 
 cdef int _decode(
-    const float[:, :, ::1] heatmaps, const int[:, ::1] body_parts, int num_keypoints,
-    const Settings* settings, Person** people_out, Peak** peaks_out,
+    const float[:, :, ::1] heatmaps, const int[:, ::1] body_parts,
+    const double[::1] part_lengths, int num_keypoints, const Settings* settings,
+    Person** people_out, Peak** peaks_out,
 ) noexcept nogil:
     """The whole decoder (reference.decode_people). Returns the number of people in
     ``*people_out`` (the kept ones have ``alive`` set), -1 on memory exhaustion. The caller
@@ -747,12 +841,17 @@ cdef int _decode(
     cdef Connection* connections = NULL
     cdef int* owners = NULL
     cdef Person* people = NULL
+    cdef Py_ssize_t* peak_starts = <Py_ssize_t*> malloc(
+        (num_keypoints * settings.max_peaks + 1) * sizeof(Py_ssize_t)
+    )
+    cdef double* peak_scales = NULL
     cdef int num_people = -1
     peaks_out[0] = peaks
     people_out[0] = NULL
     if (cells == NULL or peaks == NULL or connection_starts == NULL or linked == NULL
-            or used_a == NULL or used_b == NULL):
+            or used_a == NULL or used_b == NULL or peak_starts == NULL):
         free(cells); free(connection_starts); free(linked); free(used_a); free(used_b)
+        free(peak_starts)
         return -1
 
     type_starts[0] = 0
@@ -778,7 +877,9 @@ cdef int _decode(
     connections = <Connection*> malloc(max(max_connections, 1) * sizeof(Connection))
     owners = <int*> malloc(max(type_starts[num_keypoints], 1) * sizeof(int))
     people = <Person*> malloc(max(max_connections, 1) * sizeof(Person))
-    if candidates != NULL and connections != NULL and owners != NULL and people != NULL:
+    peak_scales = <double*> malloc(max(2 * max_connections, 1) * sizeof(double))
+    if (candidates != NULL and connections != NULL and owners != NULL and people != NULL
+            and peak_scales != NULL):
         connection_starts[0] = 0
         for p in range(num_parts):
             connection_starts[p + 1] = connection_starts[p] + _find_connections(
@@ -787,13 +888,18 @@ cdef int _decode(
                 type_starts[body_parts[p, 0] + 1] - type_starts[body_parts[p, 0]],
                 type_starts[body_parts[p, 1]],
                 type_starts[body_parts[p, 1] + 1] - type_starts[body_parts[p, 1]],
-                settings, candidates, used_a, used_b, &connections[connection_starts[p]],
+                part_lengths[p], settings, candidates, used_a, used_b,
+                &connections[connection_starts[p]],
             )
         for p in range(type_starts[num_keypoints]):
             owners[p] = -1
+        _scales_at_peaks(
+            connections, connection_starts[num_parts], type_starts[num_keypoints], peak_starts,
+            peak_scales,
+        )
         num_people = _assemble_people(
-            body_parts, connections, connection_starts, peaks, num_keypoints, settings, people,
-            owners,
+            body_parts, connections, connection_starts, peaks, num_keypoints, peak_starts,
+            peak_scales, settings, people, owners,
         )
         for p in range(num_people):
             people[p].alive = people[p].alive and _keep(&people[p], settings)
@@ -805,15 +911,16 @@ cdef int _decode(
         people_out[0] = people
         people = NULL
     free(cells); free(connection_starts); free(linked); free(candidates); free(connections)
-    free(used_a); free(used_b); free(owners); free(people)
+    free(used_a); free(used_b); free(owners); free(people); free(peak_starts); free(peak_scales)
     return num_people
 
 
 def decode_poses(
-    const float[:, :, ::1] heatmaps, const int[:, ::1] body_parts, int num_keypoints,
-    const int[::1] output_keypoints, float peak_threshold, float part_threshold,
-    double part_sample_ratio, int max_part_samples, double long_part_fraction,
-    double part_length_factor, double merge_ratio, int min_parts, double min_mean_part_score,
+    const float[:, :, ::1] heatmaps, const int[:, ::1] body_parts,
+    const double[::1] part_lengths, int num_keypoints, const int[::1] output_keypoints,
+    float peak_threshold, float part_threshold, double part_sample_ratio, int max_part_samples,
+    double long_part_fraction, double part_length_factor, double part_proportion_factor,
+    double merge_ratio, int min_parts, double min_mean_part_score,
     int max_people, int max_peaks, bint centroid_refinement, int refine_radius,
     double completion_reach,
 ):
@@ -823,7 +930,9 @@ def decode_poses(
     network keypoint ``output_keypoints[j]`` (``J = len(output_keypoints)``).
 
     Body-part maps are channels ``0 … B-1`` (``B = len(body_parts)``), keypoint maps the next
-    ``num_keypoints``. Arguments after ``output_keypoints`` are the DecodeConfig fields
+    ``num_keypoints``; ``part_lengths`` ``(B,)`` holds the typical length of each part (0:
+    exempt from the proportion rule).
+    Arguments after ``output_keypoints`` are the DecodeConfig fields
     (``centroid_refinement``: ``refinement == "centroid"``).
     """
     if not 0 < num_keypoints <= MAX_KEYPOINTS:
@@ -834,6 +943,8 @@ def decode_poses(
         raise ValueError("empty heatmaps")
     if body_parts.shape[1] != 2 or not _all_below(body_parts, num_keypoints):
         raise ValueError("body_parts must be (B, 2) keypoint indices")
+    if part_lengths.shape[0] != body_parts.shape[0] or not _all_non_negative(part_lengths):
+        raise ValueError("part_lengths must hold one length >= 0 per body part")
     if not _all_below(output_keypoints[None, :], num_keypoints):
         raise ValueError("output_keypoints must be keypoint indices")
     if max_peaks < 1 or max_part_samples < 1 or refine_radius < 0 or not peak_threshold > 0:
@@ -846,6 +957,7 @@ def decode_poses(
     settings.max_part_samples = max_part_samples
     settings.long_part_fraction = long_part_fraction
     settings.part_length_factor = part_length_factor
+    settings.part_proportion_factor = part_proportion_factor
     settings.merge_ratio = merge_ratio
     settings.min_parts = min_parts
     settings.min_mean_part_score = min_mean_part_score
@@ -858,7 +970,9 @@ def decode_poses(
     cdef RankedPerson* ranked = NULL
     cdef int num_people, kept = 0
     with nogil:
-        num_people = _decode(heatmaps, body_parts, num_keypoints, &settings, &people, &peaks)
+        num_people = _decode(
+            heatmaps, body_parts, part_lengths, num_keypoints, &settings, &people, &peaks
+        )
         if num_people >= 0:
             ranked = <RankedPerson*> malloc(max(num_people, 1) * sizeof(RankedPerson))
             if ranked != NULL:
@@ -885,6 +999,17 @@ cdef bint _all_below(const int[:, :] values, int limit) noexcept nogil:
         for c in range(values.shape[1]):
             if not 0 <= values[r, c] < limit:
                 return False
+    return True
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef bint _all_non_negative(const double[::1] values) noexcept nogil:
+    """Whether every value is finite and >= 0."""
+    cdef Py_ssize_t k
+    for k in range(values.shape[0]):
+        if not 0 <= values[k] < INFINITY:
+            return False
     return True
 
 

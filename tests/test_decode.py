@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from posecli.config import DecodeConfig
-from posecli.decode import DecodedPoses, decode, native_available, reference
+from posecli.decode import PART_LENGTHS, DecodedPoses, decode, native_available, reference
+from posecli.decode import native as native_backend
 from posecli.errors import DecoderError, UsageError
 from posecli.spec import (
     BODY_PARTS,
@@ -18,6 +19,7 @@ from posecli.spec import (
     KEYPOINT_CHANNELS,
     KEYPOINTS,
     NUM_CHANNELS,
+    PART_FLIP_ORDER,
     coco_to_network,
 )
 from posecli.train.targets import render_heatmaps
@@ -296,6 +298,86 @@ def test_completion_joins_an_arm_fragment_to_the_body() -> None:
         )
 
 
+def crowd_with_a_stray_hip() -> tuple[np.ndarray, np.ndarray]:
+    """A crowded row (COCO ``(5, 17, 3)``, pixels) and its rendered heatmaps: four people, three
+    complete and the fourth half behind the third without its left hip, and a lone left hip
+    (all that shows of a fifth) just left of the row. Along the 224 px from the fourth person's
+    right hip to the lone left hip, the hip–hip part map is high nearly all the way: it crosses
+    the three others' hip–hip parts."""
+    row = [standing_person(100.0 + 64 * i, 40.0) for i in range(3)]
+    last = standing_person(268.0, 40.0)
+    last[COCO_KEYPOINTS.index("left_hip"), 2] = 0
+    lone = np.zeros((17, 3))
+    lone[COCO_KEYPOINTS.index("left_hip")] = (60.0, 148.0, 1.0)
+    people = np.stack([*row, last, lone])
+    return people, render_heatmaps(coco_to_network(people), 480, 360)
+
+
+def test_a_part_out_of_proportion_does_not_link_a_stray_keypoint_in_a_crowd() -> None:
+    people, heatmaps = crowd_with_a_stray_hip()
+    left_hip = COCO_KEYPOINTS.index("left_hip")
+    # Without the proportion rule the fourth person takes the lone hip: 246 px wide.
+    unchecked = decode(heatmaps, DecodeConfig(part_proportion_factor=0))
+    hips = grid_to_pixels(unchecked.keypoints[:, left_hip, :2])
+    assert np.isclose(hips, people[4, left_hip, :2], atol=0.05).all(axis=1).any()
+    for native in (True, False):
+        poses = decode(heatmaps, native=native)
+        assert len(poses) == 4
+        for person in poses.keypoints:  # every keypoint found is one of a single person's own
+            found = person[:, 2] > 0
+            errors = np.linalg.norm(
+                grid_to_pixels(person[None, :, :2]) - people[:4, :, :2], axis=2
+            )  # (4, 17)
+            matched = errors[:, found].max(axis=1) < 0.05
+            assert matched.sum() == 1
+            assert found.sum() == people[:4][matched, :, 2].astype(bool).sum()
+    assert_same_people(decode(heatmaps, native=True), decode(heatmaps, native=False))
+
+
+def test_a_part_starting_a_person_is_checked_against_the_other_parts_at_its_ends() -> None:
+    # peak 0 has a part of scale 4 to peak 1 and one of scale 40 to peak 2; peak 3 is alone
+    short = reference.Connection(0, 1, 1.0, 2.0, 4.0)  # a, b, score, length, scale
+    long = reference.Connection(0, 2, 1.0, 20.0, 40.0)
+    lone = reference.Connection(3, 4, 1.0, 20.0, 40.0)
+    exempt = reference.Connection(0, 5, 1.0, 20.0, 0.0)  # a part inside the head
+    peak_scales = reference.scales_at_peaks([[short, long], [lone, exempt]], 6)
+    np.testing.assert_array_equal(peak_scales[0], [4.0, 40.0])
+    assert reference.median_of_others(np.array([1.0, 2.0, 3.0, 10.0]), 10.0) == 2.0
+    assert reference.median_of_others(np.array([4.0]), 4.0) is None
+    config = DecodeConfig()
+    assert reference.in_proportion(short, 0.0, peak_scales, config)
+    assert not reference.in_proportion(long, 0.0, peak_scales, config)  # 40 ≥ 3.5 × 4
+    assert reference.in_proportion(long, 12.0, peak_scales, config)  # the person's own scale
+    assert not reference.in_proportion(long, 11.0, peak_scales, config)
+    assert reference.in_proportion(lone, 0.0, peak_scales, config)  # nothing to compare with
+    assert reference.in_proportion(exempt, 0.0, peak_scales, config)
+    assert reference.in_proportion(long, 0.0, peak_scales, DecodeConfig(part_proportion_factor=0))
+
+
+def test_part_lengths_are_mirror_symmetric_and_exempt_only_the_head() -> None:
+    assert PART_LENGTHS.shape == (len(BODY_PARTS),)
+    np.testing.assert_array_equal(PART_LENGTHS[list(PART_FLIP_ORDER)], PART_LENGTHS)
+    head = {k for k, name in enumerate(KEYPOINTS) if name[-4:] in ("nose", "_eye", "_ear")}
+    exempt = np.array([set(part) <= head for part in BODY_PARTS])  # nose–eyes, eyes–ears
+    assert exempt.sum() == 4
+    assert (PART_LENGTHS[exempt] == 0).all() and (PART_LENGTHS[~exempt] > 0).all()
+
+
+@pytest.mark.parametrize(
+    "lengths", [PART_LENGTHS[:-1], -PART_LENGTHS, np.where(PART_LENGTHS > 0.5, np.nan, 1.0)]
+)
+def test_native_refuses_bad_part_lengths(lengths: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="part_lengths"):
+        native_backend.decode_poses(
+            np.zeros((NUM_CHANNELS, 8, 8), dtype=np.float32),
+            np.array(BODY_PARTS, dtype=np.intc),
+            np.ascontiguousarray(lengths, dtype=np.float64),
+            len(KEYPOINTS),
+            np.arange(17, dtype=np.intc),
+            DecodeConfig(),
+        )
+
+
 def test_max_people_keeps_the_best() -> None:
     people = np.stack([standing_person(45.0 + 90 * i, 30.0) for i in range(4)])
     people[1:, 11:, 2] = 0  # three people without legs score lower
@@ -398,6 +480,8 @@ def test_non_array_raises_decoder_error() -> None:
         {"max_part_samples": 0},
         {"refine_radius": -1},
         {"refinement": "parabola"},
+        {"part_proportion_factor": -1.0},
+        {"part_proportion_factor": float("nan")},
     ],
 )
 def test_invalid_config_raises_usage_error(changes: dict) -> None:

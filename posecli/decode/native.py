@@ -32,6 +32,7 @@ def import_error() -> str:
 def decode_poses(
     heatmaps: np.ndarray,
     body_parts: np.ndarray,
+    part_lengths: np.ndarray,
     num_keypoints: int,
     output_keypoints: np.ndarray,
     config: DecodeConfig,
@@ -42,6 +43,8 @@ def decode_poses(
         heatmaps: ``(C, H, W)`` C-contiguous float32 (NaN and ±inf read as in the reference).
         body_parts: ``(B, 2)`` intc keypoint pairs; part maps are channels ``0…B-1``, keypoint
             maps ``B…B+num_keypoints-1``.
+        part_lengths: ``(B,)`` float64, typical length of each part (torso lengths; 0: exempt
+            from the proportion rule).
         output_keypoints: ``(J,)`` intc, the network keypoint of each output keypoint.
 
     Returns:
@@ -52,6 +55,7 @@ def decode_poses(
     return _native.decode_poses(
         heatmaps,
         body_parts,
+        part_lengths,
         num_keypoints,
         output_keypoints,
         config.peak_threshold,
@@ -60,6 +64,7 @@ def decode_poses(
         config.max_part_samples,
         config.long_part_fraction,
         config.part_length_factor,
+        config.part_proportion_factor,
         config.merge_ratio,
         config.min_parts,
         config.min_mean_part_score,

@@ -27,6 +27,16 @@ deviations listed in :mod:`posecli.decode`:
    when the part is shorter than ``part_length_factor`` × the person's longest part); a part
    whose ends belong to two people with no keypoint type in common merges them when its score
    is ≥ ``merge_ratio`` × the weakest part of either and its length is within the same factor.
+   **Proportion** (ours; ``part_proportion_factor`` f, 0 turns it off): every part type has a
+   typical length (``part_lengths``, in torso lengths; 0 exempts the few-cell parts inside the
+   head, whose lengths are mostly peak noise); a part's *scale* is its length over that (the
+   torso length, in cells, it implies), and a person's scale is the largest of its parts'
+   (foreshortening only shortens, so the largest is the best estimate). A part that would
+   bring, replace or merge in a keypoint needs a scale below f × the person's (for a merge, the
+   larger of the two people's). A part that would start a person, or join one with no scale
+   yet, needs a scale below f × the local scale at each of its ends that other selected parts
+   share: the lower median of their scales. So a hip–hip part drawn across a row of people, or
+   a neck–nose part from one small person's neck to another's head, links no one.
 4. **Filter.** A person's ``total`` is the sum of its keypoints' peak scores and of the scores
    of the parts that brought them (a replaced keypoint takes its two terms away; a merge adds
    both totals and the joining part). People with fewer than ``min_parts`` keypoints or with
@@ -87,12 +97,18 @@ class Peaks:
 
 @dataclass
 class Connection:
-    """A selected body part between peaks ``a`` and ``b`` (global peak ids)."""
+    """A selected body part between peaks ``a`` and ``b`` (global peak ids).
+
+    ``length`` is in grid cells; ``scale`` is ``length`` over the part type's typical length
+    (``part_lengths``): the torso length, in grid cells, that the part implies (0 for a part
+    exempt from the proportion rule).
+    """
 
     a: int
     b: int
     score: float
     length: float
+    scale: float
 
 
 @dataclass
@@ -104,6 +120,7 @@ class Person:
     total: float
     count: int  # number of keypoints
     longest: float  # length of the longest part, grid cells
+    scale: float  # largest Connection.scale of its parts: torso length, grid cells (0: unknown)
     alive: bool = True
 
 
@@ -224,9 +241,15 @@ def score_part(
 
 
 def find_connections(
-    part_map: np.ndarray, ids_a: range, ids_b: range, peaks: Peaks, config: DecodeConfig
+    part_map: np.ndarray,
+    ids_a: range,
+    ids_b: range,
+    peaks: Peaks,
+    part_length: float,
+    config: DecodeConfig,
 ) -> list[Connection]:
-    """Selected parts of one type: candidates ranked, then chosen greedily one to one."""
+    """Selected parts of one type (``part_length``: its typical length, torso lengths, 0 for a
+    part exempt from the proportion rule): candidates ranked, then chosen greedily one to one."""
     candidates = []  # (-rank, i, j, score, length); i, j index ids_a, ids_b
     for i, a in enumerate(ids_a):
         for j, b in enumerate(ids_b):
@@ -243,7 +266,8 @@ def find_connections(
             continue
         used_a.add(i)
         used_b.add(j)
-        connections.append(Connection(ids_a[i], ids_b[j], score, length))
+        scale = length / part_length if part_length > 0 else 0.0
+        connections.append(Connection(ids_a[i], ids_b[j], score, length, scale))
     return connections
 
 
@@ -253,7 +277,49 @@ def _new_person(connection: Connection, types: tuple[int, int], peaks: Peaks, k:
         peak_ids[keypoint_type] = peak_id
         part_scores[keypoint_type] = connection.score
     total = peaks.scores[connection.a] + peaks.scores[connection.b] + connection.score
-    return Person(peak_ids, part_scores, float(total), 2, connection.length)
+    return Person(peak_ids, part_scores, float(total), 2, connection.length, connection.scale)
+
+
+def in_proportion(
+    connection: Connection, scale: float, peak_scales: list[np.ndarray], config: DecodeConfig
+) -> bool:
+    """The proportion rule: whether ``connection`` may join a person of ``scale``
+    (``Person.scale``; 0 for a part that would start a person, or a person with no scale yet).
+
+    Always when ``part_proportion_factor`` is 0 or the part is exempt; else its scale must be
+    below the factor × ``scale``, or, without one, × the local scale at each of its ends that
+    other (not exempt) selected parts share: the lower median of theirs (``peak_scales`` from
+    :func:`scales_at_peaks`).
+    """
+    factor = config.part_proportion_factor
+    if factor <= 0 or connection.scale == 0:
+        return True
+    if scale > 0:
+        return connection.scale < factor * scale
+    for peak_id in (connection.a, connection.b):
+        local = median_of_others(peak_scales[peak_id], connection.scale)
+        if local is not None and not connection.scale < factor * local:
+            return False
+    return True
+
+
+def scales_at_peaks(connections: list[list[Connection]], num_peaks: int) -> list[np.ndarray]:
+    """Per peak id, the ``Connection.scale`` of every selected part (of any type, not exempt)
+    with an end there: ``num_peaks`` float64 arrays, sorted ascending."""
+    at_peak: list[list[float]] = [[] for _ in range(num_peaks)]
+    for part_connections in connections:
+        for connection in part_connections:
+            if connection.scale > 0:
+                at_peak[connection.a].append(connection.scale)
+                at_peak[connection.b].append(connection.scale)
+    return [np.sort(np.array(scales, dtype=np.float64)) for scales in at_peak]
+
+
+def median_of_others(scales: np.ndarray, own: float) -> float | None:
+    """Lower median of the sorted ``scales`` of a peak with one occurrence of ``own`` (the
+    part asking, which is among them) left out; None when no other part is there."""
+    others = np.delete(scales, int(np.searchsorted(scales, own)))
+    return float(others[(len(others) - 1) // 2]) if len(others) else None
 
 
 def _extend(
@@ -262,11 +328,14 @@ def _extend(
     peak_id: int,
     connection: Connection,
     peaks: Peaks,
+    peak_scales: list[np.ndarray],
     config: DecodeConfig,
 ) -> None:
     """Bring ``peak_id`` (the end of ``connection`` not yet in ``person``) into ``person``."""
     old_id = person.peak_ids[keypoint_type]
-    short_enough = connection.length < config.part_length_factor * person.longest
+    short_enough = connection.length < config.part_length_factor * person.longest and (
+        in_proportion(connection, person.scale, peak_scales, config)
+    )
     if old_id == -1:
         if not short_enough:
             return
@@ -281,16 +350,24 @@ def _extend(
         person.total += connection.score - person.part_scores[keypoint_type]
         person.part_scores[keypoint_type] = connection.score
         person.longest = max(person.longest, connection.length)
+        person.scale = max(person.scale, connection.scale)
         return
     person.peak_ids[keypoint_type] = peak_id
     person.part_scores[keypoint_type] = connection.score
     person.total += peaks.scores[peak_id] + connection.score
     person.longest = max(person.longest, connection.length)
+    person.scale = max(person.scale, connection.scale)
 
 
-def _merge(first: Person, second: Person, connection: Connection, config: DecodeConfig) -> None:
+def _merge(
+    first: Person,
+    second: Person,
+    connection: Connection,
+    peak_scales: list[np.ndarray],
+    config: DecodeConfig,
+) -> None:
     """Merge ``second`` into ``first`` through ``connection`` if they are disjoint and it is
-    strong and short enough."""
+    strong, short enough and in proportion."""
     in_first = [peak_id >= 0 for peak_id in first.peak_ids]
     in_second = [peak_id >= 0 for peak_id in second.peak_ids]
     if any(a and b for a, b in zip(in_first, in_second, strict=True)):
@@ -300,9 +377,11 @@ def _merge(first: Person, second: Person, connection: Connection, config: Decode
         min(s for s, present in zip(second.part_scores, in_second, strict=True) if present),
     )
     longest = max(first.longest, second.longest)
+    scale = max(first.scale, second.scale)
     if (
         connection.score < config.merge_ratio * weakest
         or connection.length >= config.part_length_factor * longest
+        or not in_proportion(connection, scale, peak_scales, config)
     ):
         return
     for keypoint_type, present in enumerate(in_second):
@@ -312,6 +391,7 @@ def _merge(first: Person, second: Person, connection: Connection, config: Decode
     first.count += second.count
     first.total += second.total + connection.score
     first.longest = max(longest, connection.length)
+    first.scale = max(scale, connection.scale)
     second.alive = False
 
 
@@ -324,6 +404,7 @@ def assemble_people(
 ) -> list[Person]:
     """Greedy assembly of the selected parts of every part type, in part order."""
     people: list[Person] = []
+    peak_scales = scales_at_peaks(connections, len(peaks.scores))
     for (type_a, type_b), part_connections in zip(body_parts, connections, strict=True):
         type_a, type_b = int(type_a), int(type_b)
         for connection in part_connections:
@@ -335,15 +416,16 @@ def assemble_people(
                 )
             ]  # fmt: skip
             if not owners:
-                people.append(_new_person(connection, (type_a, type_b), peaks, num_keypoints))
+                if in_proportion(connection, 0.0, peak_scales, config):
+                    people.append(_new_person(connection, (type_a, type_b), peaks, num_keypoints))
             elif len(owners) == 1:
                 person = owners[0]
                 if person.peak_ids[type_a] == connection.a:
-                    _extend(person, type_b, connection.b, connection, peaks, config)
+                    _extend(person, type_b, connection.b, connection, peaks, peak_scales, config)
                 else:
-                    _extend(person, type_a, connection.a, connection, peaks, config)
+                    _extend(person, type_a, connection.a, connection, peaks, peak_scales, config)
             else:
-                _merge(owners[0], owners[1], connection, config)
+                _merge(owners[0], owners[1], connection, peak_scales, config)
     return [person for person in people if person.alive]
 
 
@@ -415,6 +497,7 @@ def complete_people(
             host.count += guest.count
             host.total += guest.total
             host.longest = max(host.longest, guest.longest)
+            host.scale = max(host.scale, guest.scale)
             guest.alive = False
     held = {peak_id for person in people if person.alive for peak_id in person.peak_ids}
     types = peaks.types
@@ -438,10 +521,16 @@ def sanitised(heatmaps: np.ndarray) -> np.ndarray:
 
 
 def decode_people(
-    heatmaps: np.ndarray, body_parts: np.ndarray, num_keypoints: int, config: DecodeConfig
+    heatmaps: np.ndarray,
+    body_parts: np.ndarray,
+    part_lengths: np.ndarray,
+    num_keypoints: int,
+    config: DecodeConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode a ``(C, H, W)`` float32 stack into people, in assembly order (see ``sanitised``
-    for NaN and infinite values).
+    for NaN and infinite values). ``body_parts``: ``(B, 2)`` keypoint pairs; ``part_lengths``:
+    ``(B,)`` their typical lengths (torso lengths here; 0 exempts a part from the proportion
+    rule).
 
     Returns ``keypoints`` ``(P, K, 3)`` float32 ``[x, y, peak score]`` (network order, grid
     coordinates, zeros for a missing keypoint) and ``scores`` ``(P,)`` float32.
@@ -451,7 +540,12 @@ def decode_people(
     peaks = find_all_peaks(heatmaps[num_parts : num_parts + num_keypoints], config)
     connections = [
         find_connections(
-            heatmaps[part], peaks.ids_of_type(int(a)), peaks.ids_of_type(int(b)), peaks, config
+            heatmaps[part],
+            peaks.ids_of_type(int(a)),
+            peaks.ids_of_type(int(b)),
+            peaks,
+            float(part_lengths[part]),
+            config,
         )
         for part, (a, b) in enumerate(body_parts)
     ]
