@@ -1242,11 +1242,10 @@ def label(
 ) -> None:
     """Pseudo-label photos with teacher models into COCO keypoints (resumable)."""
     from posecli.io.sources import expand_image_inputs
-    from posecli.label import label_images, partial_path
+    from posecli.label import label_images
 
     _setup_logging(quiet)
-    if out.exists() and not partial_path(out).exists() and not force:
-        raise OutputError(f"{out} exists (use --force to overwrite)")
+    _check_label_output(out, force)
     paths = expand_image_inputs(images_inputs)
     config = LabelConfig(
         teacher=teacher,
@@ -1272,15 +1271,21 @@ def import_lspet(
     quiet: Quiet = False,
 ) -> None:
     """LSPet's human joints as COCO keypoints, face points and bystanders from the teachers."""
-    from posecli.label import partial_path
     from posecli.train.lspet import import_lspet as run_import
 
     _setup_logging(quiet)
-    if out.exists() and not partial_path(out).exists() and not force:
-        raise OutputError(f"{out} exists (use --force to overwrite)")
+    _check_label_output(out, force)
     with _labelling_progress(quiet) as progress:
         written = run_import(dataset, teachers, out, LabelConfig(), progress)
     _say(quiet, f"imported LSPet: {written}")
+
+
+def _check_label_output(out: Path, force: bool) -> None:
+    """Refuse an existing label file without --force, unless its run is being resumed."""
+    from posecli.label import partial_path
+
+    if out.exists() and not partial_path(out).exists() and not force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
 
 
 @contextmanager

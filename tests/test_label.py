@@ -515,6 +515,24 @@ def require_teachers() -> None:
         pytest.skip(f"eval set not found in {EVAL_SET}")
 
 
+def eval_person() -> tuple[dict, np.ndarray]:
+    """The one annotated person of an eval image and the image (RGB uint8)."""
+    ground_truth = json.loads((EVAL_SET / "person_keypoints.json").read_text())
+    image_info = next(i for i in ground_truth["images"] if i["file_name"] == "000000000785.jpg")
+    (truth,) = [a for a in ground_truth["annotations"] if a["image_id"] == image_info["id"]]
+    return truth, read_image_rgb(EVAL_SET / "images" / image_info["file_name"])
+
+
+def best_oks(people: list[Detection], truth: dict) -> float:
+    """The best OKS of ``people`` with the annotation ``truth`` over its annotated keypoints."""
+    keypoints = np.array(truth["keypoints"], dtype=np.float64).reshape(17, 3)
+    annotated = keypoints[:, 2] > 0
+    return max(
+        keypoint_similarity(p.keypoints[:, :2], keypoints[:, :2], truth["area"])[annotated].mean()
+        for p in people
+    )
+
+
 def test_missing_teacher_file_is_an_input_error(tmp_path):
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("onnxruntime is not installed (pip install 'posecli[train]')")
@@ -524,12 +542,7 @@ def test_missing_teacher_file_is_an_input_error(tmp_path):
 
 def test_real_teachers_find_the_person_of_an_eval_image():
     require_teachers()
-    ground_truth = json.loads((EVAL_SET / "person_keypoints.json").read_text())
-    image_info = next(i for i in ground_truth["images"] if i["file_name"] == "000000000785.jpg")
-    (truth,) = [a for a in ground_truth["annotations"] if a["image_id"] == image_info["id"]]
-    keypoints = np.array(truth["keypoints"], dtype=np.float64).reshape(17, 3)
-    annotated = keypoints[:, 2] > 0
-    image = read_image_rgb(EVAL_SET / "images" / image_info["file_name"])
+    truth, image = eval_person()
     teachers = Teachers(TEACHERS_DIR, replace(CONFIG, movenet_sizes=(256,), flip=False))
     found = {
         "movenet": teachers.movenet.detect(image, 256),
@@ -537,12 +550,7 @@ def test_real_teachers_find_the_person_of_an_eval_image():
     }
     for name, detections in found.items():
         assert detections, f"{name} found nobody"
-        best = max(
-            keypoint_similarity(d.keypoints[:, :2], keypoints[:, :2], truth["area"])[
-                annotated
-            ].mean()
-            for d in detections
-        )
+        best = best_oks(detections, truth)
         assert best > 0.7, f"{name} OKS {best:.2f}"
 
 
@@ -550,21 +558,11 @@ def test_top_down_teacher_finds_the_annotated_person_on_its_box_and_on_multipose
     require_teachers()
     if not (TEACHERS_DIR / "movenet-thunder.onnx").is_file():
         pytest.skip(f"MoveNet Thunder not found in {TEACHERS_DIR}")
-    ground_truth = json.loads((EVAL_SET / "person_keypoints.json").read_text())
-    image_info = next(i for i in ground_truth["images"] if i["file_name"] == "000000000785.jpg")
-    (truth,) = [a for a in ground_truth["annotations"] if a["image_id"] == image_info["id"]]
-    keypoints = np.array(truth["keypoints"], dtype=np.float64).reshape(17, 3)
-    annotated = keypoints[:, 2] > 0
-    image = read_image_rgb(EVAL_SET / "images" / image_info["file_name"])
+    truth, image = eval_person()
     teachers = Teachers(TEACHERS_DIR, LabelConfig(teacher="thunder"))
     x, y, width, height = truth["bbox"]
     for boxes in (np.array([[x, y, x + width, y + height]]), None):
         people = teachers.people(image, boxes)
         assert people, "Thunder found nobody"
-        best = max(
-            keypoint_similarity(p.keypoints[:, :2], keypoints[:, :2], truth["area"])[
-                annotated
-            ].mean()
-            for p in people
-        )
+        best = best_oks(people, truth)
         assert best > 0.8, f"OKS {best:.2f} with boxes {boxes}"
