@@ -5,13 +5,14 @@ from __future__ import annotations
 import struct
 import subprocess
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 
 #: Frame times of the variable-frame-rate test video: 1/30 s apart, then 1/30 s + 50 ms more.
 VFR_TIMES = [n / 30 + max(0, n - 10) * 0.05 for n in range(16)]
@@ -182,3 +183,19 @@ def skeleton() -> Callable[..., np.ndarray]:
         return np.concatenate([points, scores], axis=1).astype(np.float32)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def torch_threads() -> Iterator[None]:
+    """``--threads`` sets torch's thread count for the process: restore it for other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained IMHN checkpoint (tests/tiny_model.py), shared by the CLI tests."""
+    from tiny_model import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")

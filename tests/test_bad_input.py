@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,26 +25,13 @@ import numpy as np
 import pytest
 import torch
 from coco_synthetic import write_people_set
-from tiny_model import TINY_CONFIG, save_tiny_checkpoint
+from tiny_model import TINY_CONFIG
 
 from posecli.cli import run
 from posecli.config import Preprocessing
 from posecli.io import sinks
 from posecli.model import build_network
 from posecli.weights import save_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def torch_threads() -> Iterator[None]:
-    """``--threads`` sets torch's thread count for the process: restore it for other tests."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @dataclass

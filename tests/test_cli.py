@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import torch
 from coco_synthetic import write_people_set
-from tiny_model import save_tiny_checkpoint
 
 from posecli import cli
 from posecli.cli import run
@@ -34,19 +33,6 @@ from posecli.pose import COCO_RESULT_SCHEMA, OPENPOSE_SCHEMA, TRACK_LINE_SCHEMA,
 from posecli.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def torch_threads() -> Iterator[None]:
-    """``--threads`` sets torch's thread count for the process: restore it for other tests."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -23,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 from coco_synthetic import write_people_set
-from tiny_model import save_tiny_checkpoint
 
 from posecli import weights
 from posecli.cli import run
@@ -31,19 +29,6 @@ from posecli.io import sinks
 from posecli.io.sources import VideoSource
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def torch_threads() -> Iterator[None]:
-    """``--threads`` sets torch's thread count for the process: restore it for other tests."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @pytest.fixture
