@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -98,8 +98,32 @@ class ModelEntry:
     description: str
 
 
+_Wrapped = TypeVar("_Wrapped", bound="_WrappedNetwork")
+
+
+class _WrappedNetwork:
+    """What PoseModel and RefinerModel share: the device and wrapping an in-memory network."""
+
+    @property
+    def device(self) -> torch.device:
+        """Device holding the network's parameters."""
+        return next(self.network.parameters()).device
+
+    @classmethod
+    def from_network(
+        cls: type[_Wrapped],
+        network: nn.Module,
+        config: ModelConfig | RefinerConfig,
+        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+        name: str = "random",
+    ) -> _Wrapped:
+        """Wrap an in-memory network (switched to eval mode, left on its device)."""
+        _check_network_config(network, config)
+        return cls(network.eval(), config, preprocessing, name, {"source": "in-memory network"})
+
+
 @dataclass
-class PoseModel:
+class PoseModel(_WrappedNetwork):
     """A network ready for inference with everything needed to feed it.
 
     ``network`` is in eval mode; ``preprocessing`` says how images become its input;
@@ -112,26 +136,9 @@ class PoseModel:
     name: str
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def device(self) -> torch.device:
-        """Device holding the network's parameters."""
-        return next(self.network.parameters()).device
-
-    @classmethod
-    def from_network(
-        cls,
-        network: nn.Module,
-        config: ModelConfig,
-        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-        name: str = "random",
-    ) -> PoseModel:
-        """Wrap an in-memory network (switched to eval mode, left on its device)."""
-        _check_network_config(network, config)
-        return cls(network.eval(), config, preprocessing, name, {"source": "in-memory network"})
-
 
 @dataclass
-class RefinerModel:
+class RefinerModel(_WrappedNetwork):
     """A top-down refiner ready for inference (issue 16): ``network`` (eval mode) maps
     ``(B, 3, crop_height, crop_width)`` crops normalised per ``preprocessing`` and ``(B,)``
     instance selectors to ``(B, 17, crop_height/4, crop_width/4)`` COCO heatmaps."""
@@ -142,22 +149,6 @@ class RefinerModel:
     name: str
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def device(self) -> torch.device:
-        """Device holding the network's parameters."""
-        return next(self.network.parameters()).device
-
-    @classmethod
-    def from_network(
-        cls,
-        network: nn.Module,
-        config: RefinerConfig,
-        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-        name: str = "random",
-    ) -> RefinerModel:
-        """Wrap an in-memory refiner (switched to eval mode, left on its device)."""
-        _check_network_config(network, config)
-        return cls(network.eval(), config, preprocessing, name, {"source": "in-memory network"})
 
 
 def resolve_device(spec: str) -> torch.device:
