@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from coco_synthetic import write_people_set
+from schema import COCO_RESULT_SCHEMA, OPENPOSE_SCHEMA, TRACK_LINE_SCHEMA, validate_json
 
 from posecli import cli
 from posecli.cli import run
@@ -29,7 +30,6 @@ from posecli.evaluate import SUMMARY_KEYS
 from posecli.io import sources
 from posecli.io.ffmpeg import probe_video
 from posecli.io.sources import SourceFrame, VideoSource
-from posecli.pose import COCO_RESULT_SCHEMA, OPENPOSE_SCHEMA, TRACK_LINE_SCHEMA, validate_json
 from posecli.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from schema import TRACK_LINE_SCHEMA, validate_json
 from tiny_model import save_tiny_checkpoint
-
-from posecli.pose import TRACK_LINE_SCHEMA, validate_json
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

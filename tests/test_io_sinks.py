@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from schema import COCO_RESULT_SCHEMA, OPENPOSE_SCHEMA, TRACK_LINE_SCHEMA, validate_json
 
 from posecli.errors import OutputError
 from posecli.io.ffmpeg import probe_video
@@ -21,14 +22,7 @@ from posecli.io.sinks import (
     VideoSink,
 )
 from posecli.io.sources import VideoSource
-from posecli.pose import (
-    COCO_RESULT_SCHEMA,
-    OPENPOSE_SCHEMA,
-    TRACK_LINE_SCHEMA,
-    Frame,
-    Pose,
-    validate_json,
-)
+from posecli.pose import Frame, Pose
 
 
 def _copy(source_path: Path, out: Path, *, limit: int | None = None, **options) -> VideoSink:

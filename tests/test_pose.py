@@ -1,4 +1,4 @@
-"""Pose encoders (COCO results, JSON-lines tracks, OpenPose) and the schema validator."""
+"""Pose encoders (COCO results, JSON-lines tracks, OpenPose); the schemas of tests/schema.py."""
 
 from __future__ import annotations
 
@@ -6,18 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from schema import COCO_RESULT_SCHEMA, OPENPOSE_SCHEMA, TRACK_LINE_SCHEMA, validate_json
 
-from posecli.pose import (
-    COCO_RESULT_SCHEMA,
-    OPENPOSE_SCHEMA,
-    TRACK_LINE_SCHEMA,
-    Frame,
-    Pose,
-    frame_to_openpose,
-    frame_to_track_line,
-    to_coco_result,
-    validate_json,
-)
+from posecli.pose import Frame, Pose, frame_to_openpose, frame_to_track_line, to_coco_result
 from posecli.spec import COCO_KEYPOINTS, KEYPOINTS
 
 
