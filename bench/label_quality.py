@@ -50,10 +50,10 @@ from posecli.label import (
     Teachers,
     check_config,
     fuse_teachers,
-    keypoint_similarity,
     read_image_rgb,
     select_labels,
 )
+from posecli.pose import keypoint_similarity
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EVAL_SETS = ("cocomini-train", "mmpose-coco", "mmpose-ochuman")

@@ -42,9 +42,9 @@ from posecli.errors import (
     ResumableInterruptError,
     UsageError,
 )
+from posecli.pose import keypoint_similarity
 from posecli.spec import (
     COCO_KEYPOINTS,
-    COCO_SIGMAS,
     COCO_SKELETON,
     COCO_TO_NETWORK,
     KEYPOINT_FLIP_ORDER,
@@ -136,12 +136,6 @@ def person_area(box: np.ndarray, area_per_box: float) -> float:
     """Estimated segmentation area of a person with box ``[x0, y0, x1, y1]``, at least 1 px²."""
     width, height = max(box[2] - box[0], 0.0), max(box[3] - box[1], 0.0)
     return max(area_per_box * width * height, 1.0)
-
-
-def keypoint_similarity(xy_a: np.ndarray, xy_b: np.ndarray, area: float) -> np.ndarray:
-    """COCO per-keypoint similarity ``exp(-d² / (2·area·(2σ)²))`` of ``(..., 17, 2)`` positions."""
-    squared = ((xy_a - xy_b) ** 2).sum(axis=-1)  # (..., 17)
-    return np.exp(-squared / (2.0 * area * (2.0 * COCO_SIGMAS) ** 2))
 
 
 def detection_oks(a: Detection, b: Detection, config: LabelConfig) -> float:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from posecli.spec import NUM_COCO_KEYPOINTS, coco_to_network
+from posecli.spec import COCO_SIGMAS, NUM_COCO_KEYPOINTS, coco_to_network
 
 
 @dataclass
@@ -67,6 +67,26 @@ class Frame:
     height: int
     poses: list[Pose] = field(default_factory=list)
     name: str = ""
+
+
+def keypoint_similarity(
+    xy_a: np.ndarray, xy_b: np.ndarray, area: float | np.ndarray
+) -> np.ndarray:
+    """COCO per-keypoint similarity ``exp(-d² / (2·area·(2σ)²))``: the terms that OKS averages.
+
+    The one OKS kernel of posecli (tracking, refinement merge, pseudo-label fusion).
+
+    Args:
+        xy_a, xy_b: ``(..., 17, 2)`` ``[x, y]`` positions in COCO-17 order, image pixels
+            (broadcast against each other; their dtype is kept for the distances).
+        area: object area in pixels², a number or an array broadcasting to ``(...)``.
+
+    Returns:
+        ``(..., 17)`` float64 in [0, 1] (σ: ``posecli.spec.COCO_SIGMAS``).
+    """
+    squared = ((xy_a - xy_b) ** 2).sum(axis=-1)  # (..., 17)
+    scale = 2.0 * np.asarray(area, dtype=np.float64)[..., None]  # (..., 1)
+    return np.exp(-squared / (scale * (2.0 * COCO_SIGMAS) ** 2))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,8 +41,7 @@ import torch
 from posecli.config import InferenceConfig
 from posecli.errors import UsageError
 from posecli.model import heatmap_keypoints
-from posecli.pose import Pose
-from posecli.spec import COCO_SIGMAS
+from posecli.pose import Pose, keypoint_similarity
 from posecli.transforms import normalise
 from posecli.weights import RefinerModel, prepare_network
 
@@ -121,8 +120,7 @@ def pose_oks(a: np.ndarray, b: np.ndarray, area: float, min_score: float) -> flo
     both = (a[:, 2] >= min_score) & (b[:, 2] >= min_score) & (a[:, 2] > 0) & (b[:, 2] > 0)
     if not both.any():
         return 0.0
-    squared = ((a[:, :2] - b[:, :2]) ** 2).sum(axis=1)  # (17,)
-    similarity = np.exp(-squared / (2.0 * max(area, 1.0) * (2.0 * COCO_SIGMAS) ** 2))
+    similarity = keypoint_similarity(a[:, :2], b[:, :2], max(area, 1.0))  # (17,)
     return float(similarity[both].mean())
 
 

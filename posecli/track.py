@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from posecli.pose import Pose
+from posecli.pose import Pose, keypoint_similarity
 from posecli.spec import COCO_SIGMAS, NUM_COCO_KEYPOINTS
 
 logger = logging.getLogger(__name__)
@@ -71,15 +71,15 @@ class TrackerConfig:
     d_cutoff: float = 1.0  # Hz; cutoff of the speed estimate
 
 
-def keypoint_similarity(
+def oks_matrix(
     tracks: np.ndarray, poses: np.ndarray, min_area: float = TrackerConfig.min_area
 ) -> np.ndarray:
     """OKS between every track and every pose.
 
-    Each keypoint found in both contributes ``exp(-d² / (2 · area · (2σ)²))`` with the COCO
-    σ of that keypoint and ``area`` the mean of the two bounding-box areas (at least
-    ``min_area``); the sum is divided by the number of keypoints found in either, so
-    disagreeing sets of found keypoints lower the score.
+    Each keypoint found in both contributes :func:`posecli.pose.keypoint_similarity` with
+    ``area`` the mean of the two bounding-box areas (at least ``min_area``); the sum is divided
+    by the number of keypoints found in either, so disagreeing sets of found keypoints lower
+    the score.
 
     Args:
         tracks: ``(T, 17, 3)`` ``[x, y, confidence]``, image pixels.
@@ -93,9 +93,9 @@ def keypoint_similarity(
     track_seen, pose_seen = tracks[..., 2] > 0, poses[..., 2] > 0  # (T, 17), (P, 17)
     area = (_box_area(tracks, track_seen)[:, None] + _box_area(poses, pose_seen)[None, :]) / 2
     area = np.maximum(area, min_area)  # (T, P)
-    squared = ((tracks[:, None, :, :2] - poses[None, :, :, :2]) ** 2).sum(-1)  # (T, P, 17)
-    falloff = (2 * COCO_SIGMAS) ** 2  # (17,)
-    similarity = np.exp(-squared / (2 * area[..., None] * falloff))  # (T, P, 17)
+    similarity = keypoint_similarity(
+        tracks[:, None, :, :2], poses[None, :, :, :2], area
+    )  # (T, P, 17)
     both = track_seen[:, None, :] & pose_seen[None, :, :]
     either = (track_seen[:, None, :] | pose_seen[None, :, :]).sum(-1)  # (T, P)
     return np.where(both, similarity, 0.0).sum(-1) / np.maximum(either, 1)
@@ -113,7 +113,7 @@ def pose_similarity(
     with σ its COCO σ, ``t`` ``config.tolerance`` and ``area`` the larger of the two
     bounding-box areas (at least ``config.min_area``); the sum is divided by the number of
     shared keypoints, but by at least ``config.min_common``, so that a pose that shares one or
-    two keypoints with a track scores low. Unlike :func:`keypoint_similarity`, keypoints found
+    two keypoints with a track scores low. Unlike :func:`oks_matrix`, keypoints found
     in only one of the two cost nothing: a partial detection of a person still matches them.
 
     Args:

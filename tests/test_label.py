@@ -34,7 +34,6 @@ from posecli.label import (
     detection_oks,
     fuse_passes,
     group_openpose,
-    keypoint_similarity,
     load_person_boxes,
     oks_nms,
     partial_path,
@@ -43,6 +42,7 @@ from posecli.label import (
     select_labels,
     square_crop,
 )
+from posecli.pose import keypoint_similarity
 from posecli.spec import COCO_KEYPOINTS, KEYPOINTS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -163,14 +163,6 @@ def test_hand_drawn_boxes_without_a_labelled_person_become_ignore_regions():
     labels = select_labels([sure], np.stack([matching, elsewhere]), (480, 640), CONFIG)
     assert [label.ignore for label in labels] == [False, True]
     np.testing.assert_allclose(labels[1].box, elsewhere)
-
-
-def test_keypoint_similarity_follows_coco_sigmas():
-    xy = np.zeros((17, 2))
-    moved = xy + [10.0, 0.0]
-    similarity = keypoint_similarity(xy, moved, area=10_000.0)
-    assert similarity[COCO_KEYPOINTS.index("nose")] < similarity[COCO_KEYPOINTS.index("left_hip")]
-    assert keypoint_similarity(xy, xy, 100.0) == pytest.approx(np.ones(17))
 
 
 # --------------------------------------------------------------------------- flips

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from schema import COCO_RESULT_SCHEMA, OPENPOSE_SCHEMA, TRACK_LINE_SCHEMA, validate_json
 
-from posecli.pose import Frame, Pose, frame_to_openpose, frame_to_track_line, to_coco_result
+from posecli.pose import (
+    Frame,
+    Pose,
+    frame_to_openpose,
+    frame_to_track_line,
+    keypoint_similarity,
+    to_coco_result,
+)
 from posecli.spec import COCO_KEYPOINTS, KEYPOINTS
 
 
@@ -83,3 +90,11 @@ def test_validator_rejects_broken_lines(skeleton, change, message: str) -> None:
     change(line)
     with pytest.raises(ValueError, match=message):
         validate_json(line, TRACK_LINE_SCHEMA)
+
+
+def test_keypoint_similarity_follows_coco_sigmas():
+    xy = np.zeros((17, 2))
+    moved = xy + [10.0, 0.0]
+    similarity = keypoint_similarity(xy, moved, area=10_000.0)
+    assert similarity[COCO_KEYPOINTS.index("nose")] < similarity[COCO_KEYPOINTS.index("left_hip")]
+    assert keypoint_similarity(xy, xy, 100.0) == pytest.approx(np.ones(17))

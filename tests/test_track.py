@@ -12,26 +12,26 @@ from posecli.track import (
     Tracker,
     TrackerConfig,
     greedy_match,
-    keypoint_similarity,
+    oks_matrix,
     pose_similarity,
 )
 
 FPS = 10.0
 
 
-def test_keypoint_similarity(skeleton) -> None:
+def test_oks_matrix(skeleton) -> None:
     person = skeleton(100, 100, 150)
     near = skeleton(104, 100, 150)
     far = skeleton(400, 100, 150)
-    scores = keypoint_similarity(np.stack([person]), np.stack([person, near, far]))
+    scores = oks_matrix(np.stack([person]), np.stack([person, near, far]))
     assert scores.shape == (1, 3)
     assert scores[0, 0] == pytest.approx(1.0)
     assert 0.3 < scores[0, 1] < 1.0
     assert scores[0, 2] < 1e-6
     half = person.copy()
     half[8:, 2] = 0  # only the upper body found
-    assert keypoint_similarity(person[None], half[None])[0, 0] == pytest.approx(8 / 17)
-    assert keypoint_similarity(np.zeros((0, 17, 3)), person[None]).shape == (0, 1)
+    assert oks_matrix(person[None], half[None])[0, 0] == pytest.approx(8 / 17)
+    assert oks_matrix(np.zeros((0, 17, 3)), person[None]).shape == (0, 1)
 
 
 def test_greedy_match_takes_the_best_pairs_first() -> None:

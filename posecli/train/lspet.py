@@ -35,11 +35,11 @@ from posecli.label import (
     box_iou,
     detection_oks,
     keypoint_box,
-    keypoint_similarity,
     person_area,
     run_labelling,
     select_labels,
 )
+from posecli.pose import keypoint_similarity
 from posecli.spec import NUM_COCO_KEYPOINTS
 
 #: COCO keypoint of each of the first 12 LSP joints (right ankle, right knee, right hip, left
