@@ -1,8 +1,10 @@
-"""The ``posecli`` command line: video, webcam, images, eval, train and info.
+"""The ``posecli`` command line: video, webcam, images, eval, train, label, export and info.
 
-This is the only module that imports typer and rich, prints, and exits. Library errors
-(``PoseCliError``) become one line on stderr and their exit code: 1 for runtime failures, 2 for
-bad usage; Ctrl-C exits with 130 once the outputs hold the frames already done.
+This is the only module that imports typer and rich, prints, and exits: it parses options into
+the calls of ``posecli.runs`` and the trainer, shows their progress, and maps errors to exit
+codes. Library errors (``PoseCliError``) become one line on stderr and their exit code: 1 for
+runtime failures, 2 for bad usage; Ctrl-C exits with 130 and SIGTERM with 143 once the outputs
+hold the work already done.
 
 Commands import the heavy modules (torch, OpenCV, the pipeline) when they run, so that
 ``posecli --help`` and usage errors answer at once.
@@ -12,19 +14,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
-import math
-import os
 import platform
-import re
-import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -44,7 +40,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from posecli import __version__
+from posecli import __version__, runs
 from posecli.config import (
     MODEL_PRESETS,
     REFINER_PRESETS,
@@ -53,22 +49,14 @@ from posecli.config import (
     LabelConfig,
     TrainConfig,
 )
-from posecli.errors import (
-    InputError,
-    OutputError,
-    PoseCliError,
-    ResumableInterruptError,
-    UsageError,
-)
-from posecli.pose import Frame
+from posecli.errors import OutputError, PoseCliError, ResumableInterruptError, UsageError
+from posecli.io import display
+from posecli.runs import ImageOutputs, InferenceOptions, StreamOutputs
+from posecli.signals import Termination, sigterm_as_interrupt
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from posecli.estimator import Estimator
-    from posecli.io.ffmpeg import VideoInfo
-    from posecli.io.sources import ImageSource, SourceFrame, VideoSource
-    from posecli.pipeline import PipelineProgress, PipelineStats
+    from posecli.io.sources import VideoSource
+    from posecli.pipeline import PipelineProgress
 
 #: Exit codes: success, bad usage, interrupted by Ctrl-C (128 + SIGINT), stopped by SIGTERM
 #: (128 + 15, handled like Ctrl-C); failures exit 1.
@@ -92,6 +80,7 @@ logger = logging.getLogger("posecli.cli")
 
 #: Largest search scale: beyond it the network input outgrows any memory.
 _MAX_SCALE = 16.0
+_MAX_INPUT_SIZE = 8192  # largest --box-size / --long-side, pixels
 
 
 def _parse_scales(value: str) -> tuple[float, ...]:
@@ -111,172 +100,102 @@ def _check_scales(value: str) -> str:
     return value
 
 
+_REQUIRED = inspect.Parameter.empty  # the default of an option that must be given
+
+
+def _option(name: str, kind: Any, default: Any, help: str, *flags: str, **settings: Any) -> Any:
+    """A keyword-only command parameter ``name`` of type ``kind``: the option ``flags`` (default
+    ``--name``) with its help and limits, as ``Annotated[kind, typer.Option(...)]``."""
+    option = typer.Option(*flags, help=help, **settings)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Parameter(name, keyword, default=default, annotation=Annotated[kind, option])
+
+
+def _with_options(
+    parameters: Sequence[inspect.Parameter], build: Callable[..., Any], keyword: str, first=False
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the options ``parameters``, passed to it as ``keyword=build(**values)``.
+
+    The command declares ``keyword``; typer sees the individual options instead, after the
+    command's own (before them with ``first``).
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for name, p in signature.parameters.items() if name != keyword]
+        names = [parameter.name for parameter in parameters]
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> None:
+            shared = {name: values.pop(name) for name in names}
+            command(**{keyword: build(**shared)}, **values)
+
+        if first:  # the command's own options follow, keyword-only too
+            own = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own]
+        order = [*parameters, *own] if first else [*own, *parameters]
+        wrapper.__signature__ = signature.replace(parameters=order)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
 _INFERENCE = InferenceConfig()
 _DECODE = DecodeConfig()
-_PANEL = "Inference"
-_MIN_INPUT_SIZE = 16  # smallest --box-size / --long-side, pixels
-_MAX_INPUT_SIZE = 8192  # largest --box-size / --long-side, pixels
+_inference = functools.partial(_option, rich_help_panel="Inference")
+_SCALES = ",".join(f"{scale:g}" for scale in _INFERENCE.scales)
+_SIZES = {"min": runs.MIN_INPUT_SIZE, "max": _MAX_INPUT_SIZE}
 
-Model = Annotated[
-    str,
-    typer.Option(
-        "--model", "-m", help="Registered model name or checkpoint path.", rich_help_panel=_PANEL
-    ),
-]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=_PANEL)]
-Half = Annotated[
-    bool, typer.Option("--half", help="fp16 inference (CUDA only).", rich_help_panel=_PANEL)
-]
-Scales = Annotated[
-    str,
-    typer.Option(
+#: The options of every inference command (``options: InferenceOptions``).
+_INFERENCE_OPTIONS = (
+    _inference("model", str, "default", "Registered model name or checkpoint path.",
+               "--model", "-m"),
+    _inference("device", str, _INFERENCE.device, "auto, cpu, cuda or cuda:N."),
+    _inference("half", bool, _INFERENCE.half, "fp16 inference (CUDA only).", "--half"),
+    _inference(
+        "scales", str, _SCALES, "Search scales, e.g. 1 or 0.5,1,1.5,2 (heatmaps averaged).",
         callback=_check_scales,
-        help="Search scales, e.g. 1 or 0.5,1,1.5,2 (heatmaps averaged).",
-        rich_help_panel=_PANEL,
     ),
-]
-Flip = Annotated[
-    bool,
-    typer.Option("--flip/--no-flip", help="Also run the mirrored image.", rich_help_panel=_PANEL),
-]
-BoxSize = Annotated[
-    int,
-    typer.Option(
-        min=_MIN_INPUT_SIZE,
-        max=_MAX_INPUT_SIZE,
-        help="Network input height at scale 1, pixels.",
-        rich_help_panel=_PANEL,
+    _inference("flip", bool, _INFERENCE.flip, "Also run the mirrored image.", "--flip/--no-flip"),
+    _inference("box_size", int, _INFERENCE.box_size, "Network input height at scale 1, pixels.",
+               **_SIZES),
+    _inference(
+        "long_side", int, _INFERENCE.long_side,
+        "Resize so the longer image side is N at scale 1; overrides --box-size (0: off).",
+        min=0, max=_MAX_INPUT_SIZE,
     ),
-]
-LongSide = Annotated[
-    int,
-    typer.Option(
-        min=0,
-        max=_MAX_INPUT_SIZE,
-        help="Resize so the longer image side is N at scale 1; overrides --box-size (0: off).",
-        rich_help_panel=_PANEL,
-    ),
-]
-BatchSize = Annotated[
-    int, typer.Option(min=1, help="Frames per forward pass.", rich_help_panel=_PANEL)
-]
-PeakThreshold = Annotated[
-    float,
-    typer.Option(min=0.0, help="Minimum keypoint heatmap peak (> 0).", rich_help_panel=_PANEL),
-]
-PartThreshold = Annotated[
-    float,
-    typer.Option(
-        min=0.0, help="Body-part heatmap value a link must exceed.", rich_help_panel=_PANEL
-    ),
-]
-MinScore = Annotated[
-    float,
-    typer.Option(
-        min=0.0,
-        max=1.0,
-        help="Drop people whose score (the one reported, 0–1) is lower.",
-        rich_help_panel=_PANEL,
-    ),
-]
-MinPartScore = Annotated[
-    float,
-    typer.Option(
-        min=0.0,
-        help="Decoder: drop people whose total score per keypoint is lower.",
-        rich_help_panel=_PANEL,
-    ),
-]
-Threads = Annotated[
-    int,
-    typer.Option(min=0, help="CPU threads for torch (0: torch's default).", rich_help_panel=_PANEL),
-]
-MaxPeople = Annotated[
-    int, typer.Option(min=0, help="Keep the N best people (0: all).", rich_help_panel=_PANEL)
-]
-Refine = Annotated[
-    bool,
-    typer.Option(
-        "--refine/--no-refine",
-        help="Refine the people top-down with --refiner and merge (issue 16).",
-        rich_help_panel=_PANEL,
-    ),
-]
-RefinerName = Annotated[
-    str,
-    typer.Option(
-        "--refiner", help="Refiner checkpoint path (or registered name).", rich_help_panel=_PANEL
-    ),
-]
-Instances = Annotated[
-    int,
-    typer.Option(
-        min=0,
-        help="Instance selectors run per box (0: all the refiner has).",
-        rich_help_panel=_PANEL,
-    ),
-]
-Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, warnings or summary.")]
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """The model and the inference/decoding settings common to every inference command."""
-
-    model: str
-    inference: InferenceConfig
-    decode: DecodeConfig
-    threads: int = 0  # torch CPU threads, 0: torch's default
+    _inference("batch_size", int, _INFERENCE.batch_size, "Frames per forward pass.", min=1),
+    _inference("peak_threshold", float, _DECODE.peak_threshold,
+               "Minimum keypoint heatmap peak (> 0).", min=0.0),
+    _inference("part_threshold", float, _DECODE.part_threshold,
+               "Body-part heatmap value a link must exceed.", min=0.0),
+    _inference("min_score", float, _DECODE.min_person_score,
+               "Drop people whose score (the one reported, 0–1) is lower.", min=0.0, max=1.0),
+    _inference("min_part_score", float, _DECODE.min_mean_part_score,
+               "Decoder: drop people whose total score per keypoint is lower.", min=0.0),
+    _inference("max_people", int, _DECODE.max_people, "Keep the N best people (0: all).", min=0),
+    _inference("threads", int, 0, "CPU threads for torch (0: torch's default).", min=0),
+    _inference("refine", bool, _INFERENCE.refine,
+               "Refine the people top-down with --refiner and merge.", "--refine/--no-refine"),
+    _inference("refiner", str, _INFERENCE.refiner,
+               "Refiner checkpoint path (or registered name).", "--refiner"),
+    _inference("instances", int, _INFERENCE.instances,
+               "Instance selectors run per box (0: all the refiner has).", min=0),
+)
 
 
 def inference_options(
     *,
     model: str,
-    device: str,
-    half: bool,
+    threads: int,
     scales: str,
-    flip: bool,
-    box_size: int,
-    long_side: int,
-    batch_size: int,
     peak_threshold: float,
     part_threshold: float,
     min_score: float,
+    min_part_score: float,
     max_people: int,
-    threads: int,
-    min_part_score: float = _DECODE.min_mean_part_score,
-    refine: bool = False,
-    refiner: str = "",
-    instances: int = 0,
+    **inference: Any,
 ) -> InferenceOptions:
-    """Build the configs of the shared inference options (the one place that knows them)."""
-    if not 0 < peak_threshold < math.inf:
-        raise UsageError(f"--peak-threshold must be a number > 0, got {peak_threshold}")
-    numbers = {"--part-threshold": part_threshold, "--min-part-score": min_part_score}
-    for name, value in {**numbers, "--min-score": min_score}.items():
-        if not math.isfinite(value):
-            raise UsageError(f"{name} must be a number, got {value}")
-    if 0 < long_side < _MIN_INPUT_SIZE:
-        raise UsageError(
-            f"--long-side must be 0 (off) or at least {_MIN_INPUT_SIZE}, got {long_side}"
-        )
-    if refine and not refiner:
-        raise UsageError("--refine needs --refiner PATH (no refiner is bundled yet)")
-    if refiner and not refine:
-        raise UsageError("--refiner is used only with --refine")
-    inference = InferenceConfig(
-        box_size=box_size,
-        long_side=long_side,
-        scales=_parse_scales(scales),
-        flip=flip,
-        batch_size=batch_size,
-        device=device,
-        half=half,
-        refine=refine,
-        refiner=refiner,
-        instances=instances,
-    )
+    """The record of the shared inference options (UsageError for settings no run can use)."""
     decode = DecodeConfig(
         peak_threshold=peak_threshold,
         part_threshold=part_threshold,
@@ -284,57 +203,18 @@ def inference_options(
         min_person_score=min_score,
         max_people=max_people,
     )
-    return InferenceOptions(model=model, inference=inference, decode=decode, threads=threads)
+    configs = InferenceConfig(scales=_parse_scales(scales), **inference), decode
+    return InferenceOptions(model, *configs, threads=threads)
 
 
-#: The shared inference options, added to a command by :func:`with_inference_options`.
-_INFERENCE_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
-    ("model", Model, "default"),
-    ("device", Device, _INFERENCE.device),
-    ("half", Half, _INFERENCE.half),
-    ("scales", Scales, ",".join(f"{scale:g}" for scale in _INFERENCE.scales)),
-    ("flip", Flip, _INFERENCE.flip),
-    ("box_size", BoxSize, _INFERENCE.box_size),
-    ("long_side", LongSide, _INFERENCE.long_side),
-    ("batch_size", BatchSize, _INFERENCE.batch_size),
-    ("peak_threshold", PeakThreshold, _DECODE.peak_threshold),
-    ("part_threshold", PartThreshold, _DECODE.part_threshold),
-    ("min_score", MinScore, _DECODE.min_person_score),
-    ("min_part_score", MinPartScore, _DECODE.min_mean_part_score),
-    ("max_people", MaxPeople, _DECODE.max_people),
-    ("threads", Threads, 0),
-    ("refine", Refine, _INFERENCE.refine),
-    ("refiner", RefinerName, _INFERENCE.refiner),
-    ("instances", Instances, _INFERENCE.instances),
-)
-
-
-def with_inference_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` the shared inference options, passed to it as ``options``.
-
-    The command declares ``options: InferenceOptions``; typer sees the individual options
-    (``--model``, ``--device``, ``--scales``…) instead, and the wrapper builds the record with
-    :func:`inference_options`.
-    """
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for name, p in signature.parameters.items() if name != "options"]
-    shared = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-        for name, kind, default in _INFERENCE_PARAMETERS
-    ]
-    names = [name for name, _, _ in _INFERENCE_PARAMETERS]
-
-    @functools.wraps(command)
-    def wrapper(**values: Any) -> None:
-        shared_values = {name: values.pop(name) for name in names}
-        command(options=inference_options(**shared_values), **values)
-
-    wrapper.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
-    return wrapper
-
-
-# ---------------------------------------------------------------------------------------------
-# Output helpers
+with_inference_options = _with_options(_INFERENCE_OPTIONS, inference_options, "options")
+Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, warnings or summary.")]
+_TRACKS_HELP = "JSON-lines tracks: one line per frame."
+Tracks = Annotated[Path | None, typer.Option("--json", help=_TRACKS_HELP)]
+Smooth = Annotated[bool, typer.Option("--smooth", help="One-Euro smoothing of tracked keypoints.")]
+_OPENPOSE_HELP = "Folder of the OpenPose JSON files (default: NAME_openpose/ beside the output)."
+OpenPoseDir = Annotated[Path | None, typer.Option(help=_OPENPOSE_HELP)]
 
 
 class OutputFormat(str, Enum):
@@ -342,6 +222,10 @@ class OutputFormat(str, Enum):
 
     posecli = "posecli"
     openpose = "openpose"
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging and progress
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -380,101 +264,41 @@ class _FpsColumn(ProgressColumn):
         return Text(f"{speed:5.1f} fps" if speed else "  ... fps", style="progress.data.speed")
 
 
-@contextmanager
-def _progress_display(columns: Sequence[ProgressColumn | str]) -> Iterator[Progress]:
-    """A rich progress display on stderr; erased if the command fails, whose error is one line.
+#: The columns of a progress display: what it counts, then how fast and how long.
+_COUNT = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+_TIMES = (TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
 
-    After Ctrl-C it stays: it shows how far the run got.
+
+@contextmanager
+def _progress_display(
+    description: str, quiet: bool, columns: Sequence[ProgressColumn], **fields: Any
+) -> Iterator[Callable[..., None]]:
+    """A rich progress display on stderr; yields ``update(completed=, total=, **fields)``.
+
+    Erased if the command fails, whose error is one line; after Ctrl-C it stays: it shows how
+    far the run got. Quiet: ``update`` does nothing.
     """
+    if quiet:
+        yield lambda **changes: None
+        return
     with Progress(*columns, console=stderr) as progress:
+        task = progress.add_task(description, total=None, **fields)
         try:
-            yield progress
+            yield functools.partial(progress.update, task)
         except Exception:
             progress.live.transient = True
             raise
 
 
 @contextmanager
-def _progress(description: str, quiet: bool) -> Iterator[Callable[[PipelineProgress], None]]:
-    """A rich progress display (frames, fps, ETA); yields a pipeline progress callback."""
-    if quiet:
-        yield lambda update: None
-        return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _FpsColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with _progress_display(columns) as progress:
-        task = progress.add_task(description, total=None)
-
-        def update(state: PipelineProgress) -> None:
-            progress.update(task, completed=state.frames, total=state.total)
-
-        yield update
-
-
-def _openpose_dir(explicit: Path | None, beside: Path) -> Path:
-    """``--openpose-dir``, else ``NAME_openpose/`` next to the main output ``beside``."""
-    return explicit if explicit is not None else beside.with_name(f"{beside.stem}_openpose")
-
-
-def _write_json_file(path: Path, data: Any, force: bool) -> Path:
-    """Write ``data`` as JSON atomically (temporary name, then rename)."""
-    from posecli.io.sinks import check_output, temporary_path
-
-    check_output(path, force=force)
-    temporary = temporary_path(path)
-    try:
-        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
-    return path
-
-
-def _set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads in torch (0: leave torch's default)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _load_estimator(options: InferenceOptions) -> Estimator:
-    """Load the model (ModelNotFoundError / CheckpointError: exit 1) and build the Estimator."""
-    from posecli.estimator import Estimator
-    from posecli.weights import load_model
-
-    _set_threads(options.threads)
-    model = load_model(options.model, device=options.inference.device)
-    return Estimator(model, options.inference, options.decode)
-
-
-def _check_outputs(
-    outputs: Sequence[Path | None], force: bool, directories: Sequence[Path] = ()
-) -> None:
-    """Fail early (before loading a model) on outputs that exist without ``--force``."""
-    from posecli.io.sinks import check_output
-
-    for path in outputs:
-        if path is not None:
-            check_output(path, force=force)
-    for path in directories:
-        check_output(path, force=force, directory=True)
-
-
-def _same_file(a: Path | str, b: Path | None) -> bool:
-    return b is not None and "://" not in str(a) and Path(a).resolve() == b.resolve()
+def _frame_progress(description: str, quiet: bool) -> Iterator[Callable[[PipelineProgress], None]]:
+    """A progress display over frames (count, fps, ETA); yields a pipeline progress callback."""
+    with _progress_display(description, quiet, (*_COUNT, _FpsColumn(), *_TIMES)) as update:
+        yield lambda state: update(completed=state.frames, total=state.total)
 
 
 # ---------------------------------------------------------------------------------------------
-# video
+# video and webcam
 
 
 @app.command()
@@ -486,26 +310,19 @@ def video(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Annotated H.264 MP4 to write.")
     ] = None,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="JSON-lines tracks: one line per frame.")
-    ] = None,
+    json_path: Tracks = None,
     no_video: Annotated[
         bool, typer.Option("--no-video", help="Write no video, only --json / --format outputs.")
     ] = False,
     start: Annotated[float | None, typer.Option(min=0.0, help="Start at this time, s.")] = None,
     end: Annotated[float | None, typer.Option(min=0.0, help="Stop at this time, s.")] = None,
     every: Annotated[int, typer.Option(min=1, help="Process one frame in N.")] = 1,
-    smooth: Annotated[
-        bool, typer.Option("--smooth", help="One-Euro smoothing of tracked keypoints.")
-    ] = False,
+    smooth: Smooth = False,
     output_format: Annotated[
         OutputFormat,
         typer.Option("--format", help="openpose: also per-frame OpenPose JSON (COCO-18)."),
     ] = OutputFormat.posecli,
-    openpose_dir: Annotated[
-        Path | None,
-        typer.Option(help="Folder of the OpenPose JSON files (default: OUT_openpose/)."),
-    ] = None,
+    openpose_dir: OpenPoseDir = None,
     force: Force = False,
     quiet: Quiet = False,
     *,
@@ -515,59 +332,26 @@ def video(
     from posecli.io.sources import VideoSource
 
     _setup_logging(quiet)
-    openpose = _video_outputs(source, out, json_path, no_video, output_format, openpose_dir)
-    _check_outputs([out, json_path], force, [openpose] if openpose else [])
-    _check_image_outputs([], [], None, openpose, force)  # OpenPose files there already
+    openpose = output_format is OutputFormat.openpose
+    outputs = runs.video_outputs(
+        source, out, json_path, no_video=no_video, openpose=openpose, openpose_dir=openpose_dir
+    )
+    runs.check_stream_outputs(outputs, force)
     with VideoSource(source, start=start, end=end, every=every) as frames:
-        estimator = _load_estimator(options)  # after the input is known to be readable
+        estimator = runs.load_estimator(options)  # after the input is known to be readable
         total = None if quiet else _expected_frames(frames)
-        stats = _run_stream(
-            frames,
-            estimator,
-            out=out,
-            json_path=json_path,
-            openpose=openpose,
-            smooth=smooth,
-            force=force,
-            quiet=quiet,
-            total=total,
-            video_info=frames.info,
-            description="video",
-            latency_first=False,
-        )
-    written = _written(out, json_path, openpose)
-    _say(quiet, f"{stats.frames} frames at {stats.fps:.1f} fps: {written}")
-
-
-def _video_outputs(
-    source: str,
-    out: Path | None,
-    json_path: Path | None,
-    no_video: bool,
-    output_format: OutputFormat,
-    openpose_dir: Path | None,
-) -> Path | None:
-    """Check the output options of ``video`` (UsageError); return the OpenPose folder, if any."""
-    if openpose_dir is not None:
-        output_format = OutputFormat.openpose
-    if no_video and out is not None:
-        raise UsageError("--out and --no-video exclude each other")
-    if not no_video and out is None:
-        raise UsageError("--out OUT.mp4 is required (or --no-video with --json)")
-    main_output = out or json_path
-    if main_output is None and output_format is not OutputFormat.openpose:
-        raise UsageError("nothing to write: give --json or --format openpose with --no-video")
-    if out is not None and out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
-        raise UsageError(f"--out must name an .mp4 file, got {out}")
-    if _same_file(source, out) or _same_file(source, json_path):
-        raise UsageError("an output would overwrite the input")
-    if out is not None and _same_file(out, json_path):
-        raise UsageError("--out and --json name the same file")
-    if output_format is not OutputFormat.openpose:
-        return None
-    if openpose_dir is None and main_output is None:
-        raise UsageError("--format openpose with --no-video needs --openpose-dir or --json")
-    return _openpose_dir(openpose_dir, main_output)  # type: ignore[arg-type]
+        with _frame_progress("video", quiet) as progress:
+            stats = runs.track_stream(
+                frames,
+                estimator,
+                outputs,
+                smooth=smooth,
+                force=force,
+                video_info=frames.info,
+                total=total,
+                progress=progress,
+            )
+    _say(quiet, f"{stats.frames} frames at {stats.fps:.1f} fps: {runs.written(*outputs.paths())}")
 
 
 def _expected_frames(frames: VideoSource) -> int | None:
@@ -579,139 +363,6 @@ def _expected_frames(frames: VideoSource) -> int | None:
         return None
 
 
-def _written(*paths: Path | None) -> str:
-    return ", ".join(str(path) for path in paths if path is not None)
-
-
-def _run_stream(
-    frames: Iterable[SourceFrame],
-    estimator: Estimator,
-    *,
-    out: Path | None,
-    json_path: Path | None,
-    openpose: Path | None,
-    smooth: bool,
-    force: bool,
-    quiet: bool,
-    total: int | None,
-    video_info: VideoInfo | None,
-    description: str,
-    latency_first: bool,
-    window: _Window | None = None,
-    stop: threading.Event | None = None,
-) -> PipelineStats:
-    """Open the sinks of a video or camera run, track and draw, and run the pipeline.
-
-    ``video_info`` describes the source video (frame rate, timescale, audio), ``None`` for a
-    camera. ``window`` shows the annotated frames and sets ``stop`` when the user quits.
-
-    Leaving the sinks' ``with`` blocks on an exception (Ctrl-C included) finalises them with the
-    frames done: a playable MP4, complete JSON lines.
-    """
-    from fractions import Fraction
-
-    from posecli.io.draw import draw_poses
-    from posecli.io.sinks import JsonLinesSink, OpenPoseSink, VideoSink
-    from posecli.pipeline import openpose_writer, run_pipeline, track_writer, video_writer
-    from posecli.track import Tracker, TrackerConfig
-
-    with ExitStack() as outputs:
-        sinks = []
-        if out is not None:
-            rate = video_info.frame_rate if video_info is not None else Fraction(30)
-            video_sink = VideoSink(
-                out,
-                rate,
-                audio_source=video_info.source if video_info and video_info.has_audio else None,
-                timescale=_timescale(video_info),
-                force=force,
-            )
-            sinks.append(video_writer(outputs.enter_context(video_sink)))
-        if json_path is not None:
-            sinks.append(track_writer(outputs.enter_context(JsonLinesSink(json_path, force=force))))
-        if openpose is not None:
-            prefix = (out or json_path or openpose).stem
-            openpose_sink = OpenPoseSink(openpose, prefix=prefix, force=force)
-            sinks.append(openpose_writer(outputs.enter_context(openpose_sink)))
-        if window is not None:
-            sinks.append(window)
-        drawing = out is not None or window is not None
-        with _progress(description, quiet) as progress:
-            return run_pipeline(
-                frames,
-                estimator,
-                sinks,
-                tracker=Tracker(TrackerConfig(smooth=smooth)),
-                draw=draw_poses if drawing else None,
-                latency_first=latency_first,
-                total=total,
-                progress=progress,
-                stop=stop,
-            )
-
-
-def _timescale(video_info: VideoInfo | None) -> int | None:
-    """MP4 ticks per second of the source stream, so that variable timestamps stay exact."""
-    if video_info is None or not video_info.time_base:
-        return None
-    return round(1 / video_info.time_base)
-
-
-# ---------------------------------------------------------------------------------------------
-# webcam
-
-
-class _Window:
-    """A display sink: the annotated frames with their FPS; ``q`` or Esc (or closing) stops.
-
-    Every OpenCV window call happens here, on the pipeline's writer thread: OpenCV's GUI (Qt)
-    must be driven from one thread. The window goes away with the process.
-    """
-
-    TITLE = "posecli webcam (q or Esc quits)"
-
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop = stop
-        self._last: float | None = None
-        self._fps = 0.0
-
-    def __call__(self, frame: Frame, image: np.ndarray) -> None:
-        import cv2
-
-        from posecli.io.draw import draw_fps
-
-        now = time.perf_counter()
-        if self._last is not None and now > self._last:
-            instant = 1.0 / (now - self._last)
-            self._fps = 0.9 * self._fps + 0.1 * instant if self._fps else instant
-        self._last = now
-        shown = cv2.cvtColor(draw_fps(image.copy(), self._fps), cv2.COLOR_RGB2BGR)
-        try:
-            cv2.imshow(self.TITLE, shown)
-            key = cv2.waitKey(1) & 0xFF
-            closed = cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) < 1
-        except cv2.error as error:
-            first_line = str(error).strip().splitlines()[-1]
-            raise PoseCliError(f"cannot show a window ({first_line}); use --no-display") from None
-        if key in (ord("q"), ord("Q"), 27) or closed:
-            self.stop.set()
-
-
-def display_available() -> bool:
-    """Whether a window can be shown: a display server (on Linux) and an OpenCV GUI backend.
-
-    Only checks: the window itself is created by :class:`_Window` on the writer thread.
-    """
-    import cv2
-
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
-        return False
-    backend = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
-    return backend is not None and backend.group(1).upper() != "NONE"
-
-
 @app.command()
 @with_inference_options
 def webcam(
@@ -721,13 +372,9 @@ def webcam(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Record the annotated stream to this MP4.")
     ] = None,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="JSON-lines tracks: one line per frame.")
-    ] = None,
+    json_path: Tracks = None,
     no_display: Annotated[bool, typer.Option("--no-display", help="Show no window.")] = False,
-    smooth: Annotated[
-        bool, typer.Option("--smooth", help="One-Euro smoothing of tracked keypoints.")
-    ] = False,
+    smooth: Smooth = False,
     force: Force = False,
     quiet: Quiet = False,
     *,
@@ -737,136 +384,35 @@ def webcam(
     from posecli.io.sources import CameraSource
 
     _setup_logging(quiet)
-    if out is not None and out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
-        raise UsageError(f"--out must name an .mp4 file, got {out}")
-    show = not no_display and display_available()
+    runs.check_video_suffix(out)
+    show = not no_display and display.available()
     if not no_display and not show:
         logger.warning("no display available: running without a window")
     if not show and out is None and json_path is None:
         raise UsageError("no display and nothing to write: give --out or --json")
-    _check_outputs([out, json_path], force)
-    estimator = _load_estimator(options)
+    outputs = StreamOutputs(out, json_path)
+    runs.check_stream_outputs(outputs, force)
+    estimator = runs.load_estimator(options)
     stop = threading.Event()
-    window = _Window(stop) if show else None
-    with CameraSource(camera) as frames:
-        stats = _run_stream(
+    window = display.Window(stop) if show else None
+    with CameraSource(camera) as frames, _frame_progress("webcam", quiet) as progress:
+        stats = runs.track_stream(
             frames,
             estimator,
-            out=out,
-            json_path=json_path,
-            openpose=None,
+            outputs,
             smooth=smooth,
             force=force,
-            quiet=quiet,
-            total=None,
-            video_info=None,
-            description="webcam",
             latency_first=True,
+            progress=progress,
             window=window,
             stop=stop,
         )
     summary = f"{stats.frames} frames at {stats.fps:.1f} fps ({stats.dropped} stale frames dropped)"
-    _say(quiet, summary + (": " + _written(out, json_path) if out or json_path else ""))
+    _say(quiet, summary + (": " + runs.written(out, json_path) if out or json_path else ""))
 
 
 # ---------------------------------------------------------------------------------------------
 # images and eval
-
-
-def _detect_images(
-    frames: ImageSource,
-    estimator: Estimator,
-    *,
-    image_ids: Sequence[int],
-    json_path: Path | None,
-    out_dir: Path | None,
-    openpose: Path | None,
-    force: bool,
-    quiet: bool,
-    done: list[int] | None = None,
-) -> tuple[list[dict], PipelineStats]:
-    """Run still images through the pipeline into COCO results (also saved to ``json_path``).
-
-    ``image_ids[i]`` is the id of ``frames.paths[i]``. ``done`` receives the index of every
-    image written, also when the run is interrupted.
-
-    Returns:
-        The COCO results and the pipeline stats.
-    """
-    from posecli.io.draw import draw_poses
-    from posecli.io.sinks import CocoResultsSink, ImageDirectorySink, OpenPoseSink
-    from posecli.pipeline import (
-        coco_collector,
-        coco_writer,
-        image_writer,
-        openpose_writer,
-        run_pipeline,
-    )
-
-    results: list[dict] = []
-    written = done if done is not None else []
-    with frames, ExitStack() as outputs:
-        sinks = [coco_collector(results, image_ids)]
-        if json_path is not None:
-            coco = outputs.enter_context(CocoResultsSink(json_path, force=force))
-            sinks.append(coco_writer(coco, image_ids))
-        if out_dir is not None:
-            annotated = outputs.enter_context(ImageDirectorySink(out_dir, force=force))
-            sinks.append(image_writer(annotated))
-        if openpose is not None:
-            sinks.append(
-                openpose_writer(outputs.enter_context(OpenPoseSink(openpose, force=force)))
-            )
-        sinks.append(lambda frame, image: written.append(frame.index))
-        with _progress("images", quiet) as progress:
-            stats = run_pipeline(
-                frames,
-                estimator,
-                sinks,
-                draw=draw_poses if out_dir is not None else None,
-                total=len(frames),
-                progress=progress,
-            )
-    return results, stats
-
-
-def _listing_path(json_path: Path) -> Path:
-    """``POSES.images.json`` beside ``POSES.json``: the id of every image, with its file name."""
-    return json_path.with_name(f"{json_path.stem}.images.json")
-
-
-def _image_listing(frames: ImageSource, image_ids: Sequence[int], done: Sequence[int]) -> list:
-    """``{"id", "file_name"}`` of the images done, in order; a skipped one adds ``"error"``."""
-    errors = dict(frames.skipped)
-    listing = []
-    for index in sorted({*done, *errors}):
-        entry: dict[str, Any] = {"id": image_ids[index], "file_name": frames.paths[index].name}
-        if index in errors:
-            entry["error"] = errors[index]
-        listing.append(entry)
-    return listing
-
-
-def _check_image_outputs(
-    paths: Sequence[Path],
-    outputs: Sequence[Path],
-    out_dir: Path | None,
-    openpose: Path | None,
-    force: bool,
-) -> None:
-    """Fail before the model loads on an output that would replace an input image, and on
-    annotated copies or OpenPose files that exist already (without ``--force``)."""
-    from posecli.io.sinks import OpenPoseSink, check_directory_files
-
-    folders = {path.resolve().parent for path in paths}
-    if out_dir is not None and out_dir.resolve() in folders:
-        raise UsageError(f"--out-dir {out_dir} holds the input images: copies would replace them")
-    if any(_same_file(path, output) for path in paths for output in outputs):
-        raise UsageError("an output would overwrite an input image")
-    if out_dir is not None:
-        check_directory_files(out_dir, [path.name for path in paths], force=force)
-    if openpose is not None:
-        OpenPoseSink.check(openpose, force=force)
 
 
 @app.command()
@@ -884,10 +430,7 @@ def images(
         OutputFormat,
         typer.Option("--format", help="openpose: also one OpenPose JSON per image (COCO-18)."),
     ] = OutputFormat.posecli,
-    openpose_dir: Annotated[
-        Path | None,
-        typer.Option(help="Folder of the OpenPose JSON files (default: POSES_openpose/)."),
-    ] = None,
+    openpose_dir: OpenPoseDir = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Stop at an unreadable image (default: skip it).")
     ] = False,
@@ -902,28 +445,19 @@ def images(
     _setup_logging(quiet)
     openpose = None
     if output_format is OutputFormat.openpose or openpose_dir is not None:
-        openpose = _openpose_dir(openpose_dir, json_path)
-    listing_path = _listing_path(json_path)
+        openpose = runs.openpose_folder(openpose_dir, json_path)
+    outputs = ImageOutputs(json_path, out_dir, openpose)
     frames = ImageSource(inputs, skip_unreadable=not strict)  # a missing input fails here
-    _check_image_outputs(frames.paths, [json_path, listing_path], out_dir, openpose, force)
-    directories = [path for path in (out_dir, openpose) if path is not None]
-    _check_outputs([json_path, listing_path], force, directories)
-    ids = [image_id for image_id, _ in frames.ids]
-    estimator = _load_estimator(options)
-    done: list[int] = []
-    outputs = {"json_path": json_path, "out_dir": out_dir, "openpose": openpose}
-    try:
-        results, stats = _detect_images(
-            frames, estimator, image_ids=ids, **outputs, force=force, quiet=quiet, done=done
+    runs.check_image_outputs(frames.paths, outputs, force)
+    estimator = runs.load_estimator(options)
+    with _frame_progress("images", quiet) as progress:
+        results, stats = runs.detect_images(
+            frames, estimator, outputs, force=force, progress=progress
         )
-    except KeyboardInterrupt:  # the results of the images done are saved: list them too
-        if done:
-            _write_json_file(listing_path, _image_listing(frames, ids, done), force)
-        raise
-    _write_json_file(listing_path, _image_listing(frames, ids, done), force)
     people = f"{len(results)} people in {stats.frames} images ({stats.fps:.1f} images/s)"
     skipped = f", {len(frames.skipped)} unreadable skipped" if frames.skipped else ""
-    _say(quiet, f"{people}{skipped}: {_written(json_path, listing_path, out_dir, openpose)}")
+    written = runs.written(json_path, outputs.listing, out_dir, openpose)
+    _say(quiet, f"{people}{skipped}: {written}")
 
 
 @app.command("eval")
@@ -951,181 +485,110 @@ def evaluate(
     options: InferenceOptions,
 ) -> None:
     """COCO keypoint AP of a model on an annotated image set (same pipeline as `images`)."""
-    from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap, recall_by_height
+    from posecli.evaluate import SUMMARY_KEYS
 
     _setup_logging(quiet)
-    frames, ids = _annotated_images(annotations, images_dir, by_height)
-    detections = _detections_path(metrics) if metrics is not None else None
-    _check_outputs([metrics, detections], force)
-    estimator = _load_estimator(options)
-    results, stats = _detect_images(
-        frames,
-        estimator,
-        image_ids=ids,
-        json_path=detections,
-        out_dir=None,
-        openpose=None,
-        force=force,
-        quiet=quiet,
-    )
-    scores: dict[str, Any] = coco_keypoint_ap(annotations, results)
-    for key in SUMMARY_KEYS:
-        stdout.print(f"{key:<5} {scores[key]:.4f}")
-    if by_height:
-        scores["by_height"] = recall_by_height(
-            annotations, results, lambda height, width: estimator.geometry(height, width).factor_y
+    frames = runs.annotated_images(annotations, images_dir, sizes=by_height)
+    detections = runs.detections_path(metrics) if metrics is not None else None
+    runs.check_outputs([metrics, detections], force)
+    estimator = runs.load_estimator(options)
+    with _frame_progress("images", quiet) as progress:
+        evaluation = runs.evaluate_model(
+            estimator,
+            annotations,
+            images_dir,
+            frames=frames,
+            detections=detections,
+            by_height=by_height,
+            force=force,
+            progress=progress,
         )
-        _print_bands(scores["by_height"])
-    if metrics is not None:
-        _write_json_file(metrics, scores, force)
-    summary = f"{len(results)} people in {stats.frames} images, model {estimator.model.name}"
-    if estimator.refinement is not None:
-        summary += f" refined by {estimator.refinement.refiner.name}"
-    _say(quiet, summary + (f": {_written(metrics, detections)}" if metrics else ""))
-
-
-def _print_bands(bands: list[dict[str, Any]]) -> None:
-    """One stdout line per band of ``recall_by_height``."""
-    for band in bands:
+    for key in SUMMARY_KEYS:
+        stdout.print(f"{key:<5} {evaluation.scores[key]:.4f}")
+    for band in evaluation.scores.get("by_height", []):
         low, high = band["low"], band["high"]
         heights = f"{low:.0f}–{high:.0f}" if high is not None else f"≥ {low:.0f}"
-        stdout.print(
-            f"height {heights} px: {band['people']} people, found {band['found50']:.2f} "
-            f"at OKS 0.5, {band['found75']:.2f} at 0.75"
-        )
-
-
-def _annotated_images(
-    annotations: Path, images_dir: Path, sizes: bool
-) -> tuple[ImageSource, list[int]]:
-    """The images of an annotation file and their ids, every entry and file checked (before
-    the model loads): InputError for a bad entry or a missing image."""
-    from posecli.evaluate import check_images, load_annotations
-    from posecli.io.sources import ImageSource
-
-    ground_truth = load_annotations(annotations)
-    check_images(ground_truth, annotations, sizes=sizes)
-    ids_by_path = {
-        (images_dir / image["file_name"]).resolve(): image_id
-        for image_id, image in ground_truth.imgs.items()
-    }
-    if not ids_by_path:
-        raise InputError(f"{annotations} lists no images")
-    frames = ImageSource(sorted(ids_by_path))
-    return frames, [ids_by_path[path.resolve()] for path in frames.paths]
-
-
-def _detections_path(metrics: Path) -> Path:
-    """``METRICS.detections.json`` beside the metrics file."""
-    return metrics.with_name(f"{metrics.stem}.detections.json")
+        found = f"found {band['found50']:.2f} at OKS 0.5, {band['found75']:.2f} at 0.75"
+        stdout.print(f"height {heights} px: {band['people']} people, {found}")
+    if metrics is not None:
+        runs.write_json_atomically(metrics, evaluation.scores, force=force)
+    summary = f"{len(evaluation.results)} people in {evaluation.stats.frames} images, model "
+    summary += estimator.model.name
+    if estimator.refinement is not None:
+        summary += f" refined by {estimator.refinement.refiner.name}"
+    _say(quiet, summary + (f": {runs.written(metrics, detections)}" if metrics else ""))
 
 
 # ---------------------------------------------------------------------------------------------
 # train
 
 _TRAIN = TrainConfig(annotations="", images="")
-_LABEL = LabelConfig()
+_AUGMENT, _LABEL = _TRAIN.augment, LabelConfig()
+_PRESETS = f"{', '.join(MODEL_PRESETS)}; or a top-down refiner: {', '.join(REFINER_PRESETS)}"
+
+#: ``posecli train``'s options, turned into a ``TrainConfig`` by :func:`train_config`.
+_TRAIN_OPTIONS = (
+    _option("annotations", list[Path], _REQUIRED,
+            "COCO person_keypoints JSON to train on; repeat to join several."),
+    _option("images_dir", list[Path], _REQUIRED,
+            "Folder of the training images, one per --annotations.", "--images"),
+    _option("val_annotations", Path | None, None, "COCO validation set: AP after each epoch."),
+    _option("val_images", Path | None, None,
+            "Validation images (default: beside the annotations)."),
+    _option("preset", str | None, None,
+            f"Network shape: {_PRESETS} (default: {_TRAIN.preset}; not with --init)."),
+    _option("init", str | None, None, "Start from this checkpoint or model name."),
+    _option("init_stacks", int, _TRAIN.init_stacks, "Grow the --init network to this many "
+            "hourglass stacks, new ones copied from its last (0: keep its shape).", min=0),
+    _option("epochs", int, _TRAIN.epochs, "Passes over the images.", min=1),
+    _option("max_steps", int, _TRAIN.max_steps, "Stop after this many steps (0: all epochs).",
+            min=0),
+    _option("batch_size", int, _TRAIN.batch_size, "Images per step.", min=1),
+    _option("input_size", int, _TRAIN.input_size, "Square training crop, multiple of 64.", min=64),
+    _option("lr", float, _TRAIN.lr, "Learning rate.", min=0.0),
+    _option("optimizer", str, _TRAIN.optimizer, "sgd or adamw."),
+    _option("loss", str, _TRAIN.loss.kind,
+            "focal (focal L2) or l2; the paper trains l2, then focal."),
+    _option("warmup_steps", int, _TRAIN.warmup_steps, "Linear learning-rate warm-up steps.", min=0),
+    _option("checkpoint_every_steps", int, _TRAIN.checkpoint_every_steps,
+            "Also checkpoint every N steps (0: each epoch only).", "--checkpoint-every", min=0),
+    _option("workers", int, _TRAIN.workers, "Data-loading processes.", min=0),
+    _option("device", str, _TRAIN.device, "auto, cpu, cuda or cuda:N."),
+    _option("seed", int, _TRAIN.seed, "Data order, augmentation, initial weights."),
+    _option("out", Path, Path(_TRAIN.out), "Run folder.", "--out", "-o"),
+    _option("resume", bool, False, "Continue the run in --out where it stopped.", "--resume"),
+    _option("scale_min", float, _AUGMENT.scale_min,
+            "Smallest random zoom (1: the long side fills the crop).", min=0.05),
+    _option("scale_max", float, _AUGMENT.scale_max, "Largest random zoom.", min=0.05),
+    _option("mosaic", float, _AUGMENT.mosaic_probability,
+            "Probability of a 2×2 mosaic of four images (people at half size)."),
+    _option("min_keypoint_score", float, _TRAIN.min_keypoint_score,
+            "Pseudo-labels: keypoints scored below are masked out (neither taught present nor "
+            "absent); at most the --keep-keypoint the labels were made with, or those kept "
+            "keypoints are lost.", min=0.0, max=1.0),
+    _option("amp", bool, _TRAIN.amp,
+            "Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16."),
+    _option("pretrained", bool, _TRAIN.pretrained,
+            "Start a fresh network's EfficientNet-Lite0 encoder from ImageNet."),
+)
 
 
-@app.command()
-def train(
-    annotations: Annotated[
-        list[Path],
-        typer.Option(help="COCO person_keypoints JSON to train on; repeat to join several."),
-    ],
-    images_dir: Annotated[
-        list[Path],
-        typer.Option("--images", help="Folder of the training images, one per --annotations."),
-    ],
-    val_annotations: Annotated[
-        Path | None, typer.Option(help="COCO validation set: AP after each epoch.")
-    ] = None,
-    val_images: Annotated[
-        Path | None, typer.Option(help="Validation images (default: beside the annotations).")
-    ] = None,
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Network shape: {', '.join(MODEL_PRESETS)}; or a top-down refiner (issue 16, "
-            f"trained on person crops): {', '.join(REFINER_PRESETS)} (default: {_TRAIN.preset}; "
-            "not with --init, whose network it is)."
-        ),
-    ] = None,
-    init: Annotated[
-        str | None, typer.Option(help="Start from this checkpoint or model name.")
-    ] = None,
-    init_stacks: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Grow the --init network to this many hourglass stacks, new ones copied from "
-            "its last (0: keep its shape).",
-        ),
-    ] = _TRAIN.init_stacks,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the images.")] = _TRAIN.epochs,
-    max_steps: Annotated[
-        int, typer.Option(min=0, help="Stop after this many steps (0: all epochs).")
-    ] = _TRAIN.max_steps,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = _TRAIN.batch_size,
-    input_size: Annotated[
-        int, typer.Option(min=64, help="Square training crop, multiple of 64.")
-    ] = _TRAIN.input_size,
-    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate.")] = _TRAIN.lr,
-    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = _TRAIN.optimizer,
-    loss: Annotated[
-        str, typer.Option(help="focal (focal L2) or l2; the paper trains l2, then focal.")
-    ] = _TRAIN.loss.kind,
-    warmup_steps: Annotated[
-        int, typer.Option(min=0, help="Linear learning-rate warm-up steps.")
-    ] = _TRAIN.warmup_steps,
-    checkpoint_every: Annotated[
-        int, typer.Option(min=0, help="Also checkpoint every N steps (0: each epoch only).")
-    ] = _TRAIN.checkpoint_every_steps,
-    workers: Annotated[int, typer.Option(min=0, help="Data-loading processes.")] = _TRAIN.workers,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _TRAIN.device,
-    seed: Annotated[
-        int, typer.Option(help="Data order, augmentation, initial weights.")
-    ] = _TRAIN.seed,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path(_TRAIN.out),
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")
-    ] = False,
-    scale_min: Annotated[
-        float,
-        typer.Option(min=0.05, help="Smallest random zoom (1: the long side fills the crop)."),
-    ] = _TRAIN.augment.scale_min,
-    scale_max: Annotated[float, typer.Option(min=0.05, help="Largest random zoom.")] = (
-        _TRAIN.augment.scale_max
-    ),
-    mosaic: Annotated[
-        float,
-        typer.Option(help="Probability of a 2×2 mosaic of four images (people at half size)."),
-    ] = _TRAIN.augment.mosaic_probability,
-    min_keypoint_score: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Pseudo-labels: keypoints scored below are masked out (neither taught present "
-            "nor absent); at most the --keep-keypoint the labels were made with, or those "
-            "kept keypoints are lost.",
-        ),
-    ] = _TRAIN.min_keypoint_score,
-    amp: Annotated[
-        bool, typer.Option(help="Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16.")
-    ] = _TRAIN.amp,
-    pretrained: Annotated[
-        bool,
-        typer.Option(help="Start a fresh network's EfficientNet-Lite0 encoder from ImageNet."),
-    ] = _TRAIN.pretrained,
-    threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: default).")] = 0,
-    quiet: Quiet = False,
-) -> None:
-    """Train a network on COCO-format keypoints (focal L2 loss, five-scale supervision)."""
-    from posecli.train.trainer import train as run_training
-
-    _setup_logging(quiet)
-    _set_threads(threads)
+def train_config(
+    *,
+    annotations: list[Path],
+    images_dir: list[Path],
+    val_annotations: Path | None,
+    val_images: Path | None,
+    preset: str | None,
+    init: str | None,
+    out: Path,
+    loss: str,
+    scale_min: float,
+    scale_max: float,
+    mosaic: float,
+    **fields: Any,
+) -> TrainConfig:
+    """The ``TrainConfig`` of ``posecli train``'s options; UsageError for a bad combination."""
     if init is not None and preset is not None:
         raise UsageError(
             f"--preset {preset} and --init exclude each other: the network is --init's "
@@ -1136,38 +599,39 @@ def train(
             f"{len(annotations)} --annotations but {len(images_dir)} --images: give one image "
             "folder per annotation file, in the same order"
         )
-    config = TrainConfig(
-        annotations=str(annotations[0]),
-        images=str(images_dir[0]),
-        more_datasets=tuple(
-            (str(a), str(i)) for a, i in zip(annotations[1:], images_dir[1:], strict=True)
-        ),
+    sets = [(str(a), str(i)) for a, i in zip(annotations, images_dir, strict=True)]
+    augment = replace(_AUGMENT, scale_min=scale_min, scale_max=scale_max, mosaic_probability=mosaic)
+    return TrainConfig(
+        annotations=sets[0][0],
+        images=sets[0][1],
+        more_datasets=tuple(sets[1:]),
         out=str(out),
         val_annotations=str(val_annotations) if val_annotations else None,
         val_images=str(val_images) if val_images else None,
         preset=preset or ("" if init else _TRAIN.preset),  # "": none, the network is --init's
         init=init,
-        init_stacks=init_stacks,
-        resume=resume,
-        input_size=input_size,
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        workers=workers,
-        optimizer=optimizer,
-        lr=lr,
-        warmup_steps=warmup_steps,
-        checkpoint_every_steps=checkpoint_every,
         loss=replace(_TRAIN.loss, kind=loss),
-        augment=replace(
-            _TRAIN.augment, scale_min=scale_min, scale_max=scale_max, mosaic_probability=mosaic
-        ),
-        min_keypoint_score=min_keypoint_score,
-        amp=amp,
-        pretrained=pretrained,
-        device=device,
-        seed=seed,
+        augment=augment,
+        **fields,
     )
+
+
+@app.command()
+@_with_options(_TRAIN_OPTIONS, train_config, "config", first=True)
+def train(
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: default).")] = 0,
+    quiet: Quiet = False,
+    *,
+    config: TrainConfig,
+) -> None:
+    """Train a network on COCO-format keypoints (focal L2 loss, five-scale supervision)."""
+    from posecli.train.trainer import train as run_training
+
+    _setup_logging(quiet)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     with _training_progress(quiet) as progress:
         checkpoint = run_training(config, progress)
     _say(quiet, f"trained: {checkpoint}")
@@ -1175,64 +639,48 @@ def train(
 
 @contextmanager
 def _training_progress(quiet: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """A rich progress bar over optimiser steps, with the loss; validation AP printed."""
-    if quiet:
-        yield lambda record: None
-        return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with _progress_display(columns) as progress:
-        task = progress.add_task("train", total=None, loss="...")
+    """A progress display over optimiser steps, with the loss; validation AP printed."""
+    columns = (*_COUNT, TextColumn("loss {task.fields[loss]}"), *_TIMES)
+    with _progress_display("train", quiet, columns, loss="...") as update:
 
-        def update(record: dict[str, Any]) -> None:
+        def on_record(record: dict[str, Any]) -> None:
             event = record.get("event")
             if event == "start":
-                progress.update(task, total=record["total_steps"], completed=record["step"])
+                update(total=record["total_steps"], completed=record["step"])
             elif event == "batch":
-                progress.update(task, completed=record["step"], loss=f"{record['loss']:.4g}")
+                update(completed=record["step"], loss=f"{record['loss']:.4g}")
             elif event == "val":
                 scores = " ".join(f"{key} {record[key]:.3f}" for key in ("AP", "AP50", "AR"))
-                progress.console.print(f"epoch {record.get('epoch')}: {scores}")
+                _say(quiet, f"epoch {record.get('epoch')}: {scores}")
 
-        yield update
+        yield on_record
 
 
 # ---------------------------------------------------------------------------------------------
 # label and export
 
+Teachers = Annotated[
+    Path, typer.Option(help="Folder of the teacher ONNX files (see ../shared/teachers).")
+]
+_TEACHER_HELP = (
+    "thunder (top-down on person boxes: hand-drawn ones from a person_boxes.json beside the "
+    "images, else MoveNet MultiPose's), or movenet, openpose or both (bottom-up passes fused)."
+)
+
 
 @app.command()
 def label(
     images_inputs: Annotated[
-        list[str],
-        typer.Option("--images", help="Image folder, glob or file; repeat for more."),
+        list[str], typer.Option("--images", help="Image folder, glob or file; repeat for more.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Pseudo-label COCO JSON to write.")],
-    teachers: Annotated[
-        Path, typer.Option(help="Folder of the teacher ONNX files (see ../shared/teachers).")
-    ],
-    teacher: Annotated[
-        str,
-        typer.Option(
-            help="thunder (top-down on person boxes: hand-drawn ones from a person_boxes.json "
-            "beside the images, else MoveNet MultiPose's), or movenet, openpose or both "
-            "(bottom-up passes fused)."
-        ),
-    ] = _LABEL.teacher,
+    teachers: Teachers,
+    teacher: Annotated[str, typer.Option(help=_TEACHER_HELP)] = _LABEL.teacher,
     keep_keypoint: Annotated[
-        float,
-        typer.Option(help="Keypoint confidence (0–1) needed to keep a keypoint."),
+        float, typer.Option(help="Keypoint confidence (0–1) needed to keep a keypoint.")
     ] = _LABEL.keep_keypoint,
     confident_person: Annotated[
-        float,
-        typer.Option(help="Person score (0–1) needed to label a person."),
+        float, typer.Option(help="Person score (0–1) needed to label a person.")
     ] = _LABEL.confident_person,
     min_keypoints: Annotated[
         int, typer.Option(help="Kept keypoints (1–17) a labelled person needs.")
@@ -1264,9 +712,7 @@ def import_lspet(
         Path, typer.Argument(help="LSPet folder: joints.mat and images/im00001.jpg ….")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="COCO keypoint JSON to write.")],
-    teachers: Annotated[
-        Path, typer.Option(help="Folder of the teacher ONNX files (see ../shared/teachers).")
-    ],
+    teachers: Teachers,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -1290,14 +736,9 @@ def _check_label_output(out: Path, force: bool) -> None:
 
 @contextmanager
 def _labelling_progress(quiet: bool) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar over labelled images."""
-    if quiet:
-        yield lambda done, total: None
-        return
-    columns = (TextColumn("label"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with _progress_display(columns) as progress:
-        task = progress.add_task("label", total=None)
-        yield lambda done, total: progress.update(task, completed=done, total=total)
+    """A progress display over labelled images."""
+    with _progress_display("label", quiet, (*_COUNT, TimeRemainingColumn())) as update:
+        yield lambda done, total: update(completed=done, total=total)
 
 
 @app.command()
@@ -1311,21 +752,10 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Copy a checkpoint for shipping: fp16 storage, training state dropped, provenance kept."""
-    from posecli.weights import checkpoint_kind, load_model, load_refiner, save_checkpoint
-
     _setup_logging(quiet)
-    _check_outputs([out], force)
-    loader = load_refiner if checkpoint_kind(model) == "refiner" else load_model
-    source = loader(model)
-    provenance = {**source.provenance, "exported_from": source.name, "half": half}
-    written = save_checkpoint(
-        out, source.network, source.config, source.preprocessing, provenance, half=half
-    )
-    _say(quiet, f"exported {source.name}: {written} ({written.stat().st_size / 1e6:.1f} MB)")
-
-
-# ---------------------------------------------------------------------------------------------
-# info
+    runs.check_outputs([out], force)
+    name, written = runs.export_checkpoint(model, out, half=half)
+    _say(quiet, f"exported {name}: {written} ({written.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command()
@@ -1338,10 +768,10 @@ def info() -> None:
     from posecli.weights import list_models, resolve_device
 
     cuda = torch.cuda.is_available()
+    cuda_note = f"{torch.cuda.device_count()} CUDA device(s)" if cuda else "CUDA not available"
     stdout.print(f"posecli {__version__}")
     stdout.print(f"python  {platform.python_version()} ({sys.executable})")
     stdout.print(f"torch   {torch.__version__}, numpy {numpy.__version__}")
-    cuda_note = f"{torch.cuda.device_count()} CUDA device(s)" if cuda else "CUDA not available"
     stdout.print(f"device  {resolve_device('auto')} (auto; {cuda_note})")
     stdout.print(f"native decoder  {'built' if native_available() else 'NOT built (slow NumPy)'}")
     stdout.print("models:")
@@ -1349,7 +779,7 @@ def info() -> None:
         state = "present" if entry.present else "missing"
         stdout.print(f"  {entry.name:<20} {state:<8} {entry.path}  ({entry.description})")
     stdout.print(f"presets (for train --preset): {', '.join(MODEL_PRESETS)}")
-    stdout.print(f"refiner presets (train --preset, issue 16): {', '.join(REFINER_PRESETS)}")
+    stdout.print(f"refiner presets (train --preset): {', '.join(REFINER_PRESETS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1372,45 +802,9 @@ def _root(
     """Multi-person 2D pose estimation (Simple Pose / IMHN) for videos, webcams and images."""
 
 
-#: click's exception base class (typer may vendor click): usage errors and friends.
-_ClickError = next(k for k in typer.BadParameter.__mro__ if k.__name__ == "ClickException")
-
-
 def _fail(message: str) -> None:
     """One line on stderr."""
     stderr.print(f"posecli: error: {' '.join(message.split())}", markup=False)
-
-
-class _Termination:
-    """A SIGTERM handler that does what Ctrl-C does, so the outputs are finalised the same way.
-
-    It calls the SIGINT handler in force (the trainer's saves after the step under way), or
-    raises ``KeyboardInterrupt`` where SIGINT is ignored; ``received`` says it happened.
-    """
-
-    def __init__(self) -> None:
-        self.received = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        self.received = True
-        on_interrupt = signal.getsignal(signal.SIGINT)
-        if not callable(on_interrupt):
-            raise KeyboardInterrupt
-        on_interrupt(signal.SIGINT, frame)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[_Termination]:
-    """Handle SIGTERM like Ctrl-C while a command runs (main thread only: Python's rule)."""
-    termination = _Termination()
-    if threading.current_thread() is not threading.main_thread():
-        yield termination
-        return
-    previous = signal.signal(signal.SIGTERM, termination)
-    try:
-        yield termination
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -1418,25 +812,21 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     Ctrl-C exits with 130 and SIGTERM with 143, both after the outputs were finalised.
     """
-    with _sigterm_as_interrupt() as termination:
-        code = _run_command(argv, termination)
+    with sigterm_as_interrupt() as termination:
+        code = _run_command(list(argv) if argv is not None else sys.argv[1:], termination)
     return EXIT_TERMINATED if termination.received and code == EXIT_INTERRUPTED else code
 
 
-def _run_command(argv: Sequence[str] | None, termination: _Termination) -> int:
+def _run_command(args: list[str], termination: Termination) -> int:
     """:func:`run` without the SIGTERM handler: every error becomes one line and a code."""
     command = typer.main.get_command(app)
+    if not args:  # the root's help, as a usage error
+        stderr.print(command.get_help(typer.Context(command, info_name="posecli")), markup=False)
+        return EXIT_USAGE
     try:
         with _restored_logging():
-            code = command.main(
-                args=list(argv) if argv is not None else None,
-                prog_name="posecli",
-                standalone_mode=False,
-            )
-    except _ClickError as error:
-        if type(error).__name__ == "NoArgsIsHelpError":
-            stderr.print(error.format_message(), markup=False)
-            return EXIT_USAGE
+            code = command.main(args=args, prog_name="posecli", standalone_mode=False)
+    except typer.TyperException as error:  # typer's (click's) usage errors and friends
         context = getattr(error, "ctx", None)
         where = f" (see {context.command_path} --help)" if context is not None else ""
         _fail(error.format_message() + where)

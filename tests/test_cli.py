@@ -22,12 +22,12 @@ import torch
 from coco_synthetic import write_people_set
 from schema import COCO_RESULT_SCHEMA, OPENPOSE_SCHEMA, TRACK_LINE_SCHEMA, validate_json
 
-from posecli import cli
+from posecli import runs
 from posecli.cli import run
 from posecli.config import MODEL_PRESETS, InferenceConfig
 from posecli.estimator import Estimator
 from posecli.evaluate import SUMMARY_KEYS
-from posecli.io import sources
+from posecli.io import display, sources
 from posecli.io.ffmpeg import probe_video
 from posecli.io.sources import SourceFrame, VideoSource
 from posecli.weights import load_model
@@ -281,7 +281,7 @@ def test_webcam_window_quits_on_q(
     """With a (stand-in) display, frames are shown with their FPS until q is pressed."""
     shown: list[np.ndarray] = []
     monkeypatch.setattr(sources, "CameraSource", PacedCamera)
-    monkeypatch.setattr(cli, "display_available", lambda: True)
+    monkeypatch.setattr(display, "available", lambda: True)
     monkeypatch.setattr(cv2, "imshow", lambda title, image: shown.append(image))
     monkeypatch.setattr(cv2, "waitKey", lambda delay: ord("q") if len(shown) == 2 else -1)
     monkeypatch.setattr(cv2, "getWindowProperty", lambda title, prop: 1.0)
@@ -298,7 +298,7 @@ def test_webcam_window_that_cannot_open(
     def no_gui(title: str, image: np.ndarray) -> None:
         raise cv2.error("The function is not implemented. Rebuild the library with GUI support")
 
-    monkeypatch.setattr(cli, "display_available", lambda: True)
+    monkeypatch.setattr(display, "available", lambda: True)
     monkeypatch.setattr(cv2, "imshow", no_gui)
     assert run(["webcam", "--camera", str(plain_video), *fast]) == 1
     assert "--no-display" in _one_error_line(capsys.readouterr().err)
@@ -370,13 +370,13 @@ def test_long_side_reaches_the_estimator(
     fast: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _write_images(tmp_path / "photos")
-    load_estimator, estimators = cli._load_estimator, []
+    load_estimator, estimators = runs.load_estimator, []
 
-    def recording(options: cli.InferenceOptions) -> Estimator:
+    def recording(options: runs.InferenceOptions) -> Estimator:
         estimators.append(load_estimator(options))
         return estimators[-1]
 
-    monkeypatch.setattr(cli, "_load_estimator", recording)
+    monkeypatch.setattr(runs, "load_estimator", recording)
     args = ["images", str(tmp_path / "photos"), "--json", str(tmp_path / "poses.json"), *fast]
     assert run([*args, "--long-side", "96"]) == 0
     assert [estimator.config.long_side for estimator in estimators] == [96]

@@ -1,0 +1,479 @@
+"""The run logic every command shares: outputs checked, the model loaded, sources through the
+pipeline into sinks, and evaluation.
+
+``posecli.cli`` parses options into these calls and shows their progress; the trainer's
+validation and the benchmarks evaluate through :func:`evaluate_model` too, so there is one
+evaluation path. Library code: errors are ``PoseCliError`` subclasses, progress goes through
+callbacks, nothing is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from posecli.config import DecodeConfig, InferenceConfig
+from posecli.errors import InputError, OutputError, UsageError
+from posecli.io.sinks import check_output, temporary_path
+
+if TYPE_CHECKING:
+    from posecli.estimator import Estimator
+    from posecli.io.ffmpeg import VideoInfo
+    from posecli.io.sources import ImageSource, SourceFrame
+    from posecli.pipeline import FrameSink, PipelineProgress, PipelineStats
+
+logger = logging.getLogger(__name__)
+
+#: Smallest ``long_side`` (other than 0, off), pixels.
+MIN_INPUT_SIZE = 16
+
+#: File suffixes an annotated video may be written to.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
+
+ProgressCallback = Callable[["PipelineProgress"], None]
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """The model and the inference/decoding settings common to every inference command."""
+
+    model: str = "default"
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    threads: int = 0  # torch CPU threads, 0: torch's default
+
+    def __post_init__(self) -> None:
+        """UsageError for settings no run can use (the CLI names the option)."""
+        decode, inference = self.decode, self.inference
+        if not 0 < decode.peak_threshold < math.inf:
+            raise UsageError(f"--peak-threshold must be a number > 0, got {decode.peak_threshold}")
+        numbers = {
+            "--part-threshold": decode.part_threshold,
+            "--min-part-score": decode.min_mean_part_score,
+            "--min-score": decode.min_person_score,
+        }
+        for name, value in numbers.items():
+            if not math.isfinite(value):
+                raise UsageError(f"{name} must be a number, got {value}")
+        if 0 < inference.long_side < MIN_INPUT_SIZE:
+            low = f"at least {MIN_INPUT_SIZE}"
+            raise UsageError(f"--long-side must be 0 (off) or {low}, got {inference.long_side}")
+        if inference.refine and not inference.refiner:
+            raise UsageError("--refine needs --refiner PATH (no refiner is bundled yet)")
+        if inference.refiner and not inference.refine:
+            raise UsageError("--refiner is used only with --refine")
+
+
+def load_estimator(options: InferenceOptions) -> Estimator:
+    """Load the model (ModelNotFoundError / CheckpointError) and build the Estimator."""
+    from posecli.estimator import Estimator
+    from posecli.weights import load_model
+
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
+    model = load_model(options.model, device=options.inference.device)
+    return Estimator(model, options.inference, options.decode)
+
+
+def check_outputs(
+    outputs: Sequence[Path | None], force: bool, directories: Sequence[Path | None] = ()
+) -> None:
+    """OutputError for an output that exists without ``force`` (before any model loads)."""
+    for path in outputs:
+        if path is not None:
+            check_output(path, force=force)
+    for path in directories:
+        if path is not None:
+            check_output(path, force=force, directory=True)
+
+
+def same_file(a: Path | str, b: Path | None) -> bool:
+    """Whether ``a`` (a path, or a URL: never) and ``b`` name the same file."""
+    return b is not None and "://" not in str(a) and Path(a).resolve() == b.resolve()
+
+
+def openpose_folder(explicit: Path | None, beside: Path) -> Path:
+    """``explicit``, else ``NAME_openpose/`` next to the main output ``beside``."""
+    return explicit if explicit is not None else beside.with_name(f"{beside.stem}_openpose")
+
+
+def write_json_atomically(path: Path, data: Any, *, force: bool) -> Path:
+    """Write ``data`` as indented JSON atomically (temporary name, then rename)."""
+    check_output(path, force=force)
+    temporary = temporary_path(path)
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+    return path
+
+
+def export_checkpoint(model: str, out: Path, *, half: bool = True) -> tuple[str, Path]:
+    """Copy checkpoint or model ``model`` (an IMHN or a refiner) to ``out`` for shipping:
+    float16 storage with ``half``, training state dropped, provenance kept.
+
+    Returns:
+        The source model's name and the path written.
+    """
+    from posecli.weights import checkpoint_kind, load_model, load_refiner, save_checkpoint
+
+    loader = load_refiner if checkpoint_kind(model) == "refiner" else load_model
+    source = loader(model)
+    provenance = {**source.provenance, "exported_from": source.name, "half": half}
+    written = save_checkpoint(
+        out, source.network, source.config, source.preprocessing, provenance, half=half
+    )
+    return source.name, written
+
+
+def written(*paths: Path | None) -> str:
+    """The outputs of a run, for its summary line."""
+    return ", ".join(str(path) for path in paths if path is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# video and camera streams
+
+
+@dataclass(frozen=True)
+class StreamOutputs:
+    """What a video or camera run writes: annotated MP4, JSON-lines tracks, OpenPose folder."""
+
+    video: Path | None = None
+    tracks: Path | None = None
+    openpose: Path | None = None
+
+    def paths(self) -> tuple[Path | None, ...]:
+        return (self.video, self.tracks, self.openpose)
+
+
+def video_outputs(
+    source: str,
+    out: Path | None,
+    tracks: Path | None,
+    *,
+    no_video: bool,
+    openpose: bool,
+    openpose_dir: Path | None,
+) -> StreamOutputs:
+    """The outputs of ``posecli video`` from its options; UsageError for a bad combination."""
+    if no_video and out is not None:
+        raise UsageError("--out and --no-video exclude each other")
+    if not no_video and out is None:
+        raise UsageError("--out OUT.mp4 is required (or --no-video with --json)")
+    openpose = openpose or openpose_dir is not None
+    main_output = out or tracks
+    if main_output is None and not openpose:
+        raise UsageError("nothing to write: give --json or --format openpose with --no-video")
+    check_video_suffix(out)
+    if same_file(source, out) or same_file(source, tracks):
+        raise UsageError("an output would overwrite the input")
+    if out is not None and same_file(out, tracks):
+        raise UsageError("--out and --json name the same file")
+    if not openpose:
+        return StreamOutputs(out, tracks)
+    if openpose_dir is None and main_output is None:
+        raise UsageError("--format openpose with --no-video needs --openpose-dir or --json")
+    return StreamOutputs(out, tracks, openpose_folder(openpose_dir, main_output))  # type: ignore[arg-type]
+
+
+def check_video_suffix(out: Path | None) -> None:
+    """UsageError unless ``out`` (if any) names an MP4 file."""
+    if out is not None and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UsageError(f"--out must name an .mp4 file, got {out}")
+
+
+def check_stream_outputs(outputs: StreamOutputs, force: bool) -> None:
+    """OutputError for an output of a stream that exists without ``force``, OpenPose files
+    already in its folder included (before any model loads)."""
+    from posecli.io.sinks import OpenPoseSink
+
+    check_outputs([outputs.video, outputs.tracks], force, [outputs.openpose])
+    if outputs.openpose is not None:
+        OpenPoseSink.check(outputs.openpose, force=force)
+
+
+def track_stream(
+    frames: Iterable[SourceFrame],
+    estimator: Estimator,
+    outputs: StreamOutputs,
+    *,
+    smooth: bool = False,
+    force: bool = False,
+    video_info: VideoInfo | None = None,
+    latency_first: bool = False,
+    total: int | None = None,
+    progress: ProgressCallback | None = None,
+    window: FrameSink | None = None,
+    stop: threading.Event | None = None,
+) -> PipelineStats:
+    """Open the sinks of a video or camera run, track and draw, and run the pipeline.
+
+    ``video_info`` describes the source video (frame rate, timescale, audio), ``None`` for a
+    camera. ``window`` shows the annotated frames and sets ``stop`` when the user quits.
+    Leaving the sinks' ``with`` blocks on an exception (Ctrl-C included) finalises them with the
+    frames done: a playable MP4, complete JSON lines.
+    """
+    from posecli.io.draw import draw_poses
+    from posecli.pipeline import run_pipeline
+    from posecli.track import Tracker, TrackerConfig
+
+    with ExitStack() as stack:
+        sinks = _stream_sinks(stack, outputs, force, video_info)
+        if window is not None:
+            sinks.append(window)
+        drawing = outputs.video is not None or window is not None
+        return run_pipeline(
+            frames,
+            estimator,
+            sinks,
+            tracker=Tracker(TrackerConfig(smooth=smooth)),
+            draw=draw_poses if drawing else None,
+            latency_first=latency_first,
+            total=total,
+            progress=progress,
+            stop=stop,
+        )
+
+
+def _stream_sinks(
+    stack: ExitStack, outputs: StreamOutputs, force: bool, video_info: VideoInfo | None
+) -> list[FrameSink]:
+    """The opened sinks of a stream's outputs (closed by ``stack``)."""
+    from posecli.io.sinks import JsonLinesSink, OpenPoseSink, VideoSink
+    from posecli.pipeline import openpose_writer, track_writer, video_writer
+
+    sinks: list[FrameSink] = []
+    if outputs.video is not None:
+        rate = video_info.frame_rate if video_info is not None else Fraction(30)
+        audio = video_info.source if video_info is not None and video_info.has_audio else None
+        video = VideoSink(
+            outputs.video, rate, audio_source=audio, timescale=timescale(video_info), force=force
+        )
+        sinks.append(video_writer(stack.enter_context(video)))
+    if outputs.tracks is not None:
+        sinks.append(track_writer(stack.enter_context(JsonLinesSink(outputs.tracks, force=force))))
+    if outputs.openpose is not None:
+        prefix = (outputs.video or outputs.tracks or outputs.openpose).stem
+        openpose = OpenPoseSink(outputs.openpose, prefix=prefix, force=force)
+        sinks.append(openpose_writer(stack.enter_context(openpose)))
+    return sinks
+
+
+def timescale(video_info: VideoInfo | None) -> int | None:
+    """MP4 ticks per second of the source stream, so that variable timestamps stay exact."""
+    if video_info is None or not video_info.time_base:
+        return None
+    return round(1 / video_info.time_base)
+
+
+# ---------------------------------------------------------------------------------------------
+# still images
+
+
+@dataclass(frozen=True)
+class ImageOutputs:
+    """What an image run writes: COCO results (+ listing), annotated copies, OpenPose folder."""
+
+    results: Path | None = None
+    annotated: Path | None = None
+    openpose: Path | None = None
+    list_images: bool = True  # write the listing beside the results
+
+    @property
+    def listing(self) -> Path | None:
+        """``POSES.images.json`` beside ``POSES.json``: every image's id, with its file name."""
+        if self.results is None or not self.list_images:
+            return None
+        return self.results.with_name(f"{self.results.stem}.images.json")
+
+
+def check_image_outputs(paths: Sequence[Path], outputs: ImageOutputs, force: bool) -> None:
+    """Fail before the model loads on an output that would replace an input image, and on
+    outputs, annotated copies or OpenPose files that exist already (without ``force``)."""
+    from posecli.io.sinks import OpenPoseSink, check_directory_files
+
+    folders = {path.resolve().parent for path in paths}
+    out_dir = outputs.annotated
+    if out_dir is not None and out_dir.resolve() in folders:
+        raise UsageError(f"--out-dir {out_dir} holds the input images: copies would replace them")
+    files = [outputs.results, outputs.listing]
+    if any(same_file(path, output) for path in paths for output in files):
+        raise UsageError("an output would overwrite an input image")
+    check_outputs(files, force, [out_dir, outputs.openpose])
+    if out_dir is not None:
+        check_directory_files(out_dir, [path.name for path in paths], force=force)
+    if outputs.openpose is not None:
+        OpenPoseSink.check(outputs.openpose, force=force)
+
+
+def detect_images(
+    frames: ImageSource,
+    estimator: Estimator,
+    outputs: ImageOutputs = ImageOutputs(),
+    *,
+    image_ids: Sequence[int] | None = None,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> tuple[list[dict[str, Any]], PipelineStats]:
+    """Run still images through the pipeline into COCO results, written to ``outputs`` too.
+
+    ``image_ids[i]`` is the id of ``frames.paths[i]`` (default: ``frames.ids``). With
+    ``outputs.listing``, the listing of the images done is written too, also when the run is
+    interrupted.
+
+    Returns:
+        The COCO results (COCO-17 keypoints in image pixels) and the pipeline stats.
+    """
+    ids = list(image_ids) if image_ids is not None else [i for i, _ in frames.ids]
+    done: list[int] = []
+    try:
+        found = _detect(frames, estimator, outputs, ids, done, force, progress)
+    except KeyboardInterrupt:  # the results of the images done are saved: list them too
+        if outputs.listing is not None and done:
+            write_json_atomically(outputs.listing, image_listing(frames, ids, done), force=force)
+        raise
+    if outputs.listing is not None:
+        write_json_atomically(outputs.listing, image_listing(frames, ids, done), force=force)
+    return found
+
+
+def _detect(
+    frames: ImageSource,
+    estimator: Estimator,
+    outputs: ImageOutputs,
+    ids: list[int],
+    done: list[int],
+    force: bool,
+    progress: ProgressCallback | None,
+) -> tuple[list[dict[str, Any]], PipelineStats]:
+    """:func:`detect_images` without the listing; ``done`` receives each image's index."""
+    from posecli.io.draw import draw_poses
+    from posecli.io.sinks import CocoResultsSink, ImageDirectorySink, OpenPoseSink
+    from posecli.pipeline import (
+        coco_collector,
+        coco_writer,
+        image_writer,
+        openpose_writer,
+        run_pipeline,
+    )
+
+    results: list[dict[str, Any]] = []
+    with frames, ExitStack() as stack:
+        sinks: list[FrameSink] = [coco_collector(results, ids)]
+        if outputs.results is not None:
+            coco = stack.enter_context(CocoResultsSink(outputs.results, force=force))
+            sinks.append(coco_writer(coco, ids))
+        if outputs.annotated is not None:
+            annotated = stack.enter_context(ImageDirectorySink(outputs.annotated, force=force))
+            sinks.append(image_writer(annotated))
+        if outputs.openpose is not None:
+            openpose = stack.enter_context(OpenPoseSink(outputs.openpose, force=force))
+            sinks.append(openpose_writer(openpose))
+        sinks.append(lambda frame, image: done.append(frame.index))
+        stats = run_pipeline(
+            frames,
+            estimator,
+            sinks,
+            draw=draw_poses if outputs.annotated is not None else None,
+            total=len(frames),
+            progress=progress,
+        )
+    return results, stats
+
+
+def image_listing(
+    frames: ImageSource, image_ids: Sequence[int], done: Sequence[int]
+) -> list[dict[str, Any]]:
+    """``{"id", "file_name"}`` of the images done, in order; a skipped one adds ``"error"``."""
+    errors = dict(frames.skipped)
+    listing = []
+    for index in sorted({*done, *errors}):
+        entry: dict[str, Any] = {"id": image_ids[index], "file_name": frames.paths[index].name}
+        if index in errors:
+            entry["error"] = errors[index]
+        listing.append(entry)
+    return listing
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate_model` measured: COCO keypoint metrics, the detections, the run."""
+
+    scores: dict[str, Any]
+    results: list[dict[str, Any]]
+    stats: PipelineStats
+
+
+def detections_path(metrics: Path) -> Path:
+    """``METRICS.detections.json`` beside the metrics file."""
+    return metrics.with_name(f"{metrics.stem}.detections.json")
+
+
+def annotated_images(
+    annotations: str | Path, images_dir: str | Path, *, sizes: bool = False
+) -> tuple[ImageSource, list[int]]:
+    """The images of an annotation file and their ids, every entry and file checked (before
+    the model loads): InputError for a bad entry or a missing image."""
+    from posecli.evaluate import check_images, load_annotations
+    from posecli.io.sources import ImageSource
+
+    ground_truth = load_annotations(annotations)
+    check_images(ground_truth, annotations, sizes=sizes)
+    ids_by_path = {
+        (Path(images_dir) / image["file_name"]).resolve(): image_id
+        for image_id, image in ground_truth.imgs.items()
+    }
+    if not ids_by_path:
+        raise InputError(f"{annotations} lists no images")
+    frames = ImageSource(sorted(ids_by_path))
+    return frames, [ids_by_path[path.resolve()] for path in frames.paths]
+
+
+def evaluate_model(
+    estimator: Estimator,
+    annotations: str | Path,
+    images_dir: str | Path,
+    *,
+    frames: tuple[ImageSource, list[int]] | None = None,
+    detections: Path | None = None,
+    by_height: bool = False,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Evaluation:
+    """COCO keypoint AP (``evaluate.SUMMARY_KEYS``) of ``estimator`` on an annotated set, the
+    same pipeline as ``posecli images``; ``by_height`` adds ``scores["by_height"]``.
+
+    ``frames`` is :func:`annotated_images`'s answer when the caller checked the set already;
+    ``detections`` also saves the COCO results there.
+    """
+    from posecli.evaluate import coco_keypoint_ap, recall_by_height
+
+    source, ids = frames or annotated_images(annotations, images_dir, sizes=by_height)
+    outputs = ImageOutputs(results=detections, list_images=False)
+    results, stats = detect_images(
+        source, estimator, outputs, image_ids=ids, force=force, progress=progress
+    )
+    scores: dict[str, Any] = coco_keypoint_ap(annotations, results)
+    if by_height:
+        scores["by_height"] = recall_by_height(
+            annotations, results, lambda height, width: estimator.geometry(height, width).factor_y
+        )
+    return Evaluation(scores, results, stats)
