@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from posecli.errors import (
     ResumableInterruptError,
     UsageError,
 )
+from posecli.io.files import error_reason, write_atomically
 from posecli.pose import keypoint_similarity
 from posecli.spec import (
     COCO_KEYPOINTS,
@@ -790,22 +790,13 @@ def coco_categories() -> list[dict[str, Any]]:
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    """Write ``document`` as JSON to ``path`` through a temporary file and a rename."""
+    """Write ``document`` as compact JSON to ``path`` (``posecli.io.files.write_atomically``),
+    creating its folder."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(document, stream, separators=(",", ":"))
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temporary, 0o644)  # mkstemp creates files readable by their owner only
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
     except OSError as error:
-        raise OutputError(f"cannot write {path}: {error}") from error
+        raise OutputError(f"cannot write {path}: {error_reason(error)}") from error
+    write_atomically(path, json.dumps(document, separators=(",", ":")).encode())
 
 
 def partial_path(out: Path) -> Path:

@@ -262,7 +262,7 @@ def save_checkpoint(
     provenance: Mapping[str, Any],
     half: bool = False,
 ) -> Path:
-    """Write a posecli checkpoint atomically (temporary file, then ``os.replace``).
+    """Write a posecli checkpoint atomically (``posecli.io.files.write_atomically``).
 
     The kind follows ``config``: a ``RefinerConfig`` writes a refiner checkpoint (with its
     output layout), a ``ModelConfig`` an IMHN one.
@@ -288,23 +288,15 @@ def save_checkpoint(
     }
     if isinstance(config, RefinerConfig):
         checkpoint["output"] = output_layout(config)
-    from posecli.io.sinks import remove_stale_temporaries, temporary_path
+    from posecli.io.files import remove_stale_temporaries, write_atomically
 
     destination = Path(path)
     if not destination.parent.is_dir():
         raise OutputError(f"cannot write checkpoint {destination}: no folder {destination.parent}")
     remove_stale_temporaries(destination.parent, destination.name)
-    temporary = temporary_path(destination)  # OutputError when the folder is not writable
-    try:
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, destination)
-    except (OSError, RuntimeError) as error:  # torch.save raises RuntimeError on write errors
-        try:
-            temporary.unlink(missing_ok=True)
-        except OSError as cleanup:
-            logger.warning("could not remove %s: %s", temporary, cleanup.strerror or cleanup)
-        reason = (error.strerror if isinstance(error, OSError) else None) or error
-        raise OutputError(f"cannot write checkpoint {destination}: {reason}") from error
+    write_atomically(
+        destination, lambda file: torch.save(checkpoint, file), name=f"checkpoint {destination}"
+    )
     return destination
 
 

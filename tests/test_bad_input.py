@@ -29,7 +29,7 @@ from tiny_model import TINY_CONFIG
 
 from posecli.cli import run
 from posecli.config import Preprocessing
-from posecli.io import sinks
+from posecli.io import files, sinks
 from posecli.model import build_network
 from posecli.weights import save_checkpoint
 
@@ -192,7 +192,7 @@ def unwritable_output_folder(place: Place) -> Case:
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, mode, *args, **kwargs)
 
-    place.monkeypatch.setattr(sinks, "open", no_access, raising=False)
+    place.monkeypatch.setattr(files, "open", no_access, raising=False)
     tracks = place.root / "tracks.jsonl"
     args = ["video", str(place.video), "--no-video", "--json", str(tracks), *place.fast]
     return Case(args, 1, "Permission denied", absent=[tracks])

@@ -25,7 +25,7 @@ from coco_synthetic import write_people_set
 
 from posecli import weights
 from posecli.cli import run
-from posecli.io import sinks
+from posecli.io import files, sinks
 from posecli.io.sources import VideoSource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_export_into_an_unwritable_folder_is_one_line(
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(sinks, "open", no_access, raising=False)
+    monkeypatch.setattr(files, "open", no_access, raising=False)
     out = tmp_path / "shipped.pt"
     assert run(["export", "--model", str(checkpoint), "--out", str(out), "--quiet"]) == 1
     assert "Permission denied" in one_error_line(capsys.readouterr().err)
@@ -316,11 +316,11 @@ def test_sigterm_finalises_the_outputs_and_exits_143(
 
 def test_sigterm_calls_the_interrupt_handler_in_force(monkeypatch) -> None:
     """The trainer defers Ctrl-C to the end of a step: SIGTERM goes through the same handler."""
-    from posecli import cli
+    from posecli.signals import Termination
 
     calls = []
     monkeypatch.setattr(signal, "getsignal", lambda number: lambda *args: calls.append(number))
-    termination = cli._Termination()
+    termination = Termination()
     termination(signal.SIGTERM, None)
     assert calls == [signal.SIGINT] and termination.received
 

@@ -14,8 +14,7 @@ the images would fake: it is kept only after an interrupt, and discarded after a
 These calls are idempotent and thread-safe with respect to ``write`` (a call waits for a write
 in progress to finish); failures while saving are logged as one line each, without traceback.
 
-Temporary files are named ``.NAME.PID-RANDOM.part`` (or ``.mp4``); :func:`check_output` removes
-those that processes no longer running left behind (killed with SIGKILL, a power cut).
+Temporary files and output checks: :mod:`posecli.io.files`.
 """
 
 from __future__ import annotations
@@ -25,10 +24,8 @@ import json
 import logging
 import math
 import os
-import re
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -38,103 +35,16 @@ import numpy as np
 
 from posecli.errors import OutputError
 from posecli.io.ffmpeg import FfmpegProcess, ffmpeg_path, probe_video, rational_rate
+from posecli.io.files import (
+    check_output,
+    error_reason,
+    remove_quietly,
+    temporary_path,
+    write_atomically,
+)
 from posecli.pose import Frame, frame_to_openpose, frame_to_track_line, to_coco_result
 
 logger = logging.getLogger(__name__)
-
-
-def check_output(path: Path, *, force: bool, directory: bool = False) -> None:
-    """Make sure ``path`` may be written: absent (or ``force``) and in a writable folder.
-
-    Missing parent folders are created (``path`` itself too when ``directory``).
-
-    Raises:
-        OutputError: the output exists without ``force``, is the wrong kind of entry, or its
-            folder cannot be created.
-    """
-    if directory and path.exists() and not path.is_dir():
-        raise OutputError(f"{path} is a file, not a directory")
-    if not directory and path.is_dir():
-        raise OutputError(f"{path} is a directory")
-    if not directory and path.exists() and not force:
-        raise OutputError(f"{path} exists (use --force to overwrite)")
-    folder = path if directory else path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create directory {folder}: {error.strerror or error}") from error
-    remove_stale_temporaries(folder, None if directory else path.name)
-
-
-#: Hidden temporary files of posecli: ``.NAME.PID-RANDOM.part|.mp4``, ``.NAME.PID.tmp`` (older).
-_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)(?:-[0-9a-f]{8})?\.(?:part|mp4|tmp)")
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (when unsure: yes)."""
-    if pid == os.getpid() or os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, someone else's
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path]:
-    """Remove the temporary files that dead processes left in ``folder``; return them.
-
-    Only files of :func:`temporary_path`'s pattern whose process no longer runs are removed,
-    and with ``name`` only those of that output. Failures are logged, never raised.
-    """
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return []
-    removed = []
-    for entry in entries:
-        match = _TEMPORARY_NAME.fullmatch(entry)
-        if match is None or (name is not None and match["name"] != name):
-            continue
-        if not _process_alive(int(match["pid"])):
-            stale = folder / entry
-            if _remove(stale):
-                removed.append(stale)
-    if removed:
-        logger.info("removed %d temporary files of stopped runs from %s", len(removed), folder)
-    return removed
-
-
-def temporary_path(path: Path, suffix: str = ".part") -> Path:
-    """Create an empty, unique hidden file beside ``path`` (same folder, so renames are atomic).
-
-    Raises:
-        OutputError: the folder is not writable.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
-    try:
-        with open(temporary, "xb"):
-            pass
-    except OSError as error:
-        raise OutputError(f"cannot write to {path.parent}: {error.strerror or error}") from error
-    return temporary
-
-
-def _remove(path: Path) -> bool:
-    """Delete ``path`` if it exists; a failure is logged (one line), not raised."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as error:
-        logger.warning("could not remove temporary file %s: %s", path, _reason(error))
-        return False
-    return True
-
-
-def _reason(error: BaseException) -> str:
-    """The operating system's words for an OSError (``No space left on device``), else str."""
-    return (error.strerror if isinstance(error, OSError) else None) or str(error)
 
 
 def _write_all(file, data: bytes) -> None:
@@ -207,7 +117,7 @@ class JsonLinesSink(Sink):
                 _write_all(self._file, line)
             except OSError as error:
                 raise OutputError(
-                    f"cannot write {self.path}: {_reason(error)} "
+                    f"cannot write {self.path}: {error_reason(error)} "
                     f"(the {self.lines} complete lines before are kept)"
                 ) from error
             self._complete_bytes += len(line)
@@ -221,8 +131,8 @@ class JsonLinesSink(Sink):
                     self._file.close()
                     os.replace(self._temporary, self.path)
                 except OSError as error:
-                    _remove(self._temporary)
-                    raise OutputError(f"cannot write {self.path}: {_reason(error)}") from error
+                    remove_quietly(self._temporary)
+                    raise OutputError(f"cannot write {self.path}: {error_reason(error)}") from error
                 self._result = self.path
             return self._result
 
@@ -238,20 +148,20 @@ class JsonLinesSink(Sink):
         try:
             self._file.truncate(self._complete_bytes)
         except OSError as error:
-            logger.warning("%s may end in a partial line: %s", self.path, _reason(error))
+            logger.warning("%s may end in a partial line: %s", self.path, error_reason(error))
         try:
             self._file.close()
         except OSError as error:
-            logger.warning("closing %s: %s", self._temporary, _reason(error))
+            logger.warning("closing %s: %s", self._temporary, error_reason(error))
         if self.lines == 0:
-            _remove(self._temporary)
+            remove_quietly(self._temporary)
             return None
         try:
             os.replace(self._temporary, self.path)
         except OSError as error:
             logger.warning(
                 "could not rename the %d track lines written to %s (%s); they are in %s",
-                self.lines, self.path, _reason(error), self._temporary,
+                self.lines, self.path, error_reason(error), self._temporary,
             )  # fmt: skip
             return None
         return self.path
@@ -292,13 +202,8 @@ class CocoResultsSink(Sink):
 
     def _save(self) -> Path:
         body = ",\n".join(json.dumps(entry, allow_nan=False) for entry in self.results)
-        try:
-            self._temporary.write_text(f"[\n{body}\n]\n" if body else "[]\n", encoding="utf-8")
-            os.replace(self._temporary, self.path)
-        except OSError as error:
-            _remove(self._temporary)
-            raise OutputError(f"cannot write {self.path}: {_reason(error)}") from error
-        return self.path
+        document = f"[\n{body}\n]\n" if body else "[]\n"
+        return write_atomically(self.path, document.encode(), temporary=self._temporary)
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is None:
@@ -313,7 +218,7 @@ class CocoResultsSink(Sink):
         with self._lock:
             if not self._finished:
                 self._finished = True
-                _remove(self._temporary)
+                remove_quietly(self._temporary)
 
     def close(self) -> Path | None:
         with self._lock:
@@ -327,7 +232,7 @@ class CocoResultsSink(Sink):
             if not self._finished:
                 self._finished = True
                 if self.images == 0:
-                    _remove(self._temporary)
+                    remove_quietly(self._temporary)
                     return None
                 try:
                     self._result = self._save()
@@ -338,16 +243,6 @@ class CocoResultsSink(Sink):
 
 # ---------------------------------------------------------------------------------------------
 # Files written one by one into a directory (OpenPose JSON, annotated images)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = temporary_path(path)
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError as error:
-        _remove(temporary)
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 class _DirectorySink(Sink):
@@ -413,7 +308,7 @@ class OpenPoseSink(_DirectorySink):
 
     def write(self, frame: Frame) -> Path:
         path = self._target(self.file_name(frame))
-        _write_atomically(path, json.dumps(frame_to_openpose(frame), allow_nan=False).encode())
+        write_atomically(path, json.dumps(frame_to_openpose(frame), allow_nan=False).encode())
         self.files += 1
         return path
 
@@ -427,7 +322,7 @@ class ImageDirectorySink(_DirectorySink):
         ok, encoded = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(image[:, :, ::-1]))
         if not ok:
             raise OutputError(f"cannot encode {path}: unsupported image format")
-        _write_atomically(path, encoded.tobytes())
+        write_atomically(path, encoded.tobytes())
         self.files += 1
         return path
 
@@ -650,7 +545,8 @@ class VideoSink(Sink):
                 try:
                     self._result = self._finish()
                 except (OutputError, OSError) as error:
-                    logger.warning("could not save the video written so far: %s", _reason(error))
+                    reason = error_reason(error)
+                    logger.warning("could not save the video written so far: %s", reason)
             return self._result
 
     def _finish(self) -> Path | None:
@@ -672,9 +568,9 @@ class VideoSink(Sink):
         finally:
             if self._encoder is not None and self._encoder.running:
                 self._encoder.kill()
-            _remove(self._video)
+            remove_quietly(self._video)
             if muxed is not None:
-                _remove(muxed)
+                remove_quietly(muxed)
 
     def _end_encoder(self) -> None:
         assert self._encoder is not None

@@ -74,6 +74,7 @@ from posecli.errors import (
 )
 from posecli.estimator import Estimator
 from posecli.evaluate import coco_keypoint_ap, load_annotations
+from posecli.io.files import write_atomically
 from posecli.io.sources import load_image
 from posecli.model import build_network, grow_stacks
 from posecli.pose import to_coco_result
@@ -572,9 +573,7 @@ class Trainer:
             "rng": _rng_states(self.device),
             "config": self.config.to_dict(),
         }
-        partial = self.paths.state.with_suffix(".partial")
-        torch.save(state, partial)
-        os.replace(partial, self.paths.state)
+        write_atomically(self.paths.state, lambda file: torch.save(state, file))
 
     # -- training ----------------------------------------------------------------------------
 
