@@ -381,7 +381,7 @@ def webcam(
     options: InferenceOptions,
 ) -> None:
     """Live poses from a camera: a window with skeletons and FPS (q or Esc quits)."""
-    from posecli.io.sources import CameraSource
+    from posecli.io.cameras import CameraSource
 
     _setup_logging(quiet)
     runs.check_video_suffix(out)

@@ -27,7 +27,7 @@ from posecli.cli import run
 from posecli.config import MODEL_PRESETS, InferenceConfig
 from posecli.estimator import Estimator
 from posecli.evaluate import SUMMARY_KEYS
-from posecli.io import display, sources
+from posecli.io import cameras, display
 from posecli.io.ffmpeg import probe_video
 from posecli.io.sources import SourceFrame, VideoSource
 from posecli.weights import load_model
@@ -280,7 +280,7 @@ def test_webcam_window_quits_on_q(
 ) -> None:
     """With a (stand-in) display, frames are shown with their FPS until q is pressed."""
     shown: list[np.ndarray] = []
-    monkeypatch.setattr(sources, "CameraSource", PacedCamera)
+    monkeypatch.setattr(cameras, "CameraSource", PacedCamera)
     monkeypatch.setattr(display, "available", lambda: True)
     monkeypatch.setattr(cv2, "imshow", lambda title, image: shown.append(image))
     monkeypatch.setattr(cv2, "waitKey", lambda delay: ord("q") if len(shown) == 2 else -1)

@@ -12,15 +12,9 @@ import numpy as np
 import pytest
 
 from posecli.errors import InputError, UsageError
-from posecli.io.sources import (
-    CameraSource,
-    ImageSource,
-    VideoSource,
-    exif_orientation,
-    expand_image_inputs,
-    image_ids,
-    load_image,
-)
+from posecli.io.cameras import CameraSource
+from posecli.io.exif import exif_orientation
+from posecli.io.sources import ImageSource, VideoSource, expand_image_inputs, image_ids, load_image
 
 # ---------------------------------------------------------------------------------------------
 # Video

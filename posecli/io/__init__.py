@@ -3,6 +3,7 @@
 This package never imports the network (``posecli.model``) or the decoder (``posecli.decode``).
 """
 
+from posecli.io.cameras import CameraSource
 from posecli.io.draw import draw_fps, draw_poses
 from posecli.io.ffmpeg import VideoInfo, probe_video
 from posecli.io.sinks import (
@@ -14,7 +15,6 @@ from posecli.io.sinks import (
     VideoSink,
 )
 from posecli.io.sources import (
-    CameraSource,
     ImageSource,
     SourceFrame,
     VideoSource,

@@ -14,7 +14,8 @@ the images would fake: it is kept only after an interrupt, and discarded after a
 These calls are idempotent and thread-safe with respect to ``write`` (a call waits for a write
 in progress to finish); failures while saving are logged as one line each, without traceback.
 
-Temporary files and output checks: :mod:`posecli.io.files`.
+Temporary files and output checks: :mod:`posecli.io.files`; the video sink's ffmpeg commands:
+:mod:`posecli.io.mp4`, the frame stream it pipes to ffmpeg: :mod:`posecli.io.matroska`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import os
 import subprocess
 import threading
@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from posecli.errors import OutputError
-from posecli.io.ffmpeg import FfmpegProcess, ffmpeg_path, probe_video, rational_rate
+from posecli.io.ffmpeg import FfmpegProcess, probe_video, rational_rate
 from posecli.io.files import (
     check_output,
     error_reason,
@@ -42,6 +42,8 @@ from posecli.io.files import (
     temporary_path,
     write_atomically,
 )
+from posecli.io.matroska import MatroskaFrames
+from posecli.io.mp4 import add_audio, encoder_args, track_timescale
 from posecli.pose import Frame, frame_to_openpose, frame_to_track_line, to_coco_result
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ class Sink:
 
 
 class JsonLinesSink(Sink):
-    """Per-frame track lines (``.jsonl``, :data:`posecli.pose.TRACK_LINE_SCHEMA`).
+    """Per-frame track lines (``.jsonl``, :func:`posecli.pose.frame_to_track_line`).
 
     Each :meth:`write` hands one whole line to the operating system (the file is unbuffered),
     so an interrupted or failed run keeps every complete line; :meth:`abort` cuts a line left
@@ -330,78 +332,6 @@ class ImageDirectorySink(_DirectorySink):
 # ---------------------------------------------------------------------------------------------
 # Annotated video
 
-#: Audio codecs copied into MP4 as they are (widely playable there); others become AAC.
-MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
-
-
-def _ebml(element_id: bytes, payload: bytes) -> bytes:
-    return element_id + _ebml_size(len(payload)) + payload
-
-
-def _ebml_size(size: int) -> bytes:
-    for length in range(1, 9):
-        if size < (1 << (7 * length)) - 1:
-            return (size | (1 << (7 * length))).to_bytes(length, "big")
-    raise ValueError(f"EBML element too large: {size} bytes")
-
-
-def _ebml_uint(element_id: bytes, value: int) -> bytes:
-    return _ebml(element_id, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
-
-
-class MatroskaFrames:
-    """Raw RGB frames with microsecond timestamps as a Matroska stream, for ffmpeg's stdin.
-
-    A raw-video pipe carries no timestamps; this minimal Matroska (one ``V_UNCOMPRESSED`` track
-    with colour space ``RGB\\x18``, i.e. rgb24, one cluster per frame, unknown-size segment) lets
-    ffmpeg keep each frame's time, which variable frame rates need.
-    """
-
-    _UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"
-
-    @staticmethod
-    def header(width: int, height: int) -> bytes:
-        ebml = _ebml(
-            b"\x1a\x45\xdf\xa3",
-            _ebml_uint(b"\x42\x86", 1) + _ebml_uint(b"\x42\xf7", 1)  # EBML (read) version
-            + _ebml_uint(b"\x42\xf2", 4) + _ebml_uint(b"\x42\xf3", 8)  # max id / size length
-            + _ebml(b"\x42\x82", b"matroska")
-            + _ebml_uint(b"\x42\x87", 4) + _ebml_uint(b"\x42\x85", 2),  # DocType versions
-        )  # fmt: skip
-        info = _ebml(
-            b"\x15\x49\xa9\x66",
-            _ebml_uint(b"\x2a\xd7\xb1", 1000)  # TimestampScale: 1 µs
-            + _ebml(b"\x4d\x80", b"posecli")
-            + _ebml(b"\x57\x41", b"posecli"),
-        )
-        video = _ebml(
-            b"\xe0",
-            _ebml_uint(b"\xb0", width) + _ebml_uint(b"\xba", height)
-            + _ebml(b"\x2e\xb5\x24", b"RGB\x18"),  # ColourSpace: packed rgb24
-        )  # fmt: skip
-        track = _ebml(
-            b"\xae",
-            _ebml_uint(b"\xd7", 1) + _ebml_uint(b"\x73\xc5", 1) + _ebml_uint(b"\x83", 1)
-            + _ebml(b"\x86", b"V_UNCOMPRESSED") + video,
-        )  # fmt: skip
-        segment = b"\x18\x53\x80\x67" + MatroskaFrames._UNKNOWN_SIZE
-        return ebml + segment + info + _ebml(b"\x16\x54\xae\x6b", track)
-
-    @staticmethod
-    def frame_header(time_us: int, frame_bytes: int) -> bytes:
-        """Cluster (timestamp ``time_us``) and SimpleBlock headers; the pixels follow them."""
-        block_size = 4 + frame_bytes  # track number, relative time (int16), flags
-        simple_block = b"\xa3" + _ebml_size(block_size) + b"\x81\x00\x00\x80"
-        cluster_body = _ebml_uint(b"\xe7", time_us) + simple_block
-        return b"\x1f\x43\xb6\x75" + _ebml_size(len(cluster_body) + frame_bytes) + cluster_body
-
-
-def _track_timescale(frame_rate: Fraction, timescale: int | None) -> int:
-    """MP4 ticks per second: a multiple of ``timescale`` (or of the rate's numerator) ≥ 10000."""
-    base = timescale or (frame_rate.numerator if frame_rate > 0 else 90000)
-    return base * math.ceil(10000 / base)
-
-
 class VideoSink(Sink):
     """Annotated frames → H.264 (yuv420p, BT.709) MP4, keeping each frame's presentation time.
 
@@ -439,7 +369,7 @@ class VideoSink(Sink):
         check_output(self.path, force=force)
         rate = frame_rate if isinstance(frame_rate, Fraction) else rational_rate(frame_rate)
         self.frame_rate = rate if rate > 0 else Fraction(25)
-        self.timescale = _track_timescale(self.frame_rate, timescale)
+        self.timescale = track_timescale(self.frame_rate, timescale)
         self.crf, self.preset = crf, preset
         self.audio_source = str(audio_source) if audio_source is not None else None
         self.audio_codec = probe_video(audio_source).audio_codec if audio_source else None
@@ -510,20 +440,10 @@ class VideoSink(Sink):
         self._last_us = time_us
         return time_us
 
-    def _encoder_args(self) -> list[str]:
-        return [
-            "-loglevel", "error", "-f", "matroska", "-i", "pipe:0", "-map", "0:v:0",
-            "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2,scale=out_color_matrix=bt709:out_range=tv",
-            "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
-            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
-            "-color_range", "tv", "-fps_mode", "passthrough",
-            "-enc_time_base", f"1/{self.timescale}", "-video_track_timescale", str(self.timescale),
-            "-movflags", "+faststart", "-f", "mp4", "-y", ffmpeg_path(self._video),
-        ]  # fmt: skip
-
     def _start(self, height: int, width: int) -> None:
         self._size = (height, width)
-        self._encoder = FfmpegProcess(self._encoder_args(), stdin=subprocess.PIPE)
+        args = encoder_args(self._video, self.timescale, crf=self.crf, preset=self.preset)
+        self._encoder = FfmpegProcess(args, stdin=subprocess.PIPE)
         try:
             self._encoder.process.stdin.write(MatroskaFrames.header(width, height))
         except BrokenPipeError as error:
@@ -559,7 +479,11 @@ class VideoSink(Sink):
             final = self._video
             if self.audio_codec is not None:
                 muxed = temporary_path(self.path, ".mp4")
-                final = muxed if self._add_audio(muxed) else self._video
+                added = add_audio(
+                    self._video, self.audio_source, self.audio_codec, muxed,
+                    start=self._first_time or 0.0, duration=self.duration, target=self.path,
+                )  # fmt: skip
+                final = muxed if added else self._video
             try:
                 os.replace(final, self.path)
             except OSError as error:
@@ -581,24 +505,3 @@ class VideoSink(Sink):
         if self._encoder.wait() != 0:
             message = self._encoder.error_message()
             raise OutputError(f"video encoding failed for {self.path}: {message}")
-
-    def _add_audio(self, muxed: Path) -> bool:
-        """Mux the source's audio, cut to the frames' span, with the video; False on failure."""
-        start = self._first_time or 0.0
-        copy = self.audio_codec in MP4_AUDIO_COPY
-        audio = ["-c:a", "copy"] if copy else ["-c:a", "aac", "-b:a", "160k"]
-        seek = ["-ss", f"{start:.6f}"] if start > 0 else []
-        args = [
-            "-nostdin", "-loglevel", "error", "-i", ffmpeg_path(self._video),
-            *seek, "-t", f"{self.duration:.6f}", "-i", ffmpeg_path(self.audio_source),
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *audio,
-            "-movflags", "+faststart", "-f", "mp4", "-y", ffmpeg_path(muxed),
-        ]  # fmt: skip
-        process = FfmpegProcess(args)
-        if process.wait() != 0:
-            logger.warning(
-                "audio of %s could not be added (%s); %s has no sound",
-                self.audio_source, process.error_message(), self.path,
-            )  # fmt: skip
-            return False
-        return True

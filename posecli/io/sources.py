@@ -1,9 +1,10 @@
-"""Where frames come from: video files and URLs (ffmpeg), still images (OpenCV), cameras (OpenCV).
+"""Where frames come from: video files and URLs (ffmpeg) and still images (OpenCV).
 
 Every source yields :class:`SourceFrame` records whose ``image`` is an upright RGB uint8
 ``(H, W, 3)`` array: video rotation metadata and EXIF orientation are applied, grey and 16-bit
 images become 8-bit RGB, and transparent pixels are composited on white. Sources are context
-managers; closing one mid-stream stops its ffmpeg process or camera thread at once.
+managers; closing one mid-stream stops its ffmpeg process (or camera thread: cameras.py) at
+once. EXIF parsing: exif.py.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ import logging
 import math
 import queue
 import re
-import struct
 import subprocess
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,6 +25,7 @@ import cv2
 import numpy as np
 
 from posecli.errors import InputError, UsageError
+from posecli.io.exif import apply_orientation, exif_orientation
 from posecli.io.ffmpeg import (
     FfmpegProcess,
     VideoInfo,
@@ -57,8 +56,8 @@ class SourceFrame:
     name: str = ""
 
 
-class _Source:
-    """Context-manager plumbing shared by the sources."""
+class Source:
+    """Context-manager plumbing shared by the sources (here and in ``posecli.io.cameras``)."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -120,7 +119,7 @@ class _ShowinfoParser:
         self.records.put(None)
 
 
-class VideoSource(_Source):
+class VideoSource(Source):
     """Frames of a video file or URL, decoded by ffmpeg as a stream (flat memory).
 
     ``start`` seeks (fast, frame-accurate) to that time in seconds; frames at ``end`` or later are
@@ -364,7 +363,8 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"image is empty: {path}")
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
-        raise InputError(f"cannot decode image {path}: not an image, or corrupt")
+        reason = "cannot decode image data (not an image, or corrupt)"
+        raise InputError(f"cannot read image {path}: {reason}")
     image = _to_rgb(_to_uint8(decoded, path))
     return np.ascontiguousarray(apply_orientation(image, exif_orientation(data)))
 
@@ -395,84 +395,7 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
     return image[:, :, ::-1]
 
 
-def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation (1–8, 1 = upright) of an encoded JPEG, PNG or WebP image."""
-    tiff = _exif_block(data)
-    if tiff is None or len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
-        return 1
-    order = "<" if tiff[:2] == b"II" else ">"
-    (ifd,) = struct.unpack_from(order + "I", tiff, 4)
-    if ifd + 2 > len(tiff):
-        return 1
-    (entries,) = struct.unpack_from(order + "H", tiff, ifd)
-    for entry in range(ifd + 2, min(ifd + 2 + 12 * entries, len(tiff) - 11), 12):
-        tag, kind = struct.unpack_from(order + "HH", tiff, entry)
-        if tag == 0x0112 and kind == 3:  # Orientation, SHORT
-            (value,) = struct.unpack_from(order + "H", tiff, entry + 8)
-            return value if 1 <= value <= 8 else 1
-    return 1
-
-
-def _exif_block(data: bytes) -> bytes | None:
-    """The TIFF-structured EXIF payload of a JPEG (APP1), PNG (eXIf) or WebP (EXIF) file."""
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_exif(data)
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return _chunk(data, 8, b"eXIf", ">", pad=False, crc=True)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        block = _chunk(data, 12, b"EXIF", "<", pad=True, crc=False)
-        return block[6:] if block is not None and block.startswith(b"Exif\0\0") else block
-    return None
-
-
-def _jpeg_exif(data: bytes) -> bytes | None:
-    position = 2
-    while position + 4 <= len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in (0xDA, 0xD9):  # start of scan, end of image: no EXIF before the pixels
-            return None
-        (length,) = struct.unpack_from(">H", data, position + 2)
-        segment = data[position + 4 : position + 2 + length]
-        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
-            return segment[6:]
-        position += 2 + length
-    return None
-
-
-def _chunk(data: bytes, position: int, name: bytes, order: str, *, pad: bool, crc: bool):
-    """Payload of the first chunk called ``name`` in a PNG (big-endian) or RIFF file."""
-    while position + 8 <= len(data):
-        if order == ">":
-            (length,) = struct.unpack_from(">I", data, position)
-            kind = data[position + 4 : position + 8]
-        else:
-            kind = data[position : position + 4]
-            (length,) = struct.unpack_from("<I", data, position + 4)
-        if kind == name:
-            return data[position + 8 : position + 8 + length]
-        position += 8 + length + (4 if crc else 0) + (length % 2 if pad else 0)
-    return None
-
-
-def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn an ``(H, W, C)`` image stored with EXIF ``orientation`` upright (a view, no copy)."""
-    transforms = {
-        1: lambda a: a,
-        2: lambda a: a[:, ::-1],  # mirrored left-right
-        3: lambda a: a[::-1, ::-1],  # upside down
-        4: lambda a: a[::-1],  # mirrored top-bottom
-        5: lambda a: a.swapaxes(0, 1),  # transposed
-        6: lambda a: np.rot90(a, -1),  # needs a quarter turn clockwise
-        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),  # transversed
-        8: lambda a: np.rot90(a, 1),  # needs a quarter turn counter-clockwise
-    }
-    return transforms.get(orientation, transforms[1])(image)
-
-
-class ImageSource(_Source):
+class ImageSource(Source):
     """Still images from directories, globs and files, in natural order.
 
     ``frame.index`` is the position in :attr:`paths`, ``frame.time`` is 0 and ``frame.name`` the
@@ -512,83 +435,3 @@ class ImageSource(_Source):
 
     def close(self) -> None:
         """Nothing to release: each file is read and closed as it is loaded."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Cameras
-
-
-class CameraSource(_Source):
-    """Live frames from an OpenCV capture device (index) or stream URL, newest first.
-
-    A thread grabs frames continuously and keeps only the newest one; iteration returns it and
-    waits for the next, so a slow consumer skips stale frames instead of queueing them (latency
-    first). ``frame.index`` counts captured frames (gaps show skipped ones; :attr:`dropped` is
-    their number) and ``frame.time`` is seconds since the first capture.
-
-    Raises:
-        InputError: no camera opens, or it opens but delivers no frame.
-    """
-
-    def __init__(
-        self, camera: int | str = 0, *, width: int | None = None, height: int | None = None
-    ) -> None:
-        self.camera = int(camera) if str(camera).isdigit() else camera
-        self._capture = cv2.VideoCapture(self.camera)
-        if not self._capture.isOpened():
-            self._capture.release()
-            raise InputError(f"no camera could be opened at {self.camera!r}")
-        if width:
-            self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-        if height:
-            self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
-        self._capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        self.dropped = 0
-        self._newest: tuple[int, float, np.ndarray] | None = None  # index, monotonic time, BGR
-        self._ended = False
-        self._stopping = threading.Event()
-        self._changed = threading.Condition()
-        self._grabber = threading.Thread(target=self._grab, name="camera-grab", daemon=True)
-        self._grabber.start()
-
-    def _grab(self) -> None:
-        index = 0
-        while not self._stopping.is_set():
-            ok, bgr = self._capture.read()
-            if not ok:
-                break
-            with self._changed:
-                self.dropped += self._newest is not None
-                self._newest = (index, time.monotonic(), bgr)
-                self._changed.notify_all()
-            index += 1
-        with self._changed:
-            self._ended = True
-            self._changed.notify_all()
-
-    def __iter__(self) -> Iterator[SourceFrame]:
-        start = None
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: self._newest is not None or self._ended)
-                if self._newest is None:
-                    break
-                index, captured, bgr = self._newest
-                self._newest = None
-            start = captured if start is None else start
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            yield SourceFrame(image=rgb, index=index, time=captured - start)
-        if start is None and not self._stopping.is_set():
-            raise InputError(f"camera {self.camera!r} opened but delivered no frame")
-
-    def close(self) -> None:
-        """Stop the grabbing thread and release the device (safe to call twice)."""
-        self._stopping.set()
-        self._grabber.join(timeout=5.0)
-        with self._changed:  # wake a consumer even if the grabber is stuck in a read
-            self._ended = True
-            self._changed.notify_all()
-        if self._grabber.is_alive():
-            logger.warning("camera %r did not stop within 5 s; leaving it open", self.camera)
-            return
-        self._capture.release()

@@ -1,0 +1,92 @@
+"""Live frames from cameras: an OpenCV capture device (index) or a stream URL, newest first."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from posecli.errors import InputError
+from posecli.io.sources import Source, SourceFrame
+
+logger = logging.getLogger(__name__)
+
+
+class CameraSource(Source):
+    """Live frames from an OpenCV capture device (index) or stream URL, newest first.
+
+    A thread grabs frames continuously and keeps only the newest one; iteration returns it and
+    waits for the next, so a slow consumer skips stale frames instead of queueing them (latency
+    first). ``frame.index`` counts captured frames (gaps show skipped ones; :attr:`dropped` is
+    their number) and ``frame.time`` is seconds since the first capture.
+
+    Raises:
+        InputError: no camera opens, or it opens but delivers no frame.
+    """
+
+    def __init__(
+        self, camera: int | str = 0, *, width: int | None = None, height: int | None = None
+    ) -> None:
+        self.camera = int(camera) if str(camera).isdigit() else camera
+        self._capture = cv2.VideoCapture(self.camera)
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise InputError(f"no camera could be opened at {self.camera!r}")
+        if width:
+            self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        self._capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self.dropped = 0
+        self._newest: tuple[int, float, np.ndarray] | None = None  # index, monotonic time, BGR
+        self._ended = False
+        self._stopping = threading.Event()
+        self._changed = threading.Condition()
+        self._grabber = threading.Thread(target=self._grab, name="camera-grab", daemon=True)
+        self._grabber.start()
+
+    def _grab(self) -> None:
+        index = 0
+        while not self._stopping.is_set():
+            ok, bgr = self._capture.read()
+            if not ok:
+                break
+            with self._changed:
+                self.dropped += self._newest is not None
+                self._newest = (index, time.monotonic(), bgr)
+                self._changed.notify_all()
+            index += 1
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        start = None
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._newest is not None or self._ended)
+                if self._newest is None:
+                    break
+                index, captured, bgr = self._newest
+                self._newest = None
+            start = captured if start is None else start
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield SourceFrame(image=rgb, index=index, time=captured - start)
+        if start is None and not self._stopping.is_set():
+            raise InputError(f"camera {self.camera!r} opened but delivered no frame")
+
+    def close(self) -> None:
+        """Stop the grabbing thread and release the device (safe to call twice)."""
+        self._stopping.set()
+        self._grabber.join(timeout=5.0)
+        with self._changed:  # wake a consumer even if the grabber is stuck in a read
+            self._ended = True
+            self._changed.notify_all()
+        if self._grabber.is_alive():
+            logger.warning("camera %r did not stop within 5 s; leaving it open", self.camera)
+            return
+        self._capture.release()
