@@ -41,19 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
+from posecli.config import LabelConfig
 from posecli.evaluate import coco_keypoint_ap, load_annotations
-from posecli.label import (
-    OPENPOSE_INPUT,
-    Detection,
-    LabelConfig,
-    PersonLabel,
-    Teachers,
-    check_config,
-    fuse_teachers,
-    read_image_rgb,
-    select_labels,
-)
+from posecli.io.sources import load_image
 from posecli.pose import keypoint_similarity
+from posecli.train.label.fusion import Detection, PersonLabel, fuse_teachers, select_labels
+from posecli.train.label.openpose import OPENPOSE_INPUT
+from posecli.train.label.teachers import Teachers, check_config
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EVAL_SETS = ("cocomini-train", "mmpose-coco", "mmpose-ochuman")
@@ -222,7 +216,7 @@ def measure_set(
     started = time.perf_counter()
     for image_id in image_ids:
         info = ground_truth.loadImgs(image_id)[0]
-        image = read_image_rgb(folder / "images" / info["file_name"])
+        image = load_image(folder / "images" / info["file_name"])
         annotations = ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=image_id, iscrowd=None))
         passes = fusion.passes(image)
         fused = fuse_teachers(passes, fusion.config)

@@ -690,7 +690,7 @@ def label(
 ) -> None:
     """Pseudo-label photos with teacher models into COCO keypoints (resumable)."""
     from posecli.io.sources import expand_image_inputs
-    from posecli.label import label_images
+    from posecli.train.label import label_images
 
     _setup_logging(quiet)
     _check_label_output(out, force)
@@ -728,7 +728,7 @@ def import_lspet(
 
 def _check_label_output(out: Path, force: bool) -> None:
     """Refuse an existing label file without --force, unless its run is being resumed."""
-    from posecli.label import partial_path
+    from posecli.train.label import partial_path
 
     if out.exists() and not partial_path(out).exists() and not force:
         raise OutputError(f"{out} exists (use --force to overwrite)")

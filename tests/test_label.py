@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from posecli.config import LabelConfig
 from posecli.errors import (
     InputError,
     OutputError,
@@ -20,30 +21,25 @@ from posecli.errors import (
     ResumableInterruptError,
     UsageError,
 )
-from posecli.label import (
-    COCO_FLIP_ORDER,
-    OPENPOSE_LIMBS,
-    OPENPOSE_PAF_OFFSET,
+from posecli.io.sources import load_image
+from posecli.pose import keypoint_similarity
+from posecli.spec import COCO_FLIP_ORDER, COCO_KEYPOINTS, KEYPOINTS
+from posecli.train.label.fusion import (
     Detection,
-    LabelConfig,
-    MoveNet,
     PersonLabel,
-    Teachers,
-    Thunder,
-    annotation_record,
     detection_oks,
     fuse_passes,
-    group_openpose,
-    load_person_boxes,
     oks_nms,
-    partial_path,
-    read_image_rgb,
-    run_labelling,
     select_labels,
-    square_crop,
 )
-from posecli.pose import keypoint_similarity
-from posecli.spec import COCO_KEYPOINTS, KEYPOINTS
+from posecli.train.label.openpose import OPENPOSE_LIMBS, OPENPOSE_PAF_OFFSET, group_openpose
+from posecli.train.label.teachers import MoveNet, Teachers, Thunder, square_crop
+from posecli.train.label.writer import (
+    annotation_record,
+    load_person_boxes,
+    partial_path,
+    run_labelling,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TEACHERS_DIR = SHARED / "teachers"
@@ -478,7 +474,7 @@ def test_unreadable_image_and_bad_settings_fail_clearly(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     with pytest.raises(InputError, match="cannot read image"):
-        read_image_rgb(broken)
+        load_image(broken)
     with pytest.raises(UsageError):
         run_labelling(
             [broken], fake_labeller([]), tmp_path / "x.json", replace(CONFIG, teacher="x")
@@ -512,7 +508,7 @@ def eval_person() -> tuple[dict, np.ndarray]:
     ground_truth = json.loads((EVAL_SET / "person_keypoints.json").read_text())
     image_info = next(i for i in ground_truth["images"] if i["file_name"] == "000000000785.jpg")
     (truth,) = [a for a in ground_truth["annotations"] if a["image_id"] == image_info["id"]]
-    return truth, read_image_rgb(EVAL_SET / "images" / image_info["file_name"])
+    return truth, load_image(EVAL_SET / "images" / image_info["file_name"])
 
 
 def best_oks(people: list[Detection], truth: dict) -> float:

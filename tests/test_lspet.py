@@ -12,8 +12,8 @@ import pytest
 
 from posecli.config import LabelConfig
 from posecli.errors import InputError, UsageError
-from posecli.label import Detection
 from posecli.spec import COCO_KEYPOINTS
+from posecli.train.label.fusion import Detection
 from posecli.train.lspet import (
     LSP_HEAD_TOP,
     LSP_NECK,

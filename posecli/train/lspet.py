@@ -28,19 +28,19 @@ import numpy as np
 
 from posecli.config import LabelConfig
 from posecli.errors import InputError, UsageError
-from posecli.label import (
+from posecli.pose import keypoint_similarity
+from posecli.spec import NUM_COCO_KEYPOINTS
+from posecli.train.label.fusion import (
     Detection,
     PersonLabel,
-    Teachers,
     box_iou,
     detection_oks,
     keypoint_box,
     person_area,
-    run_labelling,
     select_labels,
 )
-from posecli.pose import keypoint_similarity
-from posecli.spec import NUM_COCO_KEYPOINTS
+from posecli.train.label.teachers import Teachers
+from posecli.train.label.writer import run_labelling
 
 #: COCO keypoint of each of the first 12 LSP joints (right ankle, right knee, right hip, left
 #: hip, left knee, left ankle, right wrist, right elbow, right shoulder, left shoulder, left
