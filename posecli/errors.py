@@ -36,6 +36,14 @@ class DecoderError(PoseCliError):
     """Heatmaps passed to the decoder have the wrong shape or dtype."""
 
 
+class MissingDependencyError(PoseCliError):
+    """An optional package (e.g. onnxruntime) or the ffmpeg binary is not installed."""
+
+
+class TrainingError(PoseCliError):
+    """Training cannot go on (the loss is no longer finite)."""
+
+
 class ResumableInterruptError(PoseCliError):
     """Stopped by Ctrl-C after saving what resumes the work (exit code 130)."""
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 
-from posecli.errors import InputError, PoseCliError
+from posecli.errors import InputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def ffmpeg_exe() -> str:
     try:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as error:
-        raise PoseCliError(f"ffmpeg is not available: {error}") from error
+        raise MissingDependencyError(f"ffmpeg is not available: {error}") from error
 
 
 def is_url(source: str | Path) -> bool:

@@ -68,8 +68,8 @@ from posecli.errors import (
     CheckpointError,
     InputError,
     OutputError,
-    PoseCliError,
     ResumableInterruptError,
+    TrainingError,
     UsageError,
 )
 from posecli.estimator import Estimator
@@ -608,7 +608,7 @@ class Trainer:
         """
         loss = self._loss(images, targets, masks)
         if not torch.isfinite(loss):
-            raise PoseCliError(
+            raise TrainingError(
                 f"training diverged: loss is {loss.item()} at step {self.progress.step + 1}; "
                 "lower the learning rate or enable gradient clipping"
             )
