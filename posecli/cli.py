@@ -765,7 +765,8 @@ def info() -> None:
     import torch
 
     from posecli.decode import native_available
-    from posecli.weights import list_models, resolve_device
+    from posecli.device import resolve_device
+    from posecli.weights import list_models
 
     cuda = torch.cuda.is_available()
     cuda_note = f"{torch.cuda.device_count()} CUDA device(s)" if cuda else "CUDA not available"

@@ -18,7 +18,6 @@ from posecli.weights import (
     PoseModel,
     list_models,
     load_model,
-    resolve_device,
     save_checkpoint,
 )
 
@@ -318,19 +317,6 @@ def test_from_network_wraps_in_eval_mode() -> None:
     with pytest.raises(UsageError):
         PoseModel.from_network(network, SMALL)
 
-
-def test_devices_resolve_or_fail_clearly() -> None:
-    assert resolve_device("cpu") == torch.device("cpu")
-    expected_auto = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected_auto
-    for nonsense in ("gpu", "cuda:x", "cpu:0", ""):
-        with pytest.raises(UsageError, match="unknown device"):
-            resolve_device(nonsense)
-    if not torch.cuda.is_available():
-        with pytest.raises(UsageError, match="CUDA is not available"):
-            resolve_device("cuda:0")
-        with pytest.raises(UsageError):
-            load_model("default", device="cuda")
 
 
 def test_loaded_cpu_network_uses_channels_last(tmp_path: Path) -> None:

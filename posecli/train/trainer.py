@@ -64,6 +64,7 @@ from posecli.config import (
     RefinerConfig,
     TrainConfig,
 )
+from posecli.device import resolve_device
 from posecli.errors import (
     CheckpointError,
     InputError,
@@ -95,7 +96,6 @@ from posecli.weights import (
     load_pretrained_encoder,
     load_refiner,
     prepare_network,
-    resolve_device,
     save_checkpoint,
 )
 
