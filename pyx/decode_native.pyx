@@ -917,7 +917,7 @@ cdef int _decode(
 
 def decode_poses(
     const float[:, :, ::1] heatmaps, const int[:, ::1] body_parts,
-    const double[::1] part_lengths, int num_keypoints, const int[::1] output_keypoints,
+    const double[::1] part_lengths, int num_keypoints, const int[::1] output_keypoints, *,
     float peak_threshold, float part_threshold, double part_sample_ratio, int max_part_samples,
     double long_part_fraction, double part_length_factor, double part_proportion_factor,
     double merge_ratio, int min_parts, double min_mean_part_score,
@@ -932,8 +932,8 @@ def decode_poses(
     Body-part maps are channels ``0 … B-1`` (``B = len(body_parts)``), keypoint maps the next
     ``num_keypoints``; ``part_lengths`` ``(B,)`` holds the typical length of each part (0:
     exempt from the proportion rule).
-    Arguments after ``output_keypoints`` are the DecodeConfig fields
-    (``centroid_refinement``: ``refinement == "centroid"``).
+    Arguments after ``output_keypoints`` are keyword-only: the DecodeConfig fields of the same
+    names (``centroid_refinement``: ``refinement == "centroid"``).
     """
     if not 0 < num_keypoints <= MAX_KEYPOINTS:
         raise ValueError(f"num_keypoints must be in 1..{MAX_KEYPOINTS}, got {num_keypoints}")

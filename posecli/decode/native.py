@@ -1,7 +1,9 @@
 """The door to the compiled decoder ``posecli.decode._native`` (built from pyx/decode_native.pyx).
 
 This is the only module that imports the extension. It passes the configuration as plain
-numbers; the extension takes arrays in and gives arrays out, and releases the GIL while it works.
+numbers, by keyword (the extension takes them keyword-only, so no reordering of its parameters
+can swap two thresholds); the extension takes arrays in and gives arrays out, and releases the
+GIL while it works.
 """
 
 from __future__ import annotations
@@ -58,19 +60,19 @@ def decode_poses(
         part_lengths,
         num_keypoints,
         output_keypoints,
-        config.peak_threshold,
-        config.part_threshold,
-        config.part_sample_ratio,
-        config.max_part_samples,
-        config.long_part_fraction,
-        config.part_length_factor,
-        config.part_proportion_factor,
-        config.merge_ratio,
-        config.min_parts,
-        config.min_mean_part_score,
-        config.max_people,
-        config.max_peaks,
-        config.refinement == "centroid",
-        config.refine_radius,
-        config.completion_reach,
+        peak_threshold=config.peak_threshold,
+        part_threshold=config.part_threshold,
+        part_sample_ratio=config.part_sample_ratio,
+        max_part_samples=config.max_part_samples,
+        long_part_fraction=config.long_part_fraction,
+        part_length_factor=config.part_length_factor,
+        part_proportion_factor=config.part_proportion_factor,
+        merge_ratio=config.merge_ratio,
+        min_parts=config.min_parts,
+        min_mean_part_score=config.min_mean_part_score,
+        max_people=config.max_people,
+        max_peaks=config.max_peaks,
+        centroid_refinement=config.refinement == "centroid",
+        refine_radius=config.refine_radius,
+        completion_reach=config.completion_reach,
     )
