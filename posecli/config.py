@@ -1,41 +1,78 @@
-"""Frozen configuration records with their defaults. Imports only the standard library.
+"""Frozen configuration records with their defaults. Imports the standard library and spec.py.
 
 Every tunable number of the system lives here, with a comment that says where it comes from.
-Records are immutable; derive a variant with ``dataclasses.replace``.
+Records are immutable; derive a variant with ``dataclasses.replace``. Every record converts to
+and from JSON-ready dicts with the ``to_dict`` / ``from_dict`` of :class:`Record`.
 """
 
 from __future__ import annotations
 
+import functools
+import typing
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
+
+from posecli.spec import NUM_CHANNELS, STRIDE
+
+_R = TypeVar("_R", bound="Record")
+
+
+class Record:
+    """``to_dict`` / ``from_dict`` of the frozen configuration records (dataclasses)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON values (nested records as dicts, tuples as lists in JSON)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_R], values: dict[str, Any]) -> _R:
+        """The record of a JSON dict: unknown keys ignored, missing ones default, lists (at any
+        depth) become tuples, dicts of fields typed as records become those records."""
+        kept = {}
+        for item in fields(cls):
+            if item.name not in values:
+                continue
+            value = values[item.name]
+            record = _record_type(cls, item.name)
+            if record is not None and isinstance(value, dict):
+                kept[item.name] = record.from_dict(value)
+            else:
+                kept[item.name] = _tuples(value)
+        return cls(**kept)
+
+
+@functools.cache
+def _record_type(cls: type, name: str) -> type[Record] | None:
+    """The record class that field ``name`` of ``cls`` holds (``X`` or ``X | None``), if any."""
+    hint = typing.get_type_hints(cls)[name]
+    for candidate in (hint, *typing.get_args(hint)):
+        if isinstance(candidate, type) and issubclass(candidate, Record):
+            return candidate
+    return None
+
+
+def _tuples(value: Any) -> Any:
+    """``value`` with every list, at any depth, turned into a tuple."""
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Record):
     """Shape of an IMHN network (Identity Mapping Hourglass Network)."""
 
     stacks: int = 4  # hourglass stacks; the published network has 4
     width: int = 256  # channels entering each hourglass (paper: 256)
     increase: int = 128  # channels added at each hourglass level (paper: 128 → 256…768)
-    channels: int = 50  # output channels per scale: 30 body parts + 18 keypoints + mask + max
+    channels: int = NUM_CHANNELS  # per scale: 30 body parts + 18 keypoints + mask + max (50)
     depth: int = 4  # order of each hourglass; yields depth + 1 = 5 output scales
     head_width: int = 256  # channels of the per-scale regression head before its 1×1 output
     se_reduction: int = 16  # squeeze-and-excitation reduction ratio (256 → 16 → 256)
     dilations: tuple[int, ...] = (3, 3, 4, 4, 5, 5)  # the stem's dilated 3×3 convs (published)
     encoder: str = ""  # encoder feeding the hourglass: "" (published) or "efficientnet-lite0"
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        kept = {k: v for k, v in values.items() if k in known}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})
-
 
 @dataclass(frozen=True)
-class Preprocessing:
+class Preprocessing(Record):
     """How a checkpoint expects its input tensor: ``(x[..., order] * scale - mean) / std``."""
 
     colour_order: str = "BGR"  # channel order the network was trained on ("BGR" or "RGB")
@@ -44,18 +81,9 @@ class Preprocessing:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)  # per channel, after scaling
     pad_value: int = 128  # uint8 value of the padding around a resized image (published: 128)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
-        known = {f.name for f in fields(cls)}
-        kept = {k: v for k, v in values.items() if k in known}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})
-
 
 @dataclass(frozen=True)
-class DecodeConfig:
+class DecodeConfig(Record):
     """Thresholds of peak finding and greedy grouping (defaults: the published code).
 
     Lengths are in heatmap-grid cells; see ``posecli.decode`` for the algorithm.
@@ -92,7 +120,7 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True)
-class InferenceConfig:
+class InferenceConfig(Record):
     """How the Estimator turns images into heatmaps."""
 
     # network input height at scale 1 (published: 512; 384, near OpenPose's 368, keeps the CPU
@@ -107,7 +135,7 @@ class InferenceConfig:
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     half: bool = False  # fp16 on CUDA (ignored on CPU)
     pad_multiple: int = 64  # input padded to a multiple of the coarsest stride (published: 64)
-    decode_stride: int = 4  # grid on which heatmaps are decoded, in input pixels (4 or 2)
+    decode_stride: int = STRIDE  # grid on which heatmaps are decoded, in input pixels (4 or 2)
     # Top-down refinement of the bottom-up people (issue 16, posecli.refine): off until a
     # trained refiner ships. Boxes are each person's keypoint extent × refine_box_scale, widened
     # or heightened to the crop's aspect (issue 16: Thunder on posecli's boxes at 1.25 → 0.285 AP).
@@ -151,7 +179,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 
 
 @dataclass(frozen=True)
-class RefinerConfig:
+class RefinerConfig(Record):
     """Shape of a top-down refiner (issue 16, MIPNet): a person crop and an instance selector λ in,
     17 COCO keypoint heatmaps at stride 4 of the crop out (``posecli.model.refiner``)."""
 
@@ -164,13 +192,6 @@ class RefinerConfig:
     # channels), 15 ends stride 32 (320); MIPNet modulates HRNet after its stages 3 and 4
     modulated_blocks: tuple[int, ...] = (10, 15)
     encoder: str = "efficientnet-lite0"  # the only backbone (ImageNet weights when trained)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RefinerConfig:
-        return _record_from_dict(cls, values)
 
 
 #: Named refiner shapes (``posecli train --preset``); parameters and GFLOPs per crop in
@@ -185,7 +206,7 @@ REFINER_PRESETS: dict[str, RefinerConfig] = {
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(Record):
     """Heatmap loss (issue 5). Defaults: the paper's focal L2 with the published channel weights."""
 
     kind: str = "focal"  # "focal" (focal L2) or "l2"; the paper trains L2 first, then focal L2
@@ -200,7 +221,7 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Record):
     """Random geometry and colour applied to training images (issue 5)."""
 
     scale_min: float = 0.7  # zoom relative to fitting the image's long side into the crop
@@ -218,7 +239,7 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Record):
     """One training run of ``posecli train`` / ``posecli.train.trainer.train``.
 
     Paths are strings so that the record is JSON-serialisable; ``out`` receives
@@ -275,38 +296,9 @@ class TrainConfig:
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        kept = {k: v for k, v in values.items() if k in known}
-        for name, record in (
-            ("model", ModelConfig),
-            ("refiner", RefinerConfig),
-            ("preprocessing", Preprocessing),
-            ("loss", LossConfig),
-            ("augment", AugmentConfig),
-        ):
-            if isinstance(kept.get(name), dict):
-                kept[name] = _record_from_dict(record, kept[name])
-        if isinstance(kept.get("lr_milestones"), list):
-            kept["lr_milestones"] = tuple(kept["lr_milestones"])
-        if isinstance(kept.get("more_datasets"), list):
-            kept["more_datasets"] = tuple(tuple(pair) for pair in kept["more_datasets"])
-        return cls(**kept)
-
-
-def _record_from_dict(record: type, values: dict[str, Any]) -> Any:
-    """Build a flat frozen record from a JSON dict, ignoring unknown keys, lists → tuples."""
-    known = {f.name for f in fields(record)}
-    kept = {k: v for k, v in values.items() if k in known}
-    return record(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})
-
 
 @dataclass(frozen=True)
-class LabelConfig:
+class LabelConfig(Record):
     """How teachers are run and fused into pseudo-labels."""
 
     # "thunder": top-down, MoveNet Thunder on each person box (hand-drawn where a folder has
@@ -354,3 +346,29 @@ class LabelConfig:
     nms_oks: float = 0.5  # top-down people with OKS ≥ this to a better one are duplicates
     threads: int = 1  # onnxruntime intra-op threads per teacher
     chunk_size: int = 50  # images labelled between two saves of the partial file
+
+
+@dataclass(frozen=True)
+class TrackerConfig(Record):
+    """Tunables of ``posecli.track.Tracker`` and its One-Euro smoothing (seconds of video)."""
+
+    min_similarity: float = 0.3  # a person matches a track only above this pose_similarity
+    candidate_similarity: float = 0.5  # likewise for a low-score candidate (stricter)
+    duplicate_similarity: float = 0.5  # a candidate this similar to a shown person is that person
+    lost_seconds: float = 1.0  # re-identification window: how long an unseen track is kept
+    memory_seconds: float = 0.5  # a keypoint missing from a detection is remembered this long
+    min_hits: int = 2  # frames in a row a new person must be seen to get an id (first frame: 1)
+    min_area: float = 32.0 * 32.0  # px²; floor of the similarity scale for tiny or one-point poses
+    tolerance: float = 2.0  # × the OKS falloff of each keypoint (coarse keypoints jitter more)
+    min_common: int = 4  # similarity is divided by at least this many shared keypoints
+    spread_per_second: float = 1.0  # tolerance grows by this fraction per second unseen
+    velocity_blend: float = 0.5  # weight of the newest velocity measurement (exponential mean)
+    max_speed: float = 2.0  # box heights per second; faster velocity estimates are scaled down
+    # decoder threshold (DecodeConfig.min_mean_part_score) of the low-score candidates that
+    # posecli's pipeline decodes for the tracker: people a run's --min-part-score (0.45) or
+    # --min-score drops from there up can continue tracks
+    candidate_min_score: float = 0.2
+    smooth: bool = False  # One-Euro filter on the keypoints of tracked people
+    min_cutoff: float = 1.0  # Hz; One-Euro cutoff at rest (lower: smoother, more lag)
+    beta: float = 0.05  # s/px; how fast the cutoff rises with speed (higher: less lag)
+    d_cutoff: float = 1.0  # Hz; cutoff of the speed estimate

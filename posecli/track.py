@@ -39,36 +39,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from posecli.config import TrackerConfig
 from posecli.pose import Pose, keypoint_similarity
 from posecli.spec import COCO_SIGMAS, NUM_COCO_KEYPOINTS
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Tunables of :class:`Tracker` and its One-Euro smoothing (times in seconds of video)."""
-
-    min_similarity: float = 0.3  # a person matches a track only above this pose_similarity
-    candidate_similarity: float = 0.5  # likewise for a low-score candidate (stricter)
-    duplicate_similarity: float = 0.5  # a candidate this similar to a shown person is that person
-    lost_seconds: float = 1.0  # re-identification window: how long an unseen track is kept
-    memory_seconds: float = 0.5  # a keypoint missing from a detection is remembered this long
-    min_hits: int = 2  # frames in a row a new person must be seen to get an id (first frame: 1)
-    min_area: float = 32.0 * 32.0  # px²; floor of the similarity scale for tiny or one-point poses
-    tolerance: float = 2.0  # × the OKS falloff of each keypoint (coarse keypoints jitter more)
-    min_common: int = 4  # similarity is divided by at least this many shared keypoints
-    spread_per_second: float = 1.0  # tolerance grows by this fraction per second unseen
-    velocity_blend: float = 0.5  # weight of the newest velocity measurement (exponential mean)
-    max_speed: float = 2.0  # box heights per second; faster velocity estimates are scaled down
-    # decoder threshold (DecodeConfig.min_mean_part_score) of the low-score candidates that
-    # posecli's pipeline decodes for the tracker: people a run's --min-part-score (0.45) or
-    # --min-score drops from there up can continue tracks
-    candidate_min_score: float = 0.2
-    smooth: bool = False  # One-Euro filter on the keypoints of tracked people
-    min_cutoff: float = 1.0  # Hz; One-Euro cutoff at rest (lower: smoother, more lag)
-    beta: float = 0.05  # s/px; how fast the cutoff rises with speed (higher: less lag)
-    d_cutoff: float = 1.0  # Hz; cutoff of the speed estimate
 
 
 def oks_matrix(
@@ -236,7 +211,7 @@ class Tracker:
     Call :meth:`update` once per frame, in order, with that frame's poses and time.
     """
 
-    def __init__(self, config: TrackerConfig = TrackerConfig()) -> None:
+    def __init__(self, config: TrackerConfig = TrackerConfig()) -> None:  # noqa: B008 (frozen)
         self.config = config
         self._tracks: list[_Track] = []
         self._next_id = 1

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from posecli.config import TrackerConfig
 from posecli.pose import Pose
 from posecli.track import (
     OneEuroFilter,
     Tracker,
-    TrackerConfig,
     greedy_match,
     oks_matrix,
     pose_similarity,

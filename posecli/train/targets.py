@@ -49,6 +49,7 @@ from posecli.spec import (
     NUM_CHANNELS,
     NUM_KEYPOINTS,
     PART_CHANNELS,
+    STRIDE,
 )
 
 KEYPOINT_SIGMA = 9.0  # input pixels (published `sigma` for 512-pixel inputs)
@@ -118,7 +119,9 @@ def put_body_part(heatmap: np.ndarray, start: np.ndarray, end: np.ndarray, strid
     heatmap[window] = np.maximum(heatmap[window], gaussian)
 
 
-def render_heatmaps(people: np.ndarray, height: int, width: int, stride: int = 4) -> np.ndarray:
+def render_heatmaps(
+    people: np.ndarray, height: int, width: int, stride: int = STRIDE
+) -> np.ndarray:
     """Render the target stack of one image.
 
     Args:
