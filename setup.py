@@ -24,14 +24,15 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["posecli", "posecli.*"]),
     ext_modules=cythonize([native], language_level=3),
-    package_data={"posecli": ["py.typed"]},
+    # the bundled models: weights/ at the repository root, reached through posecli/_weights
+    package_data={"posecli": ["py.typed", "_weights/*.pt", "_weights/README.md"]},
     install_requires=[
         # torch is pinned by the Makefile before this runs: an unpinned torch pulls a CUDA build.
         "torch>=2.1",
         "numpy>=1.24",
         "opencv-python>=4.8",
         "imageio-ffmpeg>=0.5",
-        "typer>=0.12",
+        "typer>=0.29",  # click vendored: its errors derive from typer.TyperException
         "rich>=13",
         "pycocotools>=2.0.7",
     ],

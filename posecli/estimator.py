@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,6 +114,20 @@ def resample_heatmaps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+def _decodable_layout(model: PoseModel) -> dict[str, Any]:
+    """The model's output layout (``posecli.model.output_layout``); CheckpointError unless the
+    decoder can read it: a bottom-up network with the channels of ``posecli.spec`` at stride
+    ``STRIDE``."""
+    layout = model.layout
+    wanted = {"kind": "imhn", "channels": NUM_CHANNELS, "stride": STRIDE}
+    wanted["channel_order"] = "posecli-50"
+    differing = [key for key, value in wanted.items() if layout.get(key) != value]
+    if differing:
+        found = ", ".join(f"{key} {layout.get(key)!r}" for key in differing)
+        raise CheckpointError(f"model {model.name} outputs what the decoder cannot read ({found})")
+    return layout
+
+
 def _check_config(config: InferenceConfig) -> None:
     if not config.scales or any(scale <= 0 for scale in config.scales):
         raise UsageError(f"search scales must be positive, got {config.scales}")
@@ -164,6 +179,7 @@ class Estimator:
         refiner: RefinerModel | None = None,
     ) -> None:
         _check_config(config)
+        self.layout = _decodable_layout(model)
         self.model = model
         self.config = config
         self.decode_config = decode_config
@@ -283,14 +299,17 @@ class Estimator:
         padded = pad_image(resized, geometry, self.model.preprocessing.pad_value)
         inputs = torch.from_numpy(normalise(padded, self.model.preprocessing))  # (B, 3, H', W')
         outputs = self.network(inputs.to(device=self.device, dtype=self.dtype))
-        finest = outputs[-1][0]  # last stack, stride 4: (B, 50, H'/4, W'/4)
-        expected = (len(resized), NUM_CHANNELS, inputs.shape[2] // 4, inputs.shape[3] // 4)
+        layout = self.layout
+        finest = outputs[layout["decode_stack"]][layout["decode_scale"]]  # (B, 50, H'/4, W'/4)
+        stride = layout["stride"]
+        grid = (inputs.shape[2] // stride, inputs.shape[3] // stride)
+        expected = (len(resized), NUM_CHANNELS, *grid)
         if tuple(finest.shape) != expected:
             raise CheckpointError(
                 f"network output is {tuple(finest.shape)}, expected {expected} for an input of "
                 f"{tuple(inputs.shape)}"
             )
-        rows, columns = geometry.grid_shape(STRIDE)
+        rows, columns = geometry.grid_shape(stride)
         maps = finest[:, :, :rows, :columns].float()  # (B, 50, height/4, width/4)
         if not self.config.flip:
             return maps

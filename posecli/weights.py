@@ -38,20 +38,28 @@ from torch import nn
 from torch.serialization import MAGIC_NUMBER
 
 from posecli.config import MODEL_PRESETS, REFINER_PRESETS, ModelConfig, Preprocessing, RefinerConfig
+from posecli.device import resolve_device
 from posecli.errors import CheckpointError, ModelNotFoundError, OutputError, UsageError
-from posecli.model import IMHN, REFINER_KIND, Refiner, build_network, build_refiner, output_layout
+from posecli.model import (
+    IMHN,
+    IMHN_KIND,
+    REFINER_KIND,
+    Refiner,
+    build_network,
+    build_refiner,
+    output_layout,
+)
 from posecli.model.encoder import pretrained_state_dict
 from posecli.spec import NUM_CHANNELS
 
 logger = logging.getLogger(__name__)
 
-#: Folder of the registered model files: ``weights/`` at the repository root.
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+#: Folder of the registered model files: ``weights/`` at the repository root, package data
+#: of posecli as ``posecli/_weights`` (a link to it in the repository, a folder once installed).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "_weights"
 
 CHECKPOINT_FORMAT = "posecli"
 CHECKPOINT_FORMAT_VERSION = 1
-#: ``"kind"`` of a bottom-up IMHN checkpoint (files without a kind are IMHNs).
-IMHN_KIND = "imhn"
 
 #: Input convention of the official checkpoint: BGR, scaled to [0, 1], padding grey 128.
 OFFICIAL_PREPROCESSING = Preprocessing(
@@ -109,6 +117,11 @@ class _WrappedNetwork:
         """Device holding the network's parameters."""
         return next(self.network.parameters()).device
 
+    @property
+    def layout(self) -> dict[str, Any]:
+        """The network's output contract (``posecli.model.output_layout``)."""
+        return output_layout(self.config)
+
     @classmethod
     def from_network(
         cls: type[_Wrapped],
@@ -151,26 +164,6 @@ class RefinerModel(_WrappedNetwork):
 
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
-    text = spec.strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", text)
-    if match is None:
-        raise UsageError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise UsageError(f"device {spec!r} requested but CUDA is not available")
-    index = int(match.group(1) or 0)
-    if index >= torch.cuda.device_count():
-        raise UsageError(
-            f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-        )
-    return torch.device("cuda", index)
-
-
 def prepare_network(network: nn.Module, device: torch.device) -> nn.Module:
     """Move ``network`` to ``device`` in eval mode; on CPU use the channels-last layout.
 
@@ -207,6 +200,7 @@ def load_model(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Pos
     checkpoint = _read_checkpoint(path)
     config, preprocessing, state_dict, provenance = _parse_checkpoint(checkpoint, path)
     network = _build_checked(config, path)
+    _check_output_layout(checkpoint, config, path)
     _load_state_dict(network, state_dict, config, path)
     logger.info("loaded model %s (%s) from %s", name, _describe_config(config), path)
     return PoseModel(prepare_network(network, target), config, preprocessing, name, provenance)
@@ -249,6 +243,7 @@ def load_refiner(name_or_path: str | os.PathLike[str], device: str = "cpu") -> R
         network = build_refiner(config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has an invalid refiner config: {error}") from error
+    _check_output_layout(checkpoint, config, path)
     _load_state_dict(network, state_dict, config, path)
     logger.info("loaded refiner %s (%s) from %s", name, _describe_config(config), path)
     return RefinerModel(prepare_network(network, target), config, preprocessing, name, provenance)
@@ -285,9 +280,8 @@ def save_checkpoint(
         "preprocessing": preprocessing.to_dict(),
         "provenance": dict(provenance),
         "state_dict": state_dict,
+        "output": output_layout(config),  # what the network outputs, read back on loading
     }
-    if isinstance(config, RefinerConfig):
-        checkpoint["output"] = output_layout(config)
     from posecli.io.files import remove_stale_temporaries, write_atomically
 
     destination = Path(path)
@@ -429,6 +423,25 @@ def _reason(error: BaseException) -> str:
         if line and not line.startswith(_BOILERPLATE):
             return f"{type(error).__name__}: {line}"
     return type(error).__name__
+
+
+def _check_output_layout(
+    checkpoint: Any, config: ModelConfig | RefinerConfig, path: Path
+) -> None:
+    """CheckpointError when the output layout a checkpoint states (older IMHN files state
+    none) is not the one this posecli builds from its config: the decoder would misread it."""
+    stated = checkpoint.get("output") if isinstance(checkpoint, dict) else None
+    if stated is None:
+        return
+    built = output_layout(config)
+    if not isinstance(stated, dict):
+        raise CheckpointError(f"{path} states an output layout that is no dict")
+    if stated != built:
+        differing = sorted(key for key in {*stated, *built} if stated.get(key) != built.get(key))
+        raise CheckpointError(
+            f"{path} states an output layout this posecli does not build "
+            f"(differs in {', '.join(differing)})"
+        )
 
 
 def _parse_checkpoint(

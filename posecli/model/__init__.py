@@ -9,17 +9,32 @@ and ``(B,)`` instance selectors to ``(B, 17, H/4, W/4)`` COCO keypoint heatmaps
 (``posecli.model.refiner``).
 """
 
-from posecli.model.imhn import IMHN, build_network, grow_stacks, scale_channels
+from typing import Any
+
+from posecli.config import ModelConfig, RefinerConfig
+from posecli.model.imhn import IMHN, IMHN_KIND, build_network, grow_stacks, scale_channels
+from posecli.model.imhn import output_layout as imhn_output_layout
 from posecli.model.refiner import (
     REFINER_KIND,
     Refiner,
     build_refiner,
     heatmap_keypoints,
-    output_layout,
+    refiner_output_layout,
 )
+
+
+def output_layout(config: ModelConfig | RefinerConfig) -> dict[str, Any]:
+    """The output contract of the network ``config`` describes (its checkpoints store it; the
+    Estimator and the refinement read it): kind, channels or keypoints, stride, and for an
+    IMHN which of its outputs the decoder reads."""
+    if isinstance(config, RefinerConfig):
+        return refiner_output_layout(config)
+    return imhn_output_layout(config)
+
 
 __all__ = [
     "IMHN",
+    "IMHN_KIND",
     "REFINER_KIND",
     "Refiner",
     "build_network",

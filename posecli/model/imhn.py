@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from torch.nn import functional as F
 from posecli.config import ModelConfig
 from posecli.model.encoder import ENCODERS, FEATURE_CHANNELS, EfficientNetLite0
 from posecli.model.layers import Conv, DilatedConv, Merge, Residual, SELayer, leaky_relu
+from posecli.spec import STRIDE
 
 #: Channels of the stem's first 7×7/2 convolution (published: 64, whatever the width).
 STEM_CHANNELS = 64
@@ -157,6 +159,28 @@ def _check_config(config: ModelConfig) -> None:
         raise ValueError(f"ModelConfig.encoder must be one of {ENCODERS}, got {config.encoder!r}")
 
 
+#: ``"kind"`` of a bottom-up IMHN (its checkpoints and its output layout).
+IMHN_KIND = "imhn"
+
+
+def output_layout(config: ModelConfig) -> dict[str, Any]:
+    """The output contract of an IMHN of shape ``config`` (stored in its checkpoints).
+
+    The forward pass returns ``outputs[stack][scale]``, ``(N, channels, H / (stride · 2^scale),
+    W / (stride · 2^scale))``; the decoder reads ``outputs[decode_stack][decode_scale]``, whose
+    channels are in ``posecli.spec`` order (body parts, keypoints, person mask, keypoint maximum).
+    """
+    return {
+        "kind": IMHN_KIND,
+        "channels": config.channels,
+        "stride": STRIDE,
+        "scales": len(scale_channels(config)),
+        "decode_stack": -1,
+        "decode_scale": 0,
+        "channel_order": "posecli-50",
+    }
+
+
 class IMHN(nn.Module):
     """Identity Mapping Hourglass Network: stem, ``stacks`` hourglasses with per-scale heads,
     and merges that carry each stack's features and predictions into the next.
@@ -199,6 +223,12 @@ class IMHN(nn.Module):
     def input_multiple(self) -> int:
         """Input height and width must be multiples of this (the coarsest stride)."""
         return STEM_STRIDE * 2**self.config.depth
+
+    @property
+    def output_layout(self) -> dict[str, Any]:
+        """What the network outputs and which output the decoder reads (see
+        :func:`output_layout`)."""
+        return output_layout(self.config)
 
     def reset_parameters(self) -> None:
         """Initialise for training from scratch.

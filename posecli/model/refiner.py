@@ -151,7 +151,7 @@ class Refiner(nn.Module):
     @property
     def output_layout(self) -> dict[str, Any]:
         """What the network outputs: kind, crop size, stride, instances, keypoint order."""
-        return output_layout(self.config)
+        return refiner_output_layout(self.config)
 
     def reset_parameters(self) -> None:
         """Kaiming-normal convolutions, unit BatchNorms, N(0, 1) λ embedding, identity
@@ -195,7 +195,7 @@ class Refiner(nn.Module):
             )
 
 
-def output_layout(config: RefinerConfig) -> dict[str, Any]:
+def refiner_output_layout(config: RefinerConfig) -> dict[str, Any]:
     """The output contract of a refiner of shape ``config`` (stored in its checkpoints)."""
     return {
         "kind": REFINER_KIND,
