@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from posecli.config import TrackerConfig
 from posecli.errors import InputError, OutputError, PoseCliError, UsageError
 from posecli.io.sources import VideoSource
 from posecli.pose import Frame, Pose, frame_to_track_line
@@ -39,7 +40,7 @@ from posecli.report.figures import (
 from posecli.report.motion import JOINT_ANGLES, hip_centres
 from posecli.report.sheet import CANVAS_RGB, sheet_frames, sheet_image, video_frame
 from posecli.spec import COCO_KEYPOINTS, LEFT_COLOUR_RGB
-from posecli.track import Tracker, TrackerConfig
+from posecli.track import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 25.0

@@ -4,7 +4,7 @@ Keypoints are ``[x, y, score]`` in image pixels (x right, y down), COCO-17 order
 keypoint not found. Angles are in degrees, in [0, 180]: the angle at the middle joint between
 the segments to its two neighbours (180: straight limb), ``NaN`` where one of the three
 keypoints is missing. Smoothing is the One-Euro filter of ``posecli video --smooth``
-(:class:`posecli.track.OneEuroFilter` with :class:`posecli.track.TrackerConfig`'s constants),
+(:class:`posecli.track.OneEuroFilter` with :class:`posecli.config.TrackerConfig`'s constants),
 run over the person's frames exactly as the tracker runs it.
 """
 
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posecli.config import TrackerConfig
 from posecli.report.tracks import PersonTrack
 from posecli.spec import COCO_KEYPOINTS, NUM_COCO_KEYPOINTS
-from posecli.track import OneEuroFilter, TrackerConfig
+from posecli.track import OneEuroFilter
 
 _K = {name: index for index, name in enumerate(COCO_KEYPOINTS)}
 
