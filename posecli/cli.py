@@ -15,12 +15,10 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import platform
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -39,23 +37,19 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+from typer import Argument, Option
 
-from posecli import __version__, runs
+from posecli import __version__, options, runs
 from posecli.config import (
-    MODEL_PRESETS,
-    REFINER_PRESETS,
-    DecodeConfig,
-    InferenceConfig,
     LabelConfig,
     TrainConfig,
 )
 from posecli.errors import OutputError, PoseCliError, ResumableInterruptError, UsageError
 from posecli.io import display
-from posecli.runs import ImageOutputs, InferenceOptions, StreamOutputs
+from posecli.runs import ImageOutputs, InferenceOptions
 from posecli.signals import Termination, sigterm_as_interrupt
 
 if TYPE_CHECKING:
-    from posecli.io.sources import VideoSource
     from posecli.pipeline import PipelineProgress
 
 #: Exit codes: success, bad usage, interrupted by Ctrl-C (128 + SIGINT), stopped by SIGTERM
@@ -74,60 +68,51 @@ stdout = Console(highlight=False, soft_wrap=True)
 logger = logging.getLogger("posecli.cli")
 
 
-# ---------------------------------------------------------------------------------------------
 # Shared options
 
 
-#: Largest search scale: beyond it the network input outgrows any memory.
-_MAX_SCALE = 16.0
-_MAX_INPUT_SIZE = 8192  # largest --box-size / --long-side, pixels
+def _typer_check(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An option callback running a library check while parsing (UsageError → exit 2, the
+    option named)."""
+
+    def callback(value: Any) -> Any:
+        try:
+            check(value)
+        except UsageError as error:
+            raise typer.BadParameter(str(error)) from None
+        return value
+
+    return callback
 
 
-def _parse_scales(value: str) -> tuple[float, ...]:
-    """``"1"`` or ``"0.5,1,1.5,2"`` → positive floats; a bad list is a usage error (exit 2)."""
-    try:
-        scales = tuple(float(part) for part in value.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
-    if any(not 0 < scale <= _MAX_SCALE for scale in scales):  # NaN and inf fail too
-        raise typer.BadParameter(f"scales must be in (0, {_MAX_SCALE:g}], got {value!r}")
-    return scales
-
-
-def _check_scales(value: str) -> str:
-    """Option callback: reject a bad ``--scales`` list while parsing (exit 2, option named)."""
-    _parse_scales(value)
-    return value
-
-
-_REQUIRED = inspect.Parameter.empty  # the default of an option that must be given
-
-
-def _option(name: str, kind: Any, default: Any, help: str, *flags: str, **settings: Any) -> Any:
-    """A keyword-only command parameter ``name`` of type ``kind``: the option ``flags`` (default
-    ``--name``) with its help and limits, as ``Annotated[kind, typer.Option(...)]``."""
-    option = typer.Option(*flags, help=help, **settings)
+def _parameter(spec: options.OptionSpec) -> inspect.Parameter:
+    """The keyword-only command parameter of ``spec``: ``Annotated[kind, Option(...)]``."""
+    callback = _typer_check(spec.check) if spec.check is not None else None
+    option = Option(
+        *spec.flags, help=spec.help, rich_help_panel=spec.panel, callback=callback, **spec.limits
+    )
+    annotation = Annotated[spec.kind, option]
     keyword = inspect.Parameter.KEYWORD_ONLY
-    return inspect.Parameter(name, keyword, default=default, annotation=Annotated[kind, option])
+    return inspect.Parameter(spec.name, keyword, default=spec.default, annotation=annotation)
 
 
 def _with_options(
-    parameters: Sequence[inspect.Parameter], build: Callable[..., Any], keyword: str, first=False
+    specs: Sequence[options.OptionSpec], build: Callable[..., Any], keyword: str, first=False
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the options ``parameters``, passed to it as ``keyword=build(**values)``.
+    """Give a command the options ``specs``, passed to it as ``keyword=build(**values)``.
 
     The command declares ``keyword``; typer sees the individual options instead, after the
     command's own (before them with ``first``).
     """
+    parameters = [_parameter(spec) for spec in specs]
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
         signature = inspect.signature(command, eval_str=True)
         own = [p for name, p in signature.parameters.items() if name != keyword]
-        names = [parameter.name for parameter in parameters]
 
         @functools.wraps(command)
         def wrapper(**values: Any) -> None:
-            shared = {name: values.pop(name) for name in names}
+            shared = {spec.name: values.pop(spec.name) for spec in specs}
             command(**{keyword: build(**shared)}, **values)
 
         if first:  # the command's own options follow, keyword-only too
@@ -139,82 +124,16 @@ def _with_options(
     return decorate
 
 
-_INFERENCE = InferenceConfig()
-_DECODE = DecodeConfig()
-_inference = functools.partial(_option, rich_help_panel="Inference")
-_SCALES = ",".join(f"{scale:g}" for scale in _INFERENCE.scales)
-_SIZES = {"min": runs.MIN_INPUT_SIZE, "max": _MAX_INPUT_SIZE}
-
-#: The options of every inference command (``options: InferenceOptions``).
-_INFERENCE_OPTIONS = (
-    _inference("model", str, "default", "Registered model name or checkpoint path.",
-               "--model", "-m"),
-    _inference("device", str, _INFERENCE.device, "auto, cpu, cuda or cuda:N."),
-    _inference("half", bool, _INFERENCE.half, "fp16 inference (CUDA only).", "--half"),
-    _inference(
-        "scales", str, _SCALES, "Search scales, e.g. 1 or 0.5,1,1.5,2 (heatmaps averaged).",
-        callback=_check_scales,
-    ),
-    _inference("flip", bool, _INFERENCE.flip, "Also run the mirrored image.", "--flip/--no-flip"),
-    _inference("box_size", int, _INFERENCE.box_size, "Network input height at scale 1, pixels.",
-               **_SIZES),
-    _inference(
-        "long_side", int, _INFERENCE.long_side,
-        "Resize so the longer image side is N at scale 1; overrides --box-size (0: off).",
-        min=0, max=_MAX_INPUT_SIZE,
-    ),
-    _inference("batch_size", int, _INFERENCE.batch_size, "Frames per forward pass.", min=1),
-    _inference("peak_threshold", float, _DECODE.peak_threshold,
-               "Minimum keypoint heatmap peak (> 0).", min=0.0),
-    _inference("part_threshold", float, _DECODE.part_threshold,
-               "Body-part heatmap value a link must exceed.", min=0.0),
-    _inference("min_score", float, _DECODE.min_person_score,
-               "Drop people whose score (the one reported, 0–1) is lower.", min=0.0, max=1.0),
-    _inference("min_part_score", float, _DECODE.min_mean_part_score,
-               "Decoder: drop people whose total score per keypoint is lower.", min=0.0),
-    _inference("max_people", int, _DECODE.max_people, "Keep the N best people (0: all).", min=0),
-    _inference("threads", int, 0, "CPU threads for torch (0: torch's default).", min=0),
-    _inference("refine", bool, _INFERENCE.refine,
-               "Refine the people top-down with --refiner and merge.", "--refine/--no-refine"),
-    _inference("refiner", str, _INFERENCE.refiner,
-               "Refiner checkpoint path (or registered name).", "--refiner"),
-    _inference("instances", int, _INFERENCE.instances,
-               "Instance selectors run per box (0: all the refiner has).", min=0),
+with_inference_options = _with_options(
+    options.INFERENCE_OPTIONS, options.inference_options, "options"
 )
-
-
-def inference_options(
-    *,
-    model: str,
-    threads: int,
-    scales: str,
-    peak_threshold: float,
-    part_threshold: float,
-    min_score: float,
-    min_part_score: float,
-    max_people: int,
-    **inference: Any,
-) -> InferenceOptions:
-    """The record of the shared inference options (UsageError for settings no run can use)."""
-    decode = DecodeConfig(
-        peak_threshold=peak_threshold,
-        part_threshold=part_threshold,
-        min_mean_part_score=min_part_score,
-        min_person_score=min_score,
-        max_people=max_people,
-    )
-    configs = InferenceConfig(scales=_parse_scales(scales), **inference), decode
-    return InferenceOptions(model, *configs, threads=threads)
-
-
-with_inference_options = _with_options(_INFERENCE_OPTIONS, inference_options, "options")
-Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, warnings or summary.")]
+Force = Annotated[bool, Option("--force", "-f", help="Overwrite existing outputs.")]
+Quiet = Annotated[bool, Option("--quiet", "-q", help="No progress, warnings or summary.")]
 _TRACKS_HELP = "JSON-lines tracks: one line per frame."
-Tracks = Annotated[Path | None, typer.Option("--json", help=_TRACKS_HELP)]
-Smooth = Annotated[bool, typer.Option("--smooth", help="One-Euro smoothing of tracked keypoints.")]
+Tracks = Annotated[Path | None, Option("--json", help=_TRACKS_HELP)]
+Smooth = Annotated[bool, Option("--smooth", help="One-Euro smoothing of tracked keypoints.")]
 _OPENPOSE_HELP = "Folder of the OpenPose JSON files (default: NAME_openpose/ beside the output)."
-OpenPoseDir = Annotated[Path | None, typer.Option(help=_OPENPOSE_HELP)]
+OpenPoseDir = Annotated[Path | None, Option(help=_OPENPOSE_HELP)]
 
 
 class OutputFormat(str, Enum):
@@ -224,7 +143,6 @@ class OutputFormat(str, Enum):
     openpose = "openpose"
 
 
-# ---------------------------------------------------------------------------------------------
 # Logging and progress
 
 
@@ -297,7 +215,6 @@ def _frame_progress(description: str, quiet: bool) -> Iterator[Callable[[Pipelin
         yield lambda state: update(completed=state.frames, total=state.total)
 
 
-# ---------------------------------------------------------------------------------------------
 # video and webcam
 
 
@@ -305,22 +222,20 @@ def _frame_progress(description: str, quiet: bool) -> Iterator[Callable[[Pipelin
 @with_inference_options
 def video(
     source: Annotated[
-        str, typer.Argument(metavar="IN", help="Video file or URL (anything ffmpeg reads).")
+        str, Argument(metavar="IN", help="Video file or URL (anything ffmpeg reads).")
     ],
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Annotated H.264 MP4 to write.")
-    ] = None,
+    out: Annotated[Path | None, Option("--out", "-o", help="Annotated H.264 MP4 to write.")] = None,
     json_path: Tracks = None,
     no_video: Annotated[
-        bool, typer.Option("--no-video", help="Write no video, only --json / --format outputs.")
+        bool, Option("--no-video", help="Write no video, only --json / --format outputs.")
     ] = False,
-    start: Annotated[float | None, typer.Option(min=0.0, help="Start at this time, s.")] = None,
-    end: Annotated[float | None, typer.Option(min=0.0, help="Stop at this time, s.")] = None,
-    every: Annotated[int, typer.Option(min=1, help="Process one frame in N.")] = 1,
+    start: Annotated[float | None, Option(min=0.0, help="Start at this time, s.")] = None,
+    end: Annotated[float | None, Option(min=0.0, help="Stop at this time, s.")] = None,
+    every: Annotated[int, Option(min=1, help="Process one frame in N.")] = 1,
     smooth: Smooth = False,
     output_format: Annotated[
         OutputFormat,
-        typer.Option("--format", help="openpose: also per-frame OpenPose JSON (COCO-18)."),
+        Option("--format", help="openpose: also per-frame OpenPose JSON (COCO-18)."),
     ] = OutputFormat.posecli,
     openpose_dir: OpenPoseDir = None,
     force: Force = False,
@@ -339,7 +254,7 @@ def video(
     runs.check_stream_outputs(outputs, force)
     with VideoSource(source, start=start, end=end, every=every) as frames:
         estimator = runs.load_estimator(options)  # after the input is known to be readable
-        total = None if quiet else _expected_frames(frames)
+        total = None if quiet else runs.expected_frames(frames)
         with _frame_progress("video", quiet) as progress:
             stats = runs.track_stream(
                 frames,
@@ -354,26 +269,17 @@ def video(
     _say(quiet, f"{stats.frames} frames at {stats.fps:.1f} fps: {runs.written(*outputs.paths())}")
 
 
-def _expected_frames(frames: VideoSource) -> int | None:
-    """Frames the video should yield, for the progress bar; ``None`` when it cannot tell."""
-    try:
-        return frames.expected_frames()
-    except PoseCliError as error:  # decoding will tell what is wrong, if anything
-        logger.debug("frame count unknown: %s", error)
-        return None
-
-
 @app.command()
 @with_inference_options
 def webcam(
     camera: Annotated[
-        str, typer.Option(help="Camera index (0, 1…) or stream URL (also a video file).")
+        str, Option(help="Camera index (0, 1…) or stream URL (also a video file).")
     ] = "0",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Record the annotated stream to this MP4.")
+        Path | None, Option("--out", "-o", help="Record the annotated stream to this MP4.")
     ] = None,
     json_path: Tracks = None,
-    no_display: Annotated[bool, typer.Option("--no-display", help="Show no window.")] = False,
+    no_display: Annotated[bool, Option("--no-display", help="Show no window.")] = False,
     smooth: Smooth = False,
     force: Force = False,
     quiet: Quiet = False,
@@ -384,13 +290,7 @@ def webcam(
     from posecli.io.cameras import CameraSource
 
     _setup_logging(quiet)
-    runs.check_video_suffix(out)
-    show = not no_display and display.available()
-    if not no_display and not show:
-        logger.warning("no display available: running without a window")
-    if not show and out is None and json_path is None:
-        raise UsageError("no display and nothing to write: give --out or --json")
-    outputs = StreamOutputs(out, json_path)
+    outputs, show = runs.webcam_outputs(out, json_path, no_display=no_display)
     runs.check_stream_outputs(outputs, force)
     estimator = runs.load_estimator(options)
     stop = threading.Event()
@@ -411,7 +311,6 @@ def webcam(
     _say(quiet, summary + (": " + runs.written(out, json_path) if out or json_path else ""))
 
 
-# ---------------------------------------------------------------------------------------------
 # images and eval
 
 
@@ -420,19 +319,19 @@ def webcam(
 def images(
     inputs: Annotated[
         list[str],
-        typer.Argument(metavar="DIR|GLOB|FILE...", help="Image folders, glob patterns or files."),
+        Argument(metavar="DIR|GLOB|FILE...", help="Image folders, glob patterns or files."),
     ],
-    json_path: Annotated[Path, typer.Option("--json", help="COCO keypoint results file to write.")],
+    json_path: Annotated[Path, Option("--json", help="COCO keypoint results file to write.")],
     out_dir: Annotated[
-        Path | None, typer.Option("--out-dir", help="Folder for annotated copies of the images.")
+        Path | None, Option("--out-dir", help="Folder for annotated copies of the images.")
     ] = None,
     output_format: Annotated[
         OutputFormat,
-        typer.Option("--format", help="openpose: also one OpenPose JSON per image (COCO-18)."),
+        Option("--format", help="openpose: also one OpenPose JSON per image (COCO-18)."),
     ] = OutputFormat.posecli,
     openpose_dir: OpenPoseDir = None,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Stop at an unreadable image (default: skip it).")
+        bool, Option("--strict", help="Stop at an unreadable image (default: skip it).")
     ] = False,
     force: Force = False,
     quiet: Quiet = False,
@@ -463,17 +362,15 @@ def images(
 @app.command("eval")
 @with_inference_options
 def evaluate(
-    annotations: Annotated[Path, typer.Option(help="COCO person_keypoints JSON (ground truth).")],
-    images_dir: Annotated[
-        Path, typer.Option("--images", help="Folder holding the annotated images.")
-    ],
+    annotations: Annotated[Path, Option(help="COCO person_keypoints JSON (ground truth).")],
+    images_dir: Annotated[Path, Option("--images", help="Folder holding the annotated images.")],
     metrics: Annotated[
         Path | None,
-        typer.Option(help="Write the metrics here as JSON; detections go beside it."),
+        Option(help="Write the metrics here as JSON; detections go beside it."),
     ] = None,
     by_height: Annotated[
         bool,
-        typer.Option(
+        Option(
             "--by-height",
             help="Also print the share of people found (OKS ≥ 0.5 / 0.75) per band of their "
             "height at the network input.",
@@ -519,107 +416,12 @@ def evaluate(
     _say(quiet, summary + (f": {runs.written(metrics, detections)}" if metrics else ""))
 
 
-# ---------------------------------------------------------------------------------------------
 # train
 
-_TRAIN = TrainConfig(annotations="", images="")
-_AUGMENT, _LABEL = _TRAIN.augment, LabelConfig()
-_PRESETS = f"{', '.join(MODEL_PRESETS)}; or a top-down refiner: {', '.join(REFINER_PRESETS)}"
-
-#: ``posecli train``'s options, turned into a ``TrainConfig`` by :func:`train_config`.
-_TRAIN_OPTIONS = (
-    _option("annotations", list[Path], _REQUIRED,
-            "COCO person_keypoints JSON to train on; repeat to join several."),
-    _option("images_dir", list[Path], _REQUIRED,
-            "Folder of the training images, one per --annotations.", "--images"),
-    _option("val_annotations", Path | None, None, "COCO validation set: AP after each epoch."),
-    _option("val_images", Path | None, None,
-            "Validation images (default: beside the annotations)."),
-    _option("preset", str | None, None,
-            f"Network shape: {_PRESETS} (default: {_TRAIN.preset}; not with --init)."),
-    _option("init", str | None, None, "Start from this checkpoint or model name."),
-    _option("init_stacks", int, _TRAIN.init_stacks, "Grow the --init network to this many "
-            "hourglass stacks, new ones copied from its last (0: keep its shape).", min=0),
-    _option("epochs", int, _TRAIN.epochs, "Passes over the images.", min=1),
-    _option("max_steps", int, _TRAIN.max_steps, "Stop after this many steps (0: all epochs).",
-            min=0),
-    _option("batch_size", int, _TRAIN.batch_size, "Images per step.", min=1),
-    _option("input_size", int, _TRAIN.input_size, "Square training crop, multiple of 64.", min=64),
-    _option("lr", float, _TRAIN.lr, "Learning rate.", min=0.0),
-    _option("optimizer", str, _TRAIN.optimizer, "sgd or adamw."),
-    _option("loss", str, _TRAIN.loss.kind,
-            "focal (focal L2) or l2; the paper trains l2, then focal."),
-    _option("warmup_steps", int, _TRAIN.warmup_steps, "Linear learning-rate warm-up steps.", min=0),
-    _option("checkpoint_every_steps", int, _TRAIN.checkpoint_every_steps,
-            "Also checkpoint every N steps (0: each epoch only).", "--checkpoint-every", min=0),
-    _option("workers", int, _TRAIN.workers, "Data-loading processes.", min=0),
-    _option("device", str, _TRAIN.device, "auto, cpu, cuda or cuda:N."),
-    _option("seed", int, _TRAIN.seed, "Data order, augmentation, initial weights."),
-    _option("out", Path, Path(_TRAIN.out), "Run folder.", "--out", "-o"),
-    _option("resume", bool, False, "Continue the run in --out where it stopped.", "--resume"),
-    _option("scale_min", float, _AUGMENT.scale_min,
-            "Smallest random zoom (1: the long side fills the crop).", min=0.05),
-    _option("scale_max", float, _AUGMENT.scale_max, "Largest random zoom.", min=0.05),
-    _option("mosaic", float, _AUGMENT.mosaic_probability,
-            "Probability of a 2×2 mosaic of four images (people at half size)."),
-    _option("min_keypoint_score", float, _TRAIN.min_keypoint_score,
-            "Pseudo-labels: keypoints scored below are masked out (neither taught present nor "
-            "absent); at most the --keep-keypoint the labels were made with, or those kept "
-            "keypoints are lost.", min=0.0, max=1.0),
-    _option("amp", bool, _TRAIN.amp,
-            "Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16."),
-    _option("pretrained", bool, _TRAIN.pretrained,
-            "Start a fresh network's EfficientNet-Lite0 encoder from ImageNet."),
-)
-
-
-def train_config(
-    *,
-    annotations: list[Path],
-    images_dir: list[Path],
-    val_annotations: Path | None,
-    val_images: Path | None,
-    preset: str | None,
-    init: str | None,
-    out: Path,
-    loss: str,
-    scale_min: float,
-    scale_max: float,
-    mosaic: float,
-    **fields: Any,
-) -> TrainConfig:
-    """The ``TrainConfig`` of ``posecli train``'s options; UsageError for a bad combination."""
-    if init is not None and preset is not None:
-        raise UsageError(
-            f"--preset {preset} and --init exclude each other: the network is --init's "
-            "(grow it with --init-stacks)"
-        )
-    if len(annotations) != len(images_dir):
-        raise UsageError(
-            f"{len(annotations)} --annotations but {len(images_dir)} --images: give one image "
-            "folder per annotation file, in the same order"
-        )
-    sets = [(str(a), str(i)) for a, i in zip(annotations, images_dir, strict=True)]
-    augment = replace(_AUGMENT, scale_min=scale_min, scale_max=scale_max, mosaic_probability=mosaic)
-    return TrainConfig(
-        annotations=sets[0][0],
-        images=sets[0][1],
-        more_datasets=tuple(sets[1:]),
-        out=str(out),
-        val_annotations=str(val_annotations) if val_annotations else None,
-        val_images=str(val_images) if val_images else None,
-        preset=preset or ("" if init else _TRAIN.preset),  # "": none, the network is --init's
-        init=init,
-        loss=replace(_TRAIN.loss, kind=loss),
-        augment=augment,
-        **fields,
-    )
-
-
 @app.command()
-@_with_options(_TRAIN_OPTIONS, train_config, "config", first=True)
+@_with_options(options.TRAIN_OPTIONS, options.train_config, "config", first=True)
 def train(
-    threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: default).")] = 0,
+    threads: Annotated[int, Option(min=0, help="CPU threads for torch (0: default).")] = 0,
     quiet: Quiet = False,
     *,
     config: TrainConfig,
@@ -656,37 +458,24 @@ def _training_progress(quiet: bool) -> Iterator[Callable[[dict[str, Any]], None]
         yield on_record
 
 
-# ---------------------------------------------------------------------------------------------
 # label and export
 
-Teachers = Annotated[
-    Path, typer.Option(help="Folder of the teacher ONNX files (see ../shared/teachers).")
-]
-_TEACHER_HELP = (
-    "thunder (top-down on person boxes: hand-drawn ones from a person_boxes.json beside the "
-    "images, else MoveNet MultiPose's), or movenet, openpose or both (bottom-up passes fused)."
-)
+_TEACHERS_HELP = "Folder of the teacher ONNX files (see ../shared/teachers)."
+Teachers = Annotated[Path, Option(help=_TEACHERS_HELP)]
 
 
 @app.command()
+@_with_options(options.LABEL_OPTIONS, LabelConfig, "config")
 def label(
     images_inputs: Annotated[
-        list[str], typer.Option("--images", help="Image folder, glob or file; repeat for more.")
+        list[str], Option("--images", help="Image folder, glob or file; repeat for more.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Pseudo-label COCO JSON to write.")],
+    out: Annotated[Path, Option("--out", "-o", help="Pseudo-label COCO JSON to write.")],
     teachers: Teachers,
-    teacher: Annotated[str, typer.Option(help=_TEACHER_HELP)] = _LABEL.teacher,
-    keep_keypoint: Annotated[
-        float, typer.Option(help="Keypoint confidence (0–1) needed to keep a keypoint.")
-    ] = _LABEL.keep_keypoint,
-    confident_person: Annotated[
-        float, typer.Option(help="Person score (0–1) needed to label a person.")
-    ] = _LABEL.confident_person,
-    min_keypoints: Annotated[
-        int, typer.Option(help="Kept keypoints (1–17) a labelled person needs.")
-    ] = _LABEL.min_keypoints,
     force: Force = False,
     quiet: Quiet = False,
+    *,
+    config: LabelConfig,
 ) -> None:
     """Pseudo-label photos with teacher models into COCO keypoints (resumable)."""
     from posecli.io.sources import expand_image_inputs
@@ -695,12 +484,6 @@ def label(
     _setup_logging(quiet)
     _check_label_output(out, force)
     paths = expand_image_inputs(images_inputs)
-    config = LabelConfig(
-        teacher=teacher,
-        keep_keypoint=keep_keypoint,
-        confident_person=confident_person,
-        min_keypoints=min_keypoints,
-    )
     with _labelling_progress(quiet) as progress:
         written = label_images(paths, teachers, out, config, progress)
     _say(quiet, f"labelled {len(paths)} images: {written}")
@@ -708,10 +491,8 @@ def label(
 
 @app.command("import-lspet")
 def import_lspet(
-    dataset: Annotated[
-        Path, typer.Argument(help="LSPet folder: joints.mat and images/im00001.jpg ….")
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="COCO keypoint JSON to write.")],
+    dataset: Annotated[Path, Argument(help="LSPet folder: joints.mat and images/im00001.jpg ….")],
+    out: Annotated[Path, Option("--out", "-o", help="COCO keypoint JSON to write.")],
     teachers: Teachers,
     force: Force = False,
     quiet: Quiet = False,
@@ -743,10 +524,10 @@ def _labelling_progress(quiet: bool) -> Iterator[Callable[[int, int], None]]:
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint path or model name.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to write.")],
+    model: Annotated[str, Option("--model", "-m", help="Checkpoint path or model name.")],
+    out: Annotated[Path, Option("--out", "-o", help="Checkpoint file to write.")],
     half: Annotated[
-        bool, typer.Option("--half/--no-half", help="Store float tensors as float16.")
+        bool, Option("--half/--no-half", help="Store float tensors as float16.")
     ] = True,
     force: Force = False,
     quiet: Quiet = False,
@@ -761,29 +542,10 @@ def export(
 @app.command()
 def info() -> None:
     """Versions, device, native decoder and known models."""
-    import numpy
-    import torch
-
-    from posecli.decode import native_available
-    from posecli.device import resolve_device
-    from posecli.weights import list_models
-
-    cuda = torch.cuda.is_available()
-    cuda_note = f"{torch.cuda.device_count()} CUDA device(s)" if cuda else "CUDA not available"
-    stdout.print(f"posecli {__version__}")
-    stdout.print(f"python  {platform.python_version()} ({sys.executable})")
-    stdout.print(f"torch   {torch.__version__}, numpy {numpy.__version__}")
-    stdout.print(f"device  {resolve_device('auto')} (auto; {cuda_note})")
-    stdout.print(f"native decoder  {'built' if native_available() else 'NOT built (slow NumPy)'}")
-    stdout.print("models:")
-    for entry in list_models():
-        state = "present" if entry.present else "missing"
-        stdout.print(f"  {entry.name:<20} {state:<8} {entry.path}  ({entry.description})")
-    stdout.print(f"presets (for train --preset): {', '.join(MODEL_PRESETS)}")
-    stdout.print(f"refiner presets (train --preset): {', '.join(REFINER_PRESETS)}")
+    for line in runs.installation_report():
+        stdout.print(line, markup=False)
 
 
-# ---------------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -797,7 +559,7 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """Multi-person 2D pose estimation (Simple Pose / IMHN) for videos, webcams and images."""

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posecli.config import DecodeConfig, InferenceConfig
-from posecli.errors import InputError, OutputError, UsageError
+from posecli.errors import InputError, OutputError, PoseCliError, UsageError
 from posecli.io.sinks import check_output, temporary_path
 
 if TYPE_CHECKING:
     from posecli.estimator import Estimator
     from posecli.io.ffmpeg import VideoInfo
-    from posecli.io.sources import ImageSource, SourceFrame
+    from posecli.io.sources import ImageSource, SourceFrame, VideoSource
     from posecli.pipeline import FrameSink, PipelineProgress, PipelineStats
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,39 @@ def export_checkpoint(model: str, out: Path, *, half: bool = True) -> tuple[str,
     return source.name, written
 
 
+def installation_report() -> list[str]:
+    """What ``posecli info`` says: versions, device, native decoder, known models, presets."""
+    import platform
+    import sys
+
+    import numpy
+    import torch
+
+    from posecli import __version__
+    from posecli.config import MODEL_PRESETS, REFINER_PRESETS
+    from posecli.decode import native_available
+    from posecli.device import resolve_device
+    from posecli.weights import list_models
+
+    cuda = torch.cuda.is_available()
+    cuda_note = f"{torch.cuda.device_count()} CUDA device(s)" if cuda else "CUDA not available"
+    native = "built" if native_available() else "NOT built (slow NumPy)"
+    lines = [
+        f"posecli {__version__}",
+        f"python  {platform.python_version()} ({sys.executable})",
+        f"torch   {torch.__version__}, numpy {numpy.__version__}",
+        f"device  {resolve_device('auto')} (auto; {cuda_note})",
+        f"native decoder  {native}",
+        "models:",
+    ]
+    for entry in list_models():
+        state = "present" if entry.present else "missing"
+        lines.append(f"  {entry.name:<20} {state:<8} {entry.path}  ({entry.description})")
+    lines.append(f"presets (for train --preset): {', '.join(MODEL_PRESETS)}")
+    lines.append(f"refiner presets (train --preset): {', '.join(REFINER_PRESETS)}")
+    return lines
+
+
 def written(*paths: Path | None) -> str:
     """The outputs of a run, for its summary line."""
     return ", ".join(str(path) for path in paths if path is not None)
@@ -194,6 +227,31 @@ def check_video_suffix(out: Path | None) -> None:
     """UsageError unless ``out`` (if any) names an MP4 file."""
     if out is not None and out.suffix.lower() not in VIDEO_SUFFIXES:
         raise UsageError(f"--out must name an .mp4 file, got {out}")
+
+
+def webcam_outputs(
+    out: Path | None, tracks: Path | None, *, no_display: bool
+) -> tuple[StreamOutputs, bool]:
+    """The outputs of ``posecli webcam`` and whether it shows a window (a display is there and
+    not declined); UsageError when there is nothing to show or write."""
+    from posecli.io import display
+
+    check_video_suffix(out)
+    show = not no_display and display.available()
+    if not no_display and not show:
+        logger.warning("no display available: running without a window")
+    if not show and out is None and tracks is None:
+        raise UsageError("no display and nothing to write: give --out or --json")
+    return StreamOutputs(out, tracks), show
+
+
+def expected_frames(frames: VideoSource) -> int | None:
+    """Frames the video should yield, for progress; ``None`` when it cannot tell."""
+    try:
+        return frames.expected_frames()
+    except PoseCliError as error:  # decoding will tell what is wrong, if anything
+        logger.debug("frame count unknown: %s", error)
+        return None
 
 
 def check_stream_outputs(outputs: StreamOutputs, force: bool) -> None:
