@@ -60,12 +60,15 @@ JUMP_SPEED = 2.0  # body heights per second; walkers here cover about 1
 
 
 def load_frames(path: Path) -> list[tuple[float, list[Pose]]]:
-    """``(time in s, people)`` of every line of a JSON-lines track file, in file order."""
+    """``(time in s, people)`` of every frame line of a JSON-lines track file, in file order
+    (the header line skipped)."""
     frames = []
     with path.open() as lines:
         for line in lines:
             if line.strip():
                 record = json.loads(line)
+                if "header" in record:
+                    continue
                 people = [Pose(np.array(p["keypoints"]), p["score"]) for p in record["people"]]
                 frames.append((float(record["time"]), people))
     return frames

@@ -40,11 +40,8 @@ from rich.text import Text
 from typer import Argument, Option
 
 from posecli import __version__, options, runs
-from posecli.config import (
-    LabelConfig,
-    TrainConfig,
-)
-from posecli.errors import OutputError, PoseCliError, ResumableInterruptError, UsageError
+from posecli.config import LabelConfig, TrainConfig
+from posecli.errors import PoseCliError, ResumableInterruptError, UsageError
 from posecli.io import display
 from posecli.runs import ImageOutputs, InferenceOptions
 from posecli.signals import Termination, sigterm_as_interrupt
@@ -221,9 +218,7 @@ def _frame_progress(description: str, quiet: bool) -> Iterator[Callable[[Pipelin
 @app.command()
 @with_inference_options
 def video(
-    source: Annotated[
-        str, Argument(metavar="IN", help="Video file or URL (anything ffmpeg reads).")
-    ],
+    source: Annotated[str, Argument(metavar="IN", help="Video file or URL ffmpeg reads.")],
     out: Annotated[Path | None, Option("--out", "-o", help="Annotated H.264 MP4 to write.")] = None,
     json_path: Tracks = None,
     no_video: Annotated[
@@ -234,8 +229,7 @@ def video(
     every: Annotated[int, Option(min=1, help="Process one frame in N.")] = 1,
     smooth: Smooth = False,
     output_format: Annotated[
-        OutputFormat,
-        Option("--format", help="openpose: also per-frame OpenPose JSON (COCO-18)."),
+        OutputFormat, Option("--format", help="openpose: also per-frame OpenPose JSON (COCO-18).")
     ] = OutputFormat.posecli,
     openpose_dir: OpenPoseDir = None,
     force: Force = False,
@@ -255,17 +249,13 @@ def video(
     with VideoSource(source, start=start, end=end, every=every) as frames:
         estimator = runs.load_estimator(options)  # after the input is known to be readable
         total = None if quiet else runs.expected_frames(frames)
+        settings = {"start": start, "end": end, "every": every, "smooth": smooth}
+        header = runs.tracks_header("video", source, frames.info, estimator, options, **settings)
         with _frame_progress("video", quiet) as progress:
             stats = runs.track_stream(
-                frames,
-                estimator,
-                outputs,
-                smooth=smooth,
-                force=force,
-                video_info=frames.info,
-                total=total,
-                progress=progress,
-            )
+                frames, estimator, outputs, smooth=smooth, force=force, video_info=frames.info,
+                total=total, progress=progress, header=header,
+            )  # fmt: skip
     _say(quiet, f"{stats.frames} frames at {stats.fps:.1f} fps: {runs.written(*outputs.paths())}")
 
 
@@ -295,18 +285,12 @@ def webcam(
     estimator = runs.load_estimator(options)
     stop = threading.Event()
     window = display.Window(stop) if show else None
+    header = runs.tracks_header("webcam", camera, None, estimator, options, smooth=smooth)
     with CameraSource(camera) as frames, _frame_progress("webcam", quiet) as progress:
         stats = runs.track_stream(
-            frames,
-            estimator,
-            outputs,
-            smooth=smooth,
-            force=force,
-            latency_first=True,
-            progress=progress,
-            window=window,
-            stop=stop,
-        )
+            frames, estimator, outputs, smooth=smooth, force=force, latency_first=True,
+            progress=progress, window=window, stop=stop, header=header,
+        )  # fmt: skip
     summary = f"{stats.frames} frames at {stats.fps:.1f} fps ({stats.dropped} stale frames dropped)"
     _say(quiet, summary + (": " + runs.written(out, json_path) if out or json_path else ""))
 
@@ -326,8 +310,7 @@ def images(
         Path | None, Option("--out-dir", help="Folder for annotated copies of the images.")
     ] = None,
     output_format: Annotated[
-        OutputFormat,
-        Option("--format", help="openpose: also one OpenPose JSON per image (COCO-18)."),
+        OutputFormat, Option("--format", help="openpose: also OpenPose JSON per image (COCO-18).")
     ] = OutputFormat.posecli,
     openpose_dir: OpenPoseDir = None,
     strict: Annotated[
@@ -350,9 +333,8 @@ def images(
     runs.check_image_outputs(frames.paths, outputs, force)
     estimator = runs.load_estimator(options)
     with _frame_progress("images", quiet) as progress:
-        results, stats = runs.detect_images(
-            frames, estimator, outputs, force=force, progress=progress
-        )
+        results, stats = runs.detect_images(frames, estimator, outputs, force=force,
+                                            progress=progress)
     people = f"{len(results)} people in {stats.frames} images ({stats.fps:.1f} images/s)"
     skipped = f", {len(frames.skipped)} unreadable skipped" if frames.skipped else ""
     written = runs.written(json_path, outputs.listing, out_dir, openpose)
@@ -365,8 +347,7 @@ def evaluate(
     annotations: Annotated[Path, Option(help="COCO person_keypoints JSON (ground truth).")],
     images_dir: Annotated[Path, Option("--images", help="Folder holding the annotated images.")],
     metrics: Annotated[
-        Path | None,
-        Option(help="Write the metrics here as JSON; detections go beside it."),
+        Path | None, Option(help="Write the metrics here as JSON; detections go beside it.")
     ] = None,
     by_height: Annotated[
         bool,
@@ -382,8 +363,6 @@ def evaluate(
     options: InferenceOptions,
 ) -> None:
     """COCO keypoint AP of a model on an annotated image set (same pipeline as `images`)."""
-    from posecli.evaluate import SUMMARY_KEYS
-
     _setup_logging(quiet)
     frames = runs.annotated_images(annotations, images_dir, sizes=by_height)
     detections = runs.detections_path(metrics) if metrics is not None else None
@@ -391,22 +370,11 @@ def evaluate(
     estimator = runs.load_estimator(options)
     with _frame_progress("images", quiet) as progress:
         evaluation = runs.evaluate_model(
-            estimator,
-            annotations,
-            images_dir,
-            frames=frames,
-            detections=detections,
-            by_height=by_height,
-            force=force,
-            progress=progress,
-        )
-    for key in SUMMARY_KEYS:
-        stdout.print(f"{key:<5} {evaluation.scores[key]:.4f}")
-    for band in evaluation.scores.get("by_height", []):
-        low, high = band["low"], band["high"]
-        heights = f"{low:.0f}–{high:.0f}" if high is not None else f"≥ {low:.0f}"
-        found = f"found {band['found50']:.2f} at OKS 0.5, {band['found75']:.2f} at 0.75"
-        stdout.print(f"height {heights} px: {band['people']} people, {found}")
+            estimator, annotations, images_dir, frames=frames, detections=detections,
+            by_height=by_height, force=force, progress=progress,
+        )  # fmt: skip
+    for line in evaluation.lines():
+        stdout.print(line, markup=False)
     if metrics is not None:
         runs.write_json_atomically(metrics, evaluation.scores, force=force)
     summary = f"{len(evaluation.results)} people in {evaluation.stats.frames} images, model "
@@ -479,10 +447,10 @@ def label(
 ) -> None:
     """Pseudo-label photos with teacher models into COCO keypoints (resumable)."""
     from posecli.io.sources import expand_image_inputs
-    from posecli.train.label import label_images
+    from posecli.train.label import check_label_output, label_images
 
     _setup_logging(quiet)
-    _check_label_output(out, force)
+    check_label_output(out, force)
     paths = expand_image_inputs(images_inputs)
     with _labelling_progress(quiet) as progress:
         written = label_images(paths, teachers, out, config, progress)
@@ -498,21 +466,14 @@ def import_lspet(
     quiet: Quiet = False,
 ) -> None:
     """LSPet's human joints as COCO keypoints, face points and bystanders from the teachers."""
+    from posecli.train.label import check_label_output
     from posecli.train.lspet import import_lspet as run_import
 
     _setup_logging(quiet)
-    _check_label_output(out, force)
+    check_label_output(out, force)
     with _labelling_progress(quiet) as progress:
         written = run_import(dataset, teachers, out, LabelConfig(), progress)
     _say(quiet, f"imported LSPet: {written}")
-
-
-def _check_label_output(out: Path, force: bool) -> None:
-    """Refuse an existing label file without --force, unless its run is being resumed."""
-    from posecli.train.label import partial_path
-
-    if out.exists() and not partial_path(out).exists() and not force:
-        raise OutputError(f"{out} exists (use --force to overwrite)")
 
 
 @contextmanager
@@ -537,6 +498,29 @@ def export(
     runs.check_outputs([out], force)
     name, written = runs.export_checkpoint(model, out, half=half)
     _say(quiet, f"exported {name}: {written} ({written.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def report(
+    tracks: Annotated[Path, Argument(metavar="TRACKS.jsonl", help="Tracks of video --json.")],
+    out: Annotated[Path | None, Option("--out", "-o", help="HTML page to write.")] = None,
+    png: Annotated[Path | None, Option(help="Folder for the figures as PNG files.")] = None,
+    video: Annotated[str | None, Option(help="The tracks' video, for the contact sheet.")] = None,
+    frames: Annotated[int, Option(min=0, help="Frames on the contact sheet (0: none).")] = 12,
+    smooth: Annotated[
+        bool, Option("--smooth/--no-smooth", help="Smooth keypoints before angles, as --smooth.")
+    ] = True,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """A self-contained HTML page of a track file: contact sheet, trajectories, joint angles."""
+    from posecli.report import make_report
+
+    _setup_logging(quiet)
+    result, written = make_report(
+        tracks, out=out, png_dir=png, video=video, smooth=smooth, sheet_count=frames, force=force
+    )
+    _say(quiet, f"{len(result.people)} people, {len(written)} files: {runs.written(out, png)}")
 
 
 @app.command()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from posecli.config import DecodeConfig, InferenceConfig
 from posecli.decode import decode
+from posecli.device import resolve_device
 from posecli.errors import CheckpointError, InputError, UsageError
 from posecli.pose import Pose
 from posecli.refine import Refinement
@@ -45,7 +46,7 @@ from posecli.transforms import (
     pad_image,
     resize_image,
 )
-from posecli.weights import PoseModel, RefinerModel, load_refiner, prepare_network, resolve_device
+from posecli.weights import PoseModel, RefinerModel, load_refiner, prepare_network
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posecli.config import DecodeConfig, InferenceConfig
-from posecli.errors import InputError, OutputError, PoseCliError, UsageError
-from posecli.io.sinks import check_output, temporary_path
+from posecli.errors import InputError, PoseCliError, UsageError
+from posecli.io.files import check_output, write_atomically
 
 if TYPE_CHECKING:
     from posecli.estimator import Estimator
@@ -109,16 +108,9 @@ def openpose_folder(explicit: Path | None, beside: Path) -> Path:
 
 
 def write_json_atomically(path: Path, data: Any, *, force: bool) -> Path:
-    """Write ``data`` as indented JSON atomically (temporary name, then rename)."""
+    """Write ``data`` as indented JSON, whole or not at all (OutputError)."""
     check_output(path, force=force)
-    temporary = temporary_path(path)
-    try:
-        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
-    return path
+    return write_atomically(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def export_checkpoint(model: str, out: Path, *, half: bool = True) -> tuple[str, Path]:
@@ -277,20 +269,23 @@ def track_stream(
     progress: ProgressCallback | None = None,
     window: FrameSink | None = None,
     stop: threading.Event | None = None,
+    header: Mapping[str, Any] | None = None,
 ) -> PipelineStats:
     """Open the sinks of a video or camera run, track and draw, and run the pipeline.
 
     ``video_info`` describes the source video (frame rate, timescale, audio), ``None`` for a
     camera. ``window`` shows the annotated frames and sets ``stop`` when the user quits.
+    ``header`` (see :func:`tracks_header`) is the first line of the JSON-lines tracks.
     Leaving the sinks' ``with`` blocks on an exception (Ctrl-C included) finalises them with the
     frames done: a playable MP4, complete JSON lines.
     """
+    from posecli.config import TrackerConfig
     from posecli.io.draw import draw_poses
     from posecli.pipeline import run_pipeline
-    from posecli.track import Tracker, TrackerConfig
+    from posecli.track import Tracker
 
     with ExitStack() as stack:
-        sinks = _stream_sinks(stack, outputs, force, video_info)
+        sinks = _stream_sinks(stack, outputs, force, video_info, header)
         if window is not None:
             sinks.append(window)
         drawing = outputs.video is not None or window is not None
@@ -308,7 +303,11 @@ def track_stream(
 
 
 def _stream_sinks(
-    stack: ExitStack, outputs: StreamOutputs, force: bool, video_info: VideoInfo | None
+    stack: ExitStack,
+    outputs: StreamOutputs,
+    force: bool,
+    video_info: VideoInfo | None,
+    header: Mapping[str, Any] | None,
 ) -> list[FrameSink]:
     """The opened sinks of a stream's outputs (closed by ``stack``)."""
     from posecli.io.sinks import JsonLinesSink, OpenPoseSink, VideoSink
@@ -323,12 +322,45 @@ def _stream_sinks(
         )
         sinks.append(video_writer(stack.enter_context(video)))
     if outputs.tracks is not None:
-        sinks.append(track_writer(stack.enter_context(JsonLinesSink(outputs.tracks, force=force))))
+        tracks = JsonLinesSink(outputs.tracks, force=force, header=header)
+        sinks.append(track_writer(stack.enter_context(tracks)))
     if outputs.openpose is not None:
         prefix = (outputs.video or outputs.tracks or outputs.openpose).stem
         openpose = OpenPoseSink(outputs.openpose, prefix=prefix, force=force)
         sinks.append(openpose_writer(stack.enter_context(openpose)))
     return sinks
+
+
+def tracks_header(
+    command: str,
+    source: str,
+    video_info: VideoInfo | None,
+    estimator: Estimator,
+    options: InferenceOptions,
+    **settings: Any,
+) -> dict[str, Any]:
+    """The header record of a track file: what made it (``posecli report`` shows it).
+
+    ``settings`` are the command's own options (``start``, ``every``, ``smooth``…).
+    """
+    from posecli import __version__
+
+    rate = video_info.frame_rate if video_info is not None else None
+    return {
+        "format": "posecli-tracks",
+        "version": 1,
+        "posecli": __version__,
+        "command": command,
+        "source": source,
+        "fps": float(rate) if rate else None,
+        "model": options.model,
+        "model_name": estimator.model.name,
+        "options": {
+            **settings,
+            **options.inference.to_dict(),
+            **options.decode.to_dict(),
+        },
+    }
 
 
 def timescale(video_info: VideoInfo | None) -> int | None:
@@ -478,6 +510,18 @@ class Evaluation:
     scores: dict[str, Any]
     results: list[dict[str, Any]]
     stats: PipelineStats
+
+    def lines(self) -> list[str]:
+        """The metrics as ``posecli eval`` prints them: one per key, then one per height band."""
+        from posecli.evaluate import SUMMARY_KEYS
+
+        lines = [f"{key:<5} {self.scores[key]:.4f}" for key in SUMMARY_KEYS]
+        for band in self.scores.get("by_height", []):
+            low, high = band["low"], band["high"]
+            heights = f"{low:.0f}–{high:.0f}" if high is not None else f"≥ {low:.0f}"
+            found = f"found {band['found50']:.2f} at OKS 0.5, {band['found75']:.2f} at 0.75"
+            lines.append(f"height {heights} px: {band['people']} people, {found}")
+        return lines
 
 
 def detections_path(metrics: Path) -> Path:

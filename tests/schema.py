@@ -141,3 +141,34 @@ def _validate_array(instance: list, schema: dict, path: str) -> None:
     if "items" in schema:
         for i, item in enumerate(instance):
             validate_json(item, schema["items"], f"{path}[{i}]")
+
+
+#: The first line of a ``posecli video/webcam --json`` track file: how the tracks were made.
+TRACK_HEADER_SCHEMA: dict = {
+    "type": "object",
+    "required": ["header"],
+    "additionalProperties": False,
+    "properties": {
+        "header": {
+            "type": "object",
+            "required": ["format", "version", "posecli", "command", "source", "fps", "model",
+                         "model_name", "options"],
+            "properties": {
+                "format": {"type": "string"},
+                "version": {"type": "integer", "minimum": 1},
+                "command": {"type": "string"},
+                "model": {"type": "string"},
+                "options": {"type": "object"},
+            },
+        }
+    },
+}
+
+
+def track_frames(text: str) -> list[dict]:
+    """The frame records of a track file's ``text``, its header line checked and dropped."""
+    import json
+
+    header, *frames = (json.loads(line) for line in text.splitlines())
+    validate_json(header, TRACK_HEADER_SCHEMA)
+    return frames

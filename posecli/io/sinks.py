@@ -26,9 +26,10 @@ import logging
 import os
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -87,14 +88,17 @@ class Sink:
 
 
 class JsonLinesSink(Sink):
-    """Per-frame track lines (``.jsonl``, :func:`posecli.pose.frame_to_track_line`).
+    """Per-frame track lines (``.jsonl``, :func:`posecli.pose.frame_to_track_line`), after a
+    first line ``{"header": {...}}`` when a ``header`` is given (source, fps, model, options).
 
     Each :meth:`write` hands one whole line to the operating system (the file is unbuffered),
     so an interrupted or failed run keeps every complete line; :meth:`abort` cuts a line left
     half-written, if any — a truncation, which works on a full disk too.
     """
 
-    def __init__(self, path: str | Path, *, force: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, force: bool = False, header: Mapping[str, Any] | None = None
+    ) -> None:
         self.path = Path(path)
         check_output(self.path, force=force)
         self._temporary = temporary_path(self.path)
@@ -104,6 +108,19 @@ class JsonLinesSink(Sink):
         self._lock = threading.Lock()
         self._result: Path | None = None
         self._finished = False
+        if header is not None:  # the first line: how the tracks were made
+            self._write_header(header)
+
+    def _write_header(self, header: Mapping[str, Any]) -> None:
+        """Write the header line; OutputError (nothing left behind) if it does not fit."""
+        line = _json_line({"header": dict(header)})
+        try:
+            _write_all(self._file, line)
+        except OSError as error:
+            self._file.close()
+            remove_quietly(self._temporary)
+            raise OutputError(f"cannot write {self.path}: {error_reason(error)}") from error
+        self._complete_bytes = len(line)
 
     def write(self, frame: Frame) -> None:
         """Append the line of ``frame`` (its poses in image pixels, COCO-17 order).

@@ -2,22 +2,22 @@
 
 The page is self-contained: CSS inline, every figure a ``data:image/png;base64`` URI, no script,
 no link to fetch, so it opens offline and can be mailed as one file. Outputs are written under
-a temporary name beside them and renamed when complete (:func:`posecli.io.sinks.temporary_path`),
-and never replace an existing file without ``force`` (:func:`posecli.io.sinks.check_output`).
+a temporary name beside them and renamed when complete (:func:`posecli.io.files.write_atomically`),
+and never replace an existing file without ``force`` (:func:`posecli.io.files.check_output`).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import os
 from pathlib import Path
 
 import numpy as np
 
 from posecli import __version__
-from posecli.errors import OutputError, UsageError
-from posecli.io.sinks import check_directory_files, check_output, temporary_path
+from posecli.errors import UsageError
+from posecli.io.files import check_output, write_atomically
+from posecli.io.sinks import check_directory_files
 from posecli.report.motion import PersonMotion
 from posecli.report.page import Report, build_report
 from posecli.report.tracks import read_tracks
@@ -103,22 +103,6 @@ def render_html(report: Report) -> str:
     parts.extend(_person(report, motion) for motion in report.people)
     parts.append(f"<footer>Made by posecli {html.escape(__version__)}.</footer></body></html>")
     return "\n".join(parts) + "\n"
-
-
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it to ``path``.
-
-    Raises:
-        OutputError: the folder is not writable or the disk is full (nothing left behind).
-    """
-    temporary = temporary_path(path)
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
-    return path
 
 
 def check_report_outputs(

@@ -6,6 +6,6 @@ keypoint files atomically and resumably. The command line (``posecli label``) us
 below.
 """
 
-from posecli.train.label.writer import label_images, partial_path
+from posecli.train.label.writer import check_label_output, label_images, partial_path
 
-__all__ = ["label_images", "partial_path"]
+__all__ = ["check_label_output", "label_images", "partial_path"]

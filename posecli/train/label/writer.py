@@ -107,6 +107,12 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def check_label_output(out: Path, force: bool) -> None:
+    """OutputError for an existing label file without ``force``, unless its run is being
+    resumed (its ``.partial`` file is there)."""
+    if out.exists() and not partial_path(out).exists() and not force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
+
 
 def _load_partial(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Finished image records of a partial file, by file name; empty if there is none."""
