@@ -37,7 +37,7 @@ from posecli.io.draw import draw_poses
 from posecli.io.sinks import JsonLinesSink, VideoSink
 from posecli.io.sources import VideoSource
 from posecli.model import build_network
-from posecli.pipeline import PipelineProgress, run_pipeline, track_writer, video_writer
+from posecli.pipeline import PipelineProgress, run_pipeline
 from posecli.track import Tracker
 from posecli.weights import PoseModel, load_model
 
@@ -108,7 +108,7 @@ def end_to_end(estimator: Estimator, video: Path, end: float, out: Path) -> dict
             stats = run_pipeline(
                 frames,
                 estimator,
-                [video_writer(annotated), track_writer(tracks)],
+                [annotated, tracks],
                 tracker=Tracker(),
                 draw=draw_poses,
                 progress=progress,

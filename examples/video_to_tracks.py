@@ -8,7 +8,7 @@ import sys
 
 import posecli
 from posecli.io import JsonLinesSink, VideoSource
-from posecli.pipeline import run_pipeline, track_writer
+from posecli.pipeline import run_pipeline
 from posecli.track import Tracker
 
 
@@ -22,7 +22,7 @@ def main() -> None:
         estimator = posecli.Estimator(posecli.load_model(args.model))
         # Reading, inference, decoding and writing overlap in the streaming pipeline.
         with VideoSource(args.video) as frames, JsonLinesSink(args.tracks, force=True) as lines:
-            stats = run_pipeline(frames, estimator, [track_writer(lines)], tracker=Tracker())
+            stats = run_pipeline(frames, estimator, [lines], tracker=Tracker())
     except posecli.PoseCliError as error:
         sys.exit(f"error: {error}")
     print(f"{stats.frames} frames at {stats.fps:.1f} frames/s -> {args.tracks}")

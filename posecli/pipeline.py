@@ -47,15 +47,8 @@ import numpy as np
 
 from posecli.config import DecodeConfig
 from posecli.estimator import Estimator, Heatmaps, decode_heatmaps
-from posecli.io.sinks import (
-    CocoResultsSink,
-    ImageDirectorySink,
-    JsonLinesSink,
-    OpenPoseSink,
-    VideoSink,
-)
 from posecli.io.sources import SourceFrame
-from posecli.pose import Frame, Pose, to_coco_result
+from posecli.pose import Frame, Pose
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +69,8 @@ READER_JOIN_SECONDS = 1.0
 
 #: Where finished frames go: ``sink(frame, image)`` is called on the writer thread, once per
 #: frame, in source order, with the frame's people (track ids set when tracking) and its image,
-#: ``(H, W, 3)`` uint8 RGB, annotated when the pipeline draws. The ``*_writer`` functions below
-#: adapt the sinks of ``posecli.io.sinks``; opening and closing them is the caller's business.
+#: ``(H, W, 3)`` uint8 RGB, annotated when the pipeline draws. Every sink of
+#: ``posecli.io.sinks`` is one (``Sink.__call__``); opening and closing them is the caller's.
 FrameSink = Callable[[Frame, np.ndarray], None]
 
 
@@ -343,7 +336,7 @@ class _Run:
             extra = {} if work.candidates is None else {"candidates": work.candidates}
             poses = self.tracker.update(poses, source.time, **extra)
         height, width = source.image.shape[:2]
-        frame = Frame(source.index, source.time, width, height, poses, source.name)
+        frame = Frame(source.index, source.time, width, height, poses, source.name, source.image_id)
         image = self.draw(source.image, poses) if self.draw is not None else source.image
         for sink in self.sinks:
             sink(frame, image)
@@ -429,61 +422,6 @@ class _Run:
             thread.join(seconds)
         if thread.is_alive():
             logger.warning("%s did not stop within %.0f s", thread.name, seconds)
-
-
-def video_writer(sink: VideoSink) -> FrameSink:
-    """Write each (annotated) image to an MP4 at its frame's presentation time."""
-
-    def write(frame: Frame, image: np.ndarray) -> None:
-        sink.write(image, frame.time)
-
-    return write
-
-
-def track_writer(sink: JsonLinesSink) -> FrameSink:
-    """Write one JSON line per frame."""
-
-    def write(frame: Frame, image: np.ndarray) -> None:
-        sink.write(frame)
-
-    return write
-
-
-def openpose_writer(sink: OpenPoseSink) -> FrameSink:
-    """Write one OpenPose ``*_keypoints.json`` file per frame."""
-
-    def write(frame: Frame, image: np.ndarray) -> None:
-        sink.write(frame)
-
-    return write
-
-
-def coco_writer(sink: CocoResultsSink, image_ids: Sequence[int]) -> FrameSink:
-    """Add each image's people to a COCO results file; ``image_ids[frame.index]`` is its id."""
-
-    def write(frame: Frame, image: np.ndarray) -> None:
-        sink.write(frame, image_ids[frame.index])
-
-    return write
-
-
-def coco_collector(results: list[dict], image_ids: Sequence[int]) -> FrameSink:
-    """Append each image's people to ``results`` as COCO results (for evaluation in memory)."""
-
-    def write(frame: Frame, image: np.ndarray) -> None:
-        image_id = image_ids[frame.index]
-        results.extend(to_coco_result(pose, image_id, frame.name or None) for pose in frame.poses)
-
-    return write
-
-
-def image_writer(sink: ImageDirectorySink) -> FrameSink:
-    """Save each (annotated) still image under its own file name."""
-
-    def write(frame: Frame, image: np.ndarray) -> None:
-        sink.write(frame.name, image)
-
-    return write
 
 
 def run_pipeline(

@@ -59,6 +59,7 @@ class Frame:
         width, height: size of the upright image in pixels.
         poses: people, highest score first.
         name: file name for still images, empty for video frames.
+        image_id: the image's id in COCO results (still images), ``None`` for video frames.
     """
 
     index: int
@@ -67,6 +68,7 @@ class Frame:
     height: int
     poses: list[Pose] = field(default_factory=list)
     name: str = ""
+    image_id: int | None = None
 
 
 def keypoint_similarity(

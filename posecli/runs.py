@@ -311,7 +311,6 @@ def _stream_sinks(
 ) -> list[FrameSink]:
     """The opened sinks of a stream's outputs (closed by ``stack``)."""
     from posecli.io.sinks import JsonLinesSink, OpenPoseSink, VideoSink
-    from posecli.pipeline import openpose_writer, track_writer, video_writer
 
     sinks: list[FrameSink] = []
     if outputs.video is not None:
@@ -320,14 +319,14 @@ def _stream_sinks(
         video = VideoSink(
             outputs.video, rate, audio_source=audio, timescale=timescale(video_info), force=force
         )
-        sinks.append(video_writer(stack.enter_context(video)))
+        sinks.append(stack.enter_context(video))
     if outputs.tracks is not None:
         tracks = JsonLinesSink(outputs.tracks, force=force, header=header)
-        sinks.append(track_writer(stack.enter_context(tracks)))
+        sinks.append(stack.enter_context(tracks))
     if outputs.openpose is not None:
         prefix = (outputs.video or outputs.tracks or outputs.openpose).stem
         openpose = OpenPoseSink(outputs.openpose, prefix=prefix, force=force)
-        sinks.append(openpose_writer(stack.enter_context(openpose)))
+        sinks.append(stack.enter_context(openpose))
     return sinks
 
 
@@ -415,23 +414,21 @@ def detect_images(
     estimator: Estimator,
     outputs: ImageOutputs = ImageOutputs(),
     *,
-    image_ids: Sequence[int] | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
 ) -> tuple[list[dict[str, Any]], PipelineStats]:
     """Run still images through the pipeline into COCO results, written to ``outputs`` too.
 
-    ``image_ids[i]`` is the id of ``frames.paths[i]`` (default: ``frames.ids``). With
-    ``outputs.listing``, the listing of the images done is written too, also when the run is
-    interrupted.
+    ``frames.ids`` give the images' ids. With ``outputs.listing``, the listing of the images
+    done is written too, also when the run is interrupted.
 
     Returns:
         The COCO results (COCO-17 keypoints in image pixels) and the pipeline stats.
     """
-    ids = list(image_ids) if image_ids is not None else [i for i, _ in frames.ids]
+    ids = [image_id for image_id, _ in frames.ids]
     done: list[int] = []
     try:
-        found = _detect(frames, estimator, outputs, ids, done, force, progress)
+        found = _detect(frames, estimator, outputs, done, force, progress)
     except KeyboardInterrupt:  # the results of the images done are saved: list them too
         if outputs.listing is not None and done:
             write_json_atomically(outputs.listing, image_listing(frames, ids, done), force=force)
@@ -445,7 +442,6 @@ def _detect(
     frames: ImageSource,
     estimator: Estimator,
     outputs: ImageOutputs,
-    ids: list[int],
     done: list[int],
     force: bool,
     progress: ProgressCallback | None,
@@ -453,26 +449,15 @@ def _detect(
     """:func:`detect_images` without the listing; ``done`` receives each image's index."""
     from posecli.io.draw import draw_poses
     from posecli.io.sinks import CocoResultsSink, ImageDirectorySink, OpenPoseSink
-    from posecli.pipeline import (
-        coco_collector,
-        coco_writer,
-        image_writer,
-        openpose_writer,
-        run_pipeline,
-    )
+    from posecli.pipeline import run_pipeline
 
-    results: list[dict[str, Any]] = []
     with frames, ExitStack() as stack:
-        sinks: list[FrameSink] = [coco_collector(results, ids)]
-        if outputs.results is not None:
-            coco = stack.enter_context(CocoResultsSink(outputs.results, force=force))
-            sinks.append(coco_writer(coco, ids))
+        coco = stack.enter_context(CocoResultsSink(outputs.results, force=force))
+        sinks: list[FrameSink] = [coco]
         if outputs.annotated is not None:
-            annotated = stack.enter_context(ImageDirectorySink(outputs.annotated, force=force))
-            sinks.append(image_writer(annotated))
+            sinks.append(stack.enter_context(ImageDirectorySink(outputs.annotated, force=force)))
         if outputs.openpose is not None:
-            openpose = stack.enter_context(OpenPoseSink(outputs.openpose, force=force))
-            sinks.append(openpose_writer(openpose))
+            sinks.append(stack.enter_context(OpenPoseSink(outputs.openpose, force=force)))
         sinks.append(lambda frame, image: done.append(frame.index))
         stats = run_pipeline(
             frames,
@@ -482,7 +467,7 @@ def _detect(
             total=len(frames),
             progress=progress,
         )
-    return results, stats
+    return coco.results, stats
 
 
 def image_listing(
@@ -531,9 +516,9 @@ def detections_path(metrics: Path) -> Path:
 
 def annotated_images(
     annotations: str | Path, images_dir: str | Path, *, sizes: bool = False
-) -> tuple[ImageSource, list[int]]:
-    """The images of an annotation file and their ids, every entry and file checked (before
-    the model loads): InputError for a bad entry or a missing image."""
+) -> ImageSource:
+    """The images of an annotation file, with its image ids, every entry and file checked
+    (before the model loads): InputError for a bad entry or a missing image."""
     from posecli.evaluate import check_images, load_annotations
     from posecli.io.sources import ImageSource
 
@@ -546,7 +531,8 @@ def annotated_images(
     if not ids_by_path:
         raise InputError(f"{annotations} lists no images")
     frames = ImageSource(sorted(ids_by_path))
-    return frames, [ids_by_path[path.resolve()] for path in frames.paths]
+    frames.ids = [(ids_by_path[path.resolve()], path.name) for path in frames.paths]
+    return frames
 
 
 def evaluate_model(
@@ -554,7 +540,7 @@ def evaluate_model(
     annotations: str | Path,
     images_dir: str | Path,
     *,
-    frames: tuple[ImageSource, list[int]] | None = None,
+    frames: ImageSource | None = None,
     detections: Path | None = None,
     by_height: bool = False,
     force: bool = False,
@@ -568,11 +554,10 @@ def evaluate_model(
     """
     from posecli.evaluate import coco_keypoint_ap, recall_by_height
 
-    source, ids = frames or annotated_images(annotations, images_dir, sizes=by_height)
+    if frames is None:
+        frames = annotated_images(annotations, images_dir, sizes=by_height)
     outputs = ImageOutputs(results=detections, list_images=False)
-    results, stats = detect_images(
-        source, estimator, outputs, image_ids=ids, force=force, progress=progress
-    )
+    results, stats = detect_images(frames, estimator, outputs, force=force, progress=progress)
     scores: dict[str, Any] = coco_keypoint_ap(annotations, results)
     if by_height:
         scores["by_height"] = recall_by_height(

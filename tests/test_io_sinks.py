@@ -39,8 +39,13 @@ def _copy(source_path: Path, out: Path, *, limit: int | None = None, **options) 
         for frame in source:
             if limit is not None and sink.frames == limit:
                 break
-            sink.write(frame.image, frame.time)
+            sink.write(_at(frame.time, frame.image), frame.image)
     return sink
+
+
+def _at(time: float, image: np.ndarray) -> Frame:
+    """The frame record of ``image`` shown at ``time`` seconds (what the pipeline passes)."""
+    return Frame(index=0, time=time, width=image.shape[1], height=image.shape[0])
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -107,7 +112,7 @@ def test_start_and_every_keep_source_times_and_audio_sync(
     source = VideoSource(audio_video, start=0.4, every=2)
     with VideoSink(out, source.info.frame_rate / 2, audio_source=audio_video) as sink:
         for frame in source:
-            sink.write(frame.image, frame.time)
+            sink.write(_at(frame.time, frame.image), frame.image)
     times = [f.time for f in VideoSource(out)]
     assert times == pytest.approx([0.0, 0.2, 0.4, 0.6])  # relative to the first frame (0.4 s)
     info = probe_video(out)
@@ -117,8 +122,9 @@ def test_start_and_every_keep_source_times_and_audio_sync(
 def test_odd_sizes_are_padded_to_even(tmp_path: Path) -> None:
     out = tmp_path / "odd.mp4"
     with VideoSink(out, 30) as sink:
-        for value in (50, 100, 150):
-            sink.write(np.full((31, 45, 3), value, dtype=np.uint8))
+        for index, value in enumerate((50, 100, 150)):
+            image = np.full((31, 45, 3), value, dtype=np.uint8)
+            sink.write(_at(index / 30, image), image)
     info = probe_video(out)
     assert (info.width, info.height) == (46, 32)
     frames = list(VideoSource(out))
@@ -143,7 +149,7 @@ def test_keyboard_interrupt_in_with_block_finalises(plain_video: Path, tmp_path:
     out = tmp_path / "ctrl_c.mp4"
     with pytest.raises(KeyboardInterrupt), VideoSink(out, 10) as sink:
         for frame in VideoSource(plain_video):
-            sink.write(frame.image, frame.time)
+            sink.write(_at(frame.time, frame.image), frame.image)
             if frame.index == 3:
                 raise KeyboardInterrupt
     assert len(list(VideoSource(out))) == 4
@@ -158,22 +164,23 @@ def test_nothing_written_leaves_no_file(tmp_path: Path) -> None:
 
 def test_frames_must_keep_their_size(tmp_path: Path) -> None:
     with VideoSink(tmp_path / "sizes.mp4", 10) as sink:
-        sink.write(np.zeros((48, 64, 3), dtype=np.uint8))
+        images = [np.zeros(shape, dtype=np.uint8) for shape in ((48, 64, 3), (48, 66, 3), (48, 64))]
+        sink.write(_at(0.0, images[0]), images[0])
         with pytest.raises(ValueError, match="shape"):
-            sink.write(np.zeros((48, 66, 3), dtype=np.uint8))
+            sink.write(_at(0.1, images[1]), images[1])
         with pytest.raises(ValueError, match="RGB"):
-            sink.write(np.zeros((48, 64), dtype=np.uint8))
+            sink.write(_at(0.2, images[0]), images[2])
 
 
 def test_encoder_death_is_an_output_error_and_abort_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "dead.mp4"
     sink = VideoSink(out, 10)
     frame = np.zeros((240, 320, 3), dtype=np.uint8)
-    sink.write(frame)
+    sink.write(_at(0.0, frame), frame)
     sink._encoder.process.kill()  # as if ffmpeg crashed or the disk filled
     with pytest.raises(OutputError, match="video encoder failed for .*dead.mp4"):
-        for _ in range(50):  # the pipe buffer may take a frame or two before breaking
-            sink.write(frame)
+        for index in range(1, 50):  # the pipe buffer may take a frame or two before breaking
+            sink.write(_at(index / 10, frame), frame)
     assert sink.abort() is None
     assert os.listdir(tmp_path) == []
 
@@ -182,7 +189,8 @@ def test_backward_timestamps_continue_after_the_last(tmp_path: Path) -> None:
     out = tmp_path / "jump.mp4"
     with VideoSink(out, 10) as sink:
         for time in (5.0, 5.1, 5.2, 0.0, 0.1):
-            sink.write(np.zeros((16, 16, 3), dtype=np.uint8), time)
+            image = np.zeros((16, 16, 3), dtype=np.uint8)
+            sink.write(_at(time, image), image)
     times = [f.time for f in VideoSource(out)]
     assert times == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4], abs=1e-3)
 
@@ -286,9 +294,11 @@ def test_coco_results(tmp_path: Path, skeleton) -> None:
     out = tmp_path / "poses.json"
     with CocoResultsSink(out) as sink:
         frame = _frame(0, skeleton)
-        frame.name = "000000000042.jpg"
-        sink.write(frame, image_id=42)
-        sink.write(_frame(1, skeleton, people=0), image_id=43)
+        frame.name, frame.image_id = "000000000042.jpg", 42
+        sink.write(frame)
+        empty = _frame(1, skeleton, people=0)
+        empty.image_id = 43
+        sink.write(empty)
     results = json.loads(out.read_text())
     assert len(results) == 2
     for entry in results:
@@ -301,7 +311,9 @@ def test_coco_results(tmp_path: Path, skeleton) -> None:
 def test_coco_results_abort_writes_the_images_done(tmp_path: Path, skeleton) -> None:
     out = tmp_path / "poses.json"
     sink = CocoResultsSink(out)
-    sink.write(_frame(0, skeleton), image_id=1)
+    frame = _frame(0, skeleton)
+    frame.image_id = 1
+    sink.write(frame)
     assert sink.abort() == out
     assert len(json.loads(out.read_text())) == 2
 
@@ -328,10 +340,11 @@ def test_annotated_images(tmp_path: Path) -> None:
     image = np.zeros((8, 10, 3), dtype=np.uint8)
     image[:, :5] = (255, 0, 0)
     sink = ImageDirectorySink(tmp_path / "annotated", force=False)
-    path = sink.write("photo.png", image)
+    photo = Frame(index=0, time=0.0, width=10, height=8, name="photo.png")
+    path = sink.write(photo, image)
     assert np.array_equal(cv2.imread(str(path))[:, :, ::-1], image)
     with pytest.raises(OutputError, match="exists"):
-        sink.write("photo.png", image)
+        sink.write(photo, image)
     assert sink.close() == tmp_path / "annotated"
 
 

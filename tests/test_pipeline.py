@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -20,9 +20,10 @@ from tiny_model import TINY_CONFIG
 from posecli.config import DecodeConfig, InferenceConfig
 from posecli.errors import InputError, OutputError
 from posecli.estimator import Estimator
+from posecli.io.sinks import CocoResultsSink
 from posecli.io.sources import SourceFrame
 from posecli.model import build_network
-from posecli.pipeline import PipelineProgress, coco_collector, run_pipeline
+from posecli.pipeline import PipelineProgress, run_pipeline
 from posecli.pose import Frame, Pose
 from posecli.track import Tracker
 from posecli.weights import PoseModel
@@ -146,9 +147,12 @@ def test_tracker_and_drawing_are_applied() -> None:
     assert all(image[0, 0].tolist() == [255, 0, 1] for image in sink.images)
 
 
-def test_coco_collector_uses_the_image_ids() -> None:
-    results: list[dict] = []
-    run_pipeline(frames(3), StandInEstimator(), [coco_collector(results, [139, 785, 1000])])
+def test_coco_results_use_the_image_ids_the_frames_carry() -> None:
+    ids = [139, 785, 1000]
+    source = [replace(frame, image_id=ids[frame.index]) for frame in frames(3)]
+    collector = CocoResultsSink(None)  # in memory only
+    run_pipeline(source, StandInEstimator(), [collector])
+    results = collector.results
     assert [entry["image_id"] for entry in results] == [139, 785, 1000]
     assert results[1]["keypoints"][:3] == pytest.approx([11.0, 5.0, 0.9])
 

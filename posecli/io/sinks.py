@@ -65,7 +65,18 @@ def _json_line(record: dict) -> bytes:
 
 
 class Sink:
-    """Context-manager behaviour shared by every sink (see the module docstring)."""
+    """What every sink shares: one ``write(frame, image)`` (also as ``sink(frame, image)``, the
+    pipeline's ``FrameSink`` call) and context-manager behaviour (see the module docstring).
+
+    ``frame`` is a :class:`~posecli.pose.Frame` (its people in image pixels); ``image`` its
+    ``(H, W, 3)`` uint8 RGB image, annotated when the run draws; sinks of data ignore it.
+    """
+
+    def write(self, frame: Frame, image: np.ndarray | None = None) -> object:
+        raise NotImplementedError
+
+    def __call__(self, frame: Frame, image: np.ndarray | None = None) -> None:
+        self.write(frame, image)
 
     def close(self) -> Path | None:
         raise NotImplementedError
@@ -122,7 +133,7 @@ class JsonLinesSink(Sink):
             raise OutputError(f"cannot write {self.path}: {error_reason(error)}") from error
         self._complete_bytes = len(line)
 
-    def write(self, frame: Frame) -> None:
+    def write(self, frame: Frame, image: np.ndarray | None = None) -> None:
         """Append the line of ``frame`` (its poses in image pixels, COCO-17 order).
 
         Raises:
@@ -193,33 +204,41 @@ class JsonLinesSink(Sink):
 class CocoResultsSink(Sink):
     """A COCO keypoint results file: a JSON list of :func:`posecli.pose.to_coco_result` entries.
 
-    Results are small and kept in memory; the file is written by :meth:`close` (or by
-    :meth:`abort`, with the images done so far). Leaving a ``with`` block on an error other
-    than an interrupt discards them (:meth:`discard`): a results file for part of the images
-    would look complete. Entries carry ``file_name`` beside ``image_id`` so that ids that are
-    positions can be traced back to files.
+    Results are small and kept in memory (:attr:`results`; without a ``path`` only there);
+    the file is written by :meth:`close` (or by :meth:`abort`, with the images done so far).
+    Leaving a ``with`` block on an error other than an interrupt discards them
+    (:meth:`discard`): a results file for part of the images would look complete. Entries
+    carry ``file_name`` beside ``image_id`` so that ids that are positions can be traced back
+    to files.
     """
 
-    def __init__(self, path: str | Path, *, force: bool = False) -> None:
-        self.path = Path(path)
-        check_output(self.path, force=force)
-        self._temporary = temporary_path(self.path)
+    def __init__(self, path: str | Path | None, *, force: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            check_output(self.path, force=force)
+        self._temporary = temporary_path(self.path) if self.path is not None else None
         self.results: list[dict] = []
         self.images = 0
         self._lock = threading.Lock()
         self._result: Path | None = None
         self._finished = False
 
-    def write(self, frame: Frame, image_id: int) -> None:
-        """Add the poses of one image (``frame.name`` is recorded as ``file_name``)."""
-        entries = [to_coco_result(pose, image_id, frame.name or None) for pose in frame.poses]
+    def write(self, frame: Frame, image: np.ndarray | None = None) -> None:
+        """Add the poses of one image, under ``frame.image_id`` (``frame.name`` is recorded as
+        ``file_name``)."""
+        if frame.image_id is None:
+            raise ValueError(f"frame {frame.index} has no image_id for COCO results")
+        entries = [to_coco_result(p, frame.image_id, frame.name or None) for p in frame.poses]
         with self._lock:
             if self._finished:
                 raise ValueError(f"{self.path}: write after close")
             self.results.extend(entries)
             self.images += 1
 
-    def _save(self) -> Path:
+    def _save(self) -> Path | None:
+        """Write the results file (none in memory-only mode, without a path)."""
+        if self.path is None:
+            return None
         body = ",\n".join(json.dumps(entry, allow_nan=False) for entry in self.results)
         document = f"[\n{body}\n]\n" if body else "[]\n"
         return write_atomically(self.path, document.encode(), temporary=self._temporary)
@@ -237,7 +256,11 @@ class CocoResultsSink(Sink):
         with self._lock:
             if not self._finished:
                 self._finished = True
-                remove_quietly(self._temporary)
+                self._drop_temporary()
+
+    def _drop_temporary(self) -> None:
+        if self._temporary is not None:
+            remove_quietly(self._temporary)
 
     def close(self) -> Path | None:
         with self._lock:
@@ -251,7 +274,7 @@ class CocoResultsSink(Sink):
             if not self._finished:
                 self._finished = True
                 if self.images == 0:
-                    remove_quietly(self._temporary)
+                    self._drop_temporary()
                     return None
                 try:
                     self._result = self._save()
@@ -325,7 +348,8 @@ class OpenPoseSink(_DirectorySink):
         stem = f"{self.prefix}_{frame.index:012d}" if self.prefix else f"{frame.index:012d}"
         return f"{stem}_keypoints.json"
 
-    def write(self, frame: Frame) -> Path:
+    def write(self, frame: Frame, image: np.ndarray | None = None) -> Path:
+        """Write the OpenPose JSON of ``frame``; return its path."""
         path = self._target(self.file_name(frame))
         write_atomically(path, json.dumps(frame_to_openpose(frame), allow_nan=False).encode())
         self.files += 1
@@ -335,9 +359,12 @@ class OpenPoseSink(_DirectorySink):
 class ImageDirectorySink(_DirectorySink):
     """Annotated still images, written under their own file names into a directory."""
 
-    def write(self, name: str, image: np.ndarray) -> Path:
-        """Encode ``image`` (``(H, W, 3)`` uint8 RGB) in the format of ``name``'s suffix."""
-        path = self._target(Path(name).name)
+    def write(self, frame: Frame, image: np.ndarray | None = None) -> Path:
+        """Encode ``image`` (``(H, W, 3)`` uint8 RGB) under ``frame.name``, in the format of its
+        suffix; return its path."""
+        if image is None:
+            raise ValueError(f"no image to write for {frame.name}")
+        path = self._target(Path(frame.name).name)
         ok, encoded = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(image[:, :, ::-1]))
         if not ok:
             raise OutputError(f"cannot encode {path}: unsupported image format")
@@ -408,15 +435,15 @@ class VideoSink(Sink):
             return 0.0
         return self._last_us / 1e6 + float(1 / self.frame_rate)
 
-    def write(self, image: np.ndarray, time: float | None = None) -> None:
-        """Add one frame: ``(H, W, 3)`` uint8 RGB, shown at ``time`` seconds (source time).
-
-        Without ``time`` a frame follows the previous one by one period of ``frame_rate``.
+    def write(self, frame: Frame, image: np.ndarray | None = None) -> None:
+        """Add ``image`` (``(H, W, 3)`` uint8 RGB), shown at ``frame.time`` seconds (source time).
 
         Raises:
             OutputError: the encoder failed (disk full, killed…).
             ValueError: the frame's size differs from the first frame's, or after close.
         """
+        if image is None:
+            raise ValueError(f"no image to write for frame {frame.index}")
         image = np.ascontiguousarray(image, dtype=np.uint8)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"frames must be (H, W, 3) RGB, got shape {image.shape}")
@@ -427,7 +454,7 @@ class VideoSink(Sink):
                 self._start(image.shape[0], image.shape[1])
             elif image.shape[:2] != self._size:
                 raise ValueError(f"frame of shape {image.shape}, expected {self._size + (3,)}")
-            time_us = self._timestamp(time)
+            time_us = self._timestamp(frame.time)
             stdin = self._encoder.process.stdin
             try:
                 stdin.write(MatroskaFrames.frame_header(time_us, image.nbytes))
@@ -442,11 +469,9 @@ class VideoSink(Sink):
         self._encoder.kill()
         return OutputError(f"{what} for {self.path}: {self._encoder.error_message()}")
 
-    def _timestamp(self, time: float | None) -> int:
+    def _timestamp(self, time: float) -> int:
         """Microseconds since the first frame, strictly increasing."""
         period_us = round(1e6 / self.frame_rate)
-        if time is None:
-            time = (self._first_time or 0.0) + (self._last_us + period_us) / 1e6
         if self._first_time is None:
             self._first_time = time
         time_us = round((time - self._first_time) * 1e6) + self._shift_us

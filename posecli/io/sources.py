@@ -48,12 +48,14 @@ class SourceFrame:
         time: presentation time in seconds from the start of the source (0 for still images;
             seconds since the first frame for cameras).
         name: file name for still images, empty otherwise.
+        image_id: the image's id in COCO results (still images), ``None`` otherwise.
     """
 
     image: np.ndarray
     index: int
     time: float
     name: str = ""
+    image_id: int | None = None
 
 
 class Source:
@@ -398,8 +400,9 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
 class ImageSource(Source):
     """Still images from directories, globs and files, in natural order.
 
-    ``frame.index`` is the position in :attr:`paths`, ``frame.time`` is 0 and ``frame.name`` the
-    file name; :attr:`ids` gives the ``(image_id, name)`` pairs of :func:`image_ids`.
+    ``frame.index`` is the position in :attr:`paths`, ``frame.time`` is 0, ``frame.name`` the
+    file name and ``frame.image_id`` the first of ``ids[index]``: the ``(image_id, name)``
+    pairs of :func:`image_ids` (replace them to use another file's ids, e.g. annotations').
 
     With ``skip_unreadable`` an image that cannot be read is logged (a warning), recorded in
     :attr:`skipped` as ``(index, message)`` and passed over; the iteration fails only when no
@@ -429,7 +432,8 @@ class ImageSource(Source):
                 logger.warning("skipped: %s", error)
                 self.skipped.append((index, str(error)))
                 continue
-            yield SourceFrame(image=image, index=index, time=0.0, name=path.name)
+            image_id = self.ids[index][0]
+            yield SourceFrame(image, index, 0.0, name=path.name, image_id=image_id)
         if self.paths and len(self.skipped) == len(self.paths):
             raise InputError(f"none of the {len(self.paths)} images could be read")
 
