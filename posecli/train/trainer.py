@@ -74,11 +74,10 @@ from posecli.errors import (
     UsageError,
 )
 from posecli.estimator import Estimator
-from posecli.evaluate import coco_keypoint_ap, load_annotations
+from posecli.evaluate import SUMMARY_KEYS
 from posecli.io.files import write_atomically
-from posecli.io.sources import load_image
 from posecli.model import build_network, grow_stacks
-from posecli.pose import to_coco_result
+from posecli.runs import evaluate_model
 from posecli.spec import STRIDE
 from posecli.train.dataset import CocoKeypointDataset
 from posecli.train.loss import heatmap_loss
@@ -794,22 +793,13 @@ class Trainer:
         return metrics
 
 
-def coco_results(estimator: Estimator, annotations: str, images: str) -> list[dict[str, Any]]:
-    """Detections of every image of a COCO set, in COCO results format (COCO-17 keypoints)."""
-    coco = load_annotations(annotations)
-    results = []
-    for image_id in sorted(coco.imgs):
-        image = load_image(Path(images) / coco.imgs[image_id]["file_name"])
-        results.extend(to_coco_result(pose, image_id) for pose in estimator.predict([image])[0])
-    return results
-
-
 def coco_results_ap(
     model: PoseModel, inference: InferenceConfig, annotations: str, images: str
 ) -> dict[str, float]:
-    """AP, AP50, AP75, APM, APL, AR of a model on a COCO keypoint set."""
-    results = coco_results(Estimator(model, inference), annotations, images)
-    return coco_keypoint_ap(annotations, results)
+    """AP, AP50, AP75, APM, APL, AR of a model on a COCO keypoint set: ``posecli eval``'s path
+    (``runs.evaluate_model``)."""
+    evaluation = evaluate_model(Estimator(model, inference), annotations, images)
+    return {key: evaluation.scores[key] for key in SUMMARY_KEYS}
 
 
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Path:
