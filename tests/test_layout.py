@@ -64,6 +64,9 @@ def test_the_estimator_decodes_the_output_the_layout_names() -> None:
     """Decoding the first stack's finest output instead of the last changes the heatmaps."""
     torch.manual_seed(0)
     network = build_network(TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "stacks": 2}))
+    with torch.no_grad():  # a fresh second stack starts as the first: make them differ
+        for parameter in network.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
     config = network.config
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     inference = InferenceConfig(box_size=64, flip=False)

@@ -26,7 +26,7 @@ import logging
 import os
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -72,11 +72,32 @@ class Sink:
     ``(H, W, 3)`` uint8 RGB image, annotated when the run draws; sinks of data ignore it.
     """
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._finished = False
+        self._result: Path | None = None
+
     def write(self, frame: Frame, image: np.ndarray | None = None) -> object:
         raise NotImplementedError
 
     def __call__(self, frame: Frame, image: np.ndarray | None = None) -> None:
         self.write(frame, image)
+
+    def _finish_once(self, finish: Callable[[], Path | None]) -> Path | None:
+        """Run ``finish`` on the first close, abort or discard; later calls return its result.
+
+        Call with ``self._lock`` free: it is taken here, so no write runs alongside.
+        """
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                self._result = finish()
+            return self._result
+
+    def _check_open(self) -> None:
+        """ValueError after close (hold ``self._lock``)."""
+        if self._finished:
+            raise ValueError(f"{getattr(self, 'path', self)}: write after close")
 
     def close(self) -> Path | None:
         raise NotImplementedError
@@ -116,9 +137,7 @@ class JsonLinesSink(Sink):
         self._file = open(self._temporary, "wb", buffering=0)  # noqa: SIM115 — kept open
         self._complete_bytes = 0
         self.lines = 0
-        self._lock = threading.Lock()
-        self._result: Path | None = None
-        self._finished = False
+        super().__init__()
         if header is not None:  # the first line: how the tracks were made
             self._write_header(header)
 
@@ -141,8 +160,7 @@ class JsonLinesSink(Sink):
         """
         line = _json_line(frame_to_track_line(frame))
         with self._lock:
-            if self._finished:
-                raise ValueError(f"{self.path}: write after close")
+            self._check_open()
             try:
                 _write_all(self._file, line)
             except OSError as error:
@@ -154,24 +172,20 @@ class JsonLinesSink(Sink):
             self.lines += 1
 
     def close(self) -> Path | None:
-        with self._lock:
-            if not self._finished:
-                self._finished = True
-                try:
-                    self._file.close()
-                    os.replace(self._temporary, self.path)
-                except OSError as error:
-                    remove_quietly(self._temporary)
-                    raise OutputError(f"cannot write {self.path}: {error_reason(error)}") from error
-                self._result = self.path
-            return self._result
+        return self._finish_once(self._rename)
 
     def abort(self) -> Path | None:
-        with self._lock:
-            if not self._finished:
-                self._finished = True
-                self._result = self._keep_complete_lines()
-            return self._result
+        return self._finish_once(self._keep_complete_lines)
+
+    def _rename(self) -> Path:
+        """Close the file and rename it into place."""
+        try:
+            self._file.close()
+            os.replace(self._temporary, self.path)
+        except OSError as error:
+            remove_quietly(self._temporary)
+            raise OutputError(f"cannot write {self.path}: {error_reason(error)}") from error
+        return self.path
 
     def _keep_complete_lines(self) -> Path | None:
         """Cut a partial last line, close, rename into place; never deletes a complete line."""
@@ -219,9 +233,7 @@ class CocoResultsSink(Sink):
         self._temporary = temporary_path(self.path) if self.path is not None else None
         self.results: list[dict] = []
         self.images = 0
-        self._lock = threading.Lock()
-        self._result: Path | None = None
-        self._finished = False
+        super().__init__()
 
     def write(self, frame: Frame, image: np.ndarray | None = None) -> None:
         """Add the poses of one image, under ``frame.image_id`` (``frame.name`` is recorded as
@@ -230,8 +242,7 @@ class CocoResultsSink(Sink):
             raise ValueError(f"frame {frame.index} has no image_id for COCO results")
         entries = [to_coco_result(p, frame.image_id, frame.name or None) for p in frame.poses]
         with self._lock:
-            if self._finished:
-                raise ValueError(f"{self.path}: write after close")
+            self._check_open()
             self.results.extend(entries)
             self.images += 1
 
@@ -253,34 +264,28 @@ class CocoResultsSink(Sink):
 
     def discard(self) -> None:
         """Write nothing: remove the temporary file (after an error)."""
-        with self._lock:
-            if not self._finished:
-                self._finished = True
-                self._drop_temporary()
+        self._finish_once(self._drop_temporary)
 
     def _drop_temporary(self) -> None:
         if self._temporary is not None:
             remove_quietly(self._temporary)
 
     def close(self) -> Path | None:
-        with self._lock:
-            if not self._finished:
-                self._finished = True
-                self._result = self._save()
-            return self._result
+        return self._finish_once(self._save)
 
     def abort(self) -> Path | None:
-        with self._lock:
-            if not self._finished:
-                self._finished = True
-                if self.images == 0:
-                    self._drop_temporary()
-                    return None
-                try:
-                    self._result = self._save()
-                except OutputError as error:
-                    logger.warning("could not save the results done so far: %s", error)
-            return self._result
+        return self._finish_once(self._save_done)
+
+    def _save_done(self) -> Path | None:
+        """Save the images done so far (none: no file); a failure is logged, not raised."""
+        if self.images == 0:
+            self._drop_temporary()
+            return None
+        try:
+            return self._save()
+        except OutputError as error:
+            logger.warning("could not save the results done so far: %s", error)
+            return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +300,7 @@ class _DirectorySink(Sink):
         self.force = force
         check_output(self.directory, force=force, directory=True)
         self.files = 0
+        super().__init__()
 
     def _target(self, name: str) -> Path:
         path = self.directory / name
@@ -424,9 +430,7 @@ class VideoSink(Sink):
         self._first_time: float | None = None
         self._last_us = -1
         self._shift_us = 0  # added after a timestamp jumped backwards
-        self._lock = threading.Lock()
-        self._finished = False
-        self._result: Path | None = None
+        super().__init__()
 
     @property
     def duration(self) -> float:
@@ -448,8 +452,7 @@ class VideoSink(Sink):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"frames must be (H, W, 3) RGB, got shape {image.shape}")
         with self._lock:
-            if self._finished:
-                raise ValueError(f"{self.path}: write after close")
+            self._check_open()
             if self._encoder is None:
                 self._start(image.shape[0], image.shape[1])
             elif image.shape[:2] != self._size:
@@ -493,23 +496,18 @@ class VideoSink(Sink):
 
     def close(self) -> Path | None:
         """Finish the MP4 (add audio), rename it into place; ``None`` if no frame was written."""
-        with self._lock:
-            if not self._finished:
-                self._finished = True
-                self._result = self._finish()
-            return self._result
+        return self._finish_once(self._finish)
 
     def abort(self) -> Path | None:
         """Finish a playable MP4 of the frames written so far; log failures instead of raising."""
-        with self._lock:
-            if not self._finished:
-                self._finished = True
-                try:
-                    self._result = self._finish()
-                except (OutputError, OSError) as error:
-                    reason = error_reason(error)
-                    logger.warning("could not save the video written so far: %s", reason)
-            return self._result
+        return self._finish_once(self._finish_done)
+
+    def _finish_done(self) -> Path | None:
+        try:
+            return self._finish()
+        except (OutputError, OSError) as error:
+            logger.warning("could not save the video written so far: %s", error_reason(error))
+            return None
 
     def _finish(self) -> Path | None:
         """End the encoder, mux audio, rename; temporary files are removed whatever happens."""

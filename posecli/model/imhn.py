@@ -20,7 +20,15 @@ from torch.nn import functional as F
 
 from posecli.config import ModelConfig
 from posecli.model.encoder import ENCODERS, FEATURE_CHANNELS, EfficientNetLite0
-from posecli.model.layers import Conv, DilatedConv, Merge, Residual, SELayer, leaky_relu
+from posecli.model.layers import (
+    Conv,
+    DilatedConv,
+    Merge,
+    Residual,
+    SELayer,
+    init_conv_bn,
+    leaky_relu,
+)
 from posecli.spec import STRIDE
 
 #: Channels of the stem's first 7×7/2 convolution (published: 64, whatever the width).
@@ -242,19 +250,12 @@ class IMHN(nn.Module):
         N(0, 0.001), bias 0, so heatmaps start near 0. SE Linear layers: N(0, 0.01), bias 0
         (as published).
         """
+        init_conv_bn(self)
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, LINEAR_INIT_STD)
                 nn.init.zeros_(module.bias)
-        for module in self.modules():
-            if isinstance(module, Residual):
+            elif isinstance(module, Residual):
                 nn.init.zeros_(module.last_bn.weight)
             elif isinstance(module, Merge):
                 nn.init.zeros_(module.conv.bn.weight)

@@ -15,6 +15,19 @@ from torch.nn import functional as F
 LEAKY_SLOPE = 0.01
 
 
+def init_conv_bn(network: nn.Module) -> None:
+    """The initialisation every posecli network starts from: convolutions Kaiming-normal for
+    LeakyReLU(0.01) with zero bias, BatchNorms weight 1 and bias 0."""
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 def leaky_relu() -> nn.LeakyReLU:
     """The activation used throughout the network."""
     return nn.LeakyReLU(negative_slope=LEAKY_SLOPE, inplace=True)

@@ -39,7 +39,7 @@ from posecli.model.encoder import (
     LITE0_STAGES,
     EfficientNetLite0,
 )
-from posecli.model.layers import Conv
+from posecli.model.layers import Conv, init_conv_bn
 from posecli.spec import NUM_COCO_KEYPOINTS
 
 #: What a refiner checkpoint says it is (``"kind"``), and its output layout.
@@ -156,14 +156,7 @@ class Refiner(nn.Module):
     def reset_parameters(self) -> None:
         """Kaiming-normal convolutions, unit BatchNorms, N(0, 1) λ embedding, identity
         modulation, output convolution N(0, 0.001) so heatmaps start near 0."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn(self)
         nn.init.normal_(self.head.out.weight, 0.0, OUTPUT_INIT_STD)
 
     def forward(self, x: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
