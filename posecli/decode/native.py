@@ -21,6 +21,25 @@ except ImportError as error:  # not built: `python setup.py build_ext --inplace`
     _IMPORT_ERROR = str(error)
 
 
+#: The ``DecodeConfig`` fields the compiled decoder takes, by name and as they are.
+NATIVE_FIELDS = (
+    "peak_threshold",
+    "part_threshold",
+    "part_sample_ratio",
+    "max_part_samples",
+    "long_part_fraction",
+    "part_length_factor",
+    "part_proportion_factor",
+    "merge_ratio",
+    "min_parts",
+    "min_mean_part_score",
+    "max_people",
+    "max_peaks",
+    "refine_radius",
+    "completion_reach",
+)
+
+
 def available() -> bool:
     """Whether the extension is built and importable."""
     return _native is not None
@@ -54,25 +73,13 @@ def decode_poses(
         missing keypoint) and ``scores`` ``(P,)`` float32, sorted by score descending (ties in
         assembly order) and cut to ``config.max_people`` when that is > 0.
     """
+    settings = {name: getattr(config, name) for name in NATIVE_FIELDS}
     return _native.decode_poses(
         heatmaps,
         body_parts,
         part_lengths,
         num_keypoints,
         output_keypoints,
-        peak_threshold=config.peak_threshold,
-        part_threshold=config.part_threshold,
-        part_sample_ratio=config.part_sample_ratio,
-        max_part_samples=config.max_part_samples,
-        long_part_fraction=config.long_part_fraction,
-        part_length_factor=config.part_length_factor,
-        part_proportion_factor=config.part_proportion_factor,
-        merge_ratio=config.merge_ratio,
-        min_parts=config.min_parts,
-        min_mean_part_score=config.min_mean_part_score,
-        max_people=config.max_people,
-        max_peaks=config.max_peaks,
         centroid_refinement=config.refinement == "centroid",
-        refine_radius=config.refine_radius,
-        completion_reach=config.completion_reach,
+        **settings,
     )

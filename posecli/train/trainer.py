@@ -111,31 +111,30 @@ STATE_FORMAT = 1
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
+#: The files of a run directory, by role.
+RUN_FILES = {
+    "last": "checkpoint-last.pt",
+    "best": "checkpoint-best.pt",
+    "state": "train-state.pt",
+    "metrics": "metrics.jsonl",
+    "config": "config.json",
+}
+
+
 @dataclass(frozen=True)
 class RunPaths:
-    """Files of a run directory."""
+    """Files of a run directory: ``root`` and one path per role of :data:`RUN_FILES`."""
 
     root: Path
+    last: Path
+    best: Path
+    state: Path
+    metrics: Path
+    config: Path
 
-    @property
-    def last(self) -> Path:
-        return self.root / "checkpoint-last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "checkpoint-best.pt"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "train-state.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
+    @classmethod
+    def of(cls, root: Path) -> RunPaths:
+        return cls(root, **{role: root / name for role, name in RUN_FILES.items()})
 
 
 @dataclass(frozen=True)
@@ -310,7 +309,7 @@ def _check_run_folder(config: TrainConfig) -> None:
         OutputError: ``config.out`` holds a run and ``resume`` is off (an existing output).
         InputError: ``resume`` is on and ``config.out`` holds no run to continue.
     """
-    paths = RunPaths(Path(config.out))
+    paths = RunPaths.of(Path(config.out))
     if config.resume and not paths.state.is_file():
         raise InputError(
             f"--resume: {paths.root} holds no training run to continue (no {paths.state.name}); "
@@ -460,7 +459,7 @@ class Trainer:
         progress: ProgressCallback | None,
     ) -> None:
         self.config = config
-        self.paths = RunPaths(Path(config.out))
+        self.paths = RunPaths.of(Path(config.out))
         self.distributed = distributed
         self.device = device
         self.autocast_dtype = autocast_dtype(config.amp, self.device)
