@@ -99,7 +99,8 @@ def _with_options(
     """Give a command the options ``specs``, passed to it as ``keyword=build(**values)``.
 
     The command declares ``keyword``; typer sees the individual options instead, after the
-    command's own (before them with ``first``).
+    command's own (before them with ``first``). Logging is set up (its ``quiet``) before the
+    options are checked, so their warnings show as the command's would.
     """
     parameters = [_parameter(spec) for spec in specs]
 
@@ -109,6 +110,7 @@ def _with_options(
 
         @functools.wraps(command)
         def wrapper(**values: Any) -> None:
+            _setup_logging(values.get("quiet", False))
             shared = {spec.name: values.pop(spec.name) for spec in specs}
             command(**{keyword: build(**shared)}, **values)
 
@@ -240,7 +242,6 @@ def video(
     """Find and track people in a video: annotated MP4 (audio kept) and/or JSON tracks."""
     from posecli.io.sources import VideoSource
 
-    _setup_logging(quiet)
     openpose = output_format is OutputFormat.openpose
     outputs = runs.video_outputs(
         source, out, json_path, no_video=no_video, openpose=openpose, openpose_dir=openpose_dir
@@ -279,7 +280,6 @@ def webcam(
     """Live poses from a camera: a window with skeletons and FPS (q or Esc quits)."""
     from posecli.io.cameras import CameraSource
 
-    _setup_logging(quiet)
     outputs, show = runs.webcam_outputs(out, json_path, no_display=no_display)
     runs.check_stream_outputs(outputs, force)
     estimator = runs.load_estimator(options)
@@ -324,7 +324,6 @@ def images(
     """Find people in still images: COCO results JSON (+ image-id listing), annotated copies."""
     from posecli.io.sources import ImageSource
 
-    _setup_logging(quiet)
     openpose = None
     if output_format is OutputFormat.openpose or openpose_dir is not None:
         openpose = runs.openpose_folder(openpose_dir, json_path)
@@ -363,7 +362,6 @@ def evaluate(
     options: InferenceOptions,
 ) -> None:
     """COCO keypoint AP of a model on an annotated image set (same pipeline as `images`)."""
-    _setup_logging(quiet)
     frames = runs.annotated_images(annotations, images_dir, sizes=by_height)
     detections = runs.detections_path(metrics) if metrics is not None else None
     runs.check_outputs([metrics, detections], force)
@@ -397,7 +395,6 @@ def train(
     """Train a network on COCO-format keypoints (focal L2 loss, five-scale supervision)."""
     from posecli.train.trainer import train as run_training
 
-    _setup_logging(quiet)
     if threads:
         import torch
 
@@ -449,7 +446,6 @@ def label(
     from posecli.io.sources import expand_image_inputs
     from posecli.train.label import check_label_output, label_images
 
-    _setup_logging(quiet)
     check_label_output(out, force)
     paths = expand_image_inputs(images_inputs)
     with _labelling_progress(quiet) as progress:
@@ -487,16 +483,15 @@ def _labelling_progress(quiet: bool) -> Iterator[Callable[[int, int], None]]:
 def export(
     model: Annotated[str, Option("--model", "-m", help="Checkpoint path or model name.")],
     out: Annotated[Path, Option("--out", "-o", help="Checkpoint file to write.")],
-    half: Annotated[
-        bool, Option("--half/--no-half", help="Store float tensors as float16.")
-    ] = True,
+    half: Annotated[bool, Option("--half/--no-half", help="Store float tensors as fp16.")] = True,
+    file_format: Annotated[str, Option("--format", help="pt, or onnx (an .onnx --out).")] = "pt",
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
-    """Copy a checkpoint for shipping: fp16 storage, training state dropped, provenance kept."""
+    """Copy a checkpoint for shipping (fp16, training state dropped, provenance kept) or ONNX."""
     _setup_logging(quiet)
     runs.check_outputs([out], force)
-    name, written = runs.export_checkpoint(model, out, half=half)
+    name, written = runs.export_checkpoint(model, out, half=half, file_format=file_format)
     _say(quiet, f"exported {name}: {written} ({written.stat().st_size / 1e6:.1f} MB)")
 
 
