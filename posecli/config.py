@@ -119,6 +119,10 @@ class DecodeConfig(Record):
     completion_reach: float = 1.0
 
 
+#: What may run the networks (``InferenceConfig.backend``, ``posecli.backends``).
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
 @dataclass(frozen=True)
 class InferenceConfig(Record):
     """How the Estimator turns images into heatmaps."""
@@ -136,6 +140,11 @@ class InferenceConfig(Record):
     half: bool = False  # fp16 on CUDA (ignored on CPU)
     pad_multiple: int = 64  # input padded to a multiple of the coarsest stride (published: 64)
     decode_stride: int = STRIDE  # grid on which heatmaps are decoded, in input pixels (4 or 2)
+    # what runs the networks (issue 19, posecli.backends): "torch", "onnxruntime" (CPU; a .pt
+    # model is exported to ONNX once, cached), or "auto": onnxruntime for model files on CPU,
+    # torch on CUDA and for in-memory networks
+    backend: str = "auto"  # one of BACKENDS
+    threads: int = 0  # CPU threads of either backend (0: its default)
     # Top-down refinement of the bottom-up people (issue 16, posecli.refine): off until a
     # trained refiner ships. Boxes are each person's keypoint extent × refine_box_scale, widened
     # or heightened to the crop's aspect (issue 16: Thunder on posecli's boxes at 1.25 → 0.285 AP).

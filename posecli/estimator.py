@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from posecli.backends import choose_backend, make_runner
 from posecli.config import DecodeConfig, InferenceConfig
 from posecli.decode import decode
 from posecli.device import resolve_device
@@ -46,7 +47,7 @@ from posecli.transforms import (
     pad_image,
     resize_image,
 )
-from posecli.weights import PoseModel, RefinerModel, load_refiner, prepare_network
+from posecli.weights import PoseModel, RefinerModel, load_refiner
 
 logger = logging.getLogger(__name__)
 
@@ -164,9 +165,11 @@ def _check_image(image: object, index: int) -> np.ndarray:
 class Estimator:
     """Images in, heatmaps and poses out, for one model and one set of inference settings.
 
-    The model's network is moved to the configured device (``weights.prepare_network``:
-    eval mode, channels-last on CPU) and, when ``config.half`` is set and the device is CUDA,
-    to float16 — in place: the ``PoseModel`` passed in is the one that runs.
+    ``config.backend`` chooses what runs the network (``posecli.backends``): on torch, the
+    model's network is moved to the configured device (``weights.prepare_network``: eval mode,
+    channels-last on CPU) and, when ``config.half`` is set and the device is CUDA, to float16 —
+    in place: the ``PoseModel`` passed in is the one that runs; on onnxruntime, a CPU session of
+    its ONNX file (or of its export, cached) runs it.
 
     With ``config.refine`` the people are refined top-down (``posecli.refine``) by ``refiner``,
     or else by the checkpoint that ``config.refiner`` names (loaded here).
@@ -184,18 +187,19 @@ class Estimator:
         self.model = model
         self.config = config
         self.decode_config = decode_config
-        self.device = resolve_device(config.device)
+        device = resolve_device(config.device)
+        self.backend, self.device = choose_backend(config.backend, device, config.device, model)
         self.dtype = torch.float16 if config.half and self.device.type == "cuda" else torch.float32
         if config.half and self.dtype != torch.float16:
             logger.info("fp16 requested on %s: running float32 (fp16 is CUDA only)", self.device)
-        self.network = prepare_network(model.network, self.device).to(dtype=self.dtype)
+        self.runner = make_runner(model, self.backend, self.device, self.dtype, config.threads)
         self._flip_channels = torch.tensor(CHANNEL_FLIP_ORDER, device=self.device)
         self.refinement = self._refinement(refiner) if config.refine else None
         logger.debug(
-            "Estimator: model %s on %s (%s), box %d, long side %d, scales %s, flip %s, "
+            "Estimator: model %s on %s (%s, %s), box %d, long side %d, scales %s, flip %s, "
             "decode stride %d",
-            model.name, self.device, self.dtype, config.box_size, config.long_side, config.scales,
-            config.flip, config.decode_stride,
+            model.name, self.device, self.backend, self.dtype, config.box_size, config.long_side,
+            config.scales, config.flip, config.decode_stride,
         )  # fmt: skip
 
     @torch.inference_mode()
@@ -245,7 +249,7 @@ class Estimator:
             if not self.config.refiner:
                 raise UsageError("refinement needs a refiner: --refiner NAME|PATH")
             refiner = load_refiner(self.config.refiner, device=str(self.device))
-        return Refinement(refiner, self.config, self.device, self.dtype)
+        return Refinement(refiner, self.config, self.device, self.dtype, self.backend)
 
     def _batches(self, images: Sequence[np.ndarray]) -> Iterator[list[int]]:
         """Indices of images batched together: equal sizes, at most ``batch_size`` each."""
@@ -298,11 +302,9 @@ class Estimator:
             # Mirror before padding, so the padding stays right and the mirror is exact.
             resized = np.concatenate([resized, resized[:, :, ::-1]])  # (2N, h, w, 3)
         padded = pad_image(resized, geometry, self.model.preprocessing.pad_value)
-        inputs = torch.from_numpy(normalise(padded, self.model.preprocessing))  # (B, 3, H', W')
-        outputs = self.network(inputs.to(device=self.device, dtype=self.dtype))
-        layout = self.layout
-        finest = outputs[layout["decode_stack"]][layout["decode_scale"]]  # (B, 50, H'/4, W'/4)
-        stride = layout["stride"]
+        inputs = normalise(padded, self.model.preprocessing)  # (B, 3, H', W') float32
+        finest = self.runner(inputs)  # (B, 50, H'/4, W'/4), the decoder's output
+        stride = self.layout["stride"]
         grid = (inputs.shape[2] // stride, inputs.shape[3] // stride)
         expected = (len(resized), NUM_CHANNELS, *grid)
         if tuple(finest.shape) != expected:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from posecli.config import (
+    BACKENDS,
     MODEL_PRESETS,
     REFINER_PRESETS,
     DecodeConfig,
@@ -72,6 +73,13 @@ def parse_scales(value: str) -> tuple[float, ...]:
     return scales
 
 
+def check_backend(value: str) -> str:
+    """One of :data:`posecli.config.BACKENDS`; UsageError else."""
+    if value not in BACKENDS:
+        raise UsageError(f"unknown backend {value!r}: use {', '.join(BACKENDS)}")
+    return value
+
+
 _INFERENCE, _DECODE = InferenceConfig(), DecodeConfig()
 _PANEL = {"panel": "Inference"}
 _SIZES = {"min": MIN_INPUT_SIZE, "max": MAX_INPUT_SIZE, **_PANEL}
@@ -102,7 +110,10 @@ INFERENCE_OPTIONS = (
            "Decoder: drop people whose total score per keypoint is lower.", min=0.0, **_PANEL),
     option("max_people", int, _DECODE.max_people, "Keep the N best people (0: all).", min=0,
            **_PANEL),
-    option("threads", int, 0, "CPU threads for torch (0: torch's default).", min=0, **_PANEL),
+    option("backend", str, _INFERENCE.backend, "auto (onnxruntime on CPU, torch on CUDA), torch "
+           "or onnxruntime.", check=check_backend, **_PANEL),
+    option("threads", int, _INFERENCE.threads, "CPU threads of the backend (0: its default).",
+           min=0, **_PANEL),
     option("refine", bool, _INFERENCE.refine, "Refine the people top-down with --refiner and "
            "merge.", "--refine/--no-refine", **_PANEL),
     option("refiner", str, _INFERENCE.refiner, "Refiner checkpoint path (or registered name).",
@@ -115,7 +126,6 @@ INFERENCE_OPTIONS = (
 def inference_options(
     *,
     model: str = "default",
-    threads: int = 0,
     scales: str = _SCALES,
     peak_threshold: float = _DECODE.peak_threshold,
     part_threshold: float = _DECODE.part_threshold,
@@ -134,7 +144,7 @@ def inference_options(
         max_people=max_people,
     )
     configs = InferenceConfig(scales=parse_scales(scales), **inference), decode
-    return InferenceOptions(model, *configs, threads=threads)
+    return InferenceOptions(model, *configs)
 
 
 _TRAIN = TrainConfig(annotations="", images="")

@@ -38,12 +38,13 @@ import cv2
 import numpy as np
 import torch
 
+from posecli.backends import TORCH, choose_backend, make_runner
 from posecli.config import InferenceConfig
 from posecli.errors import UsageError
 from posecli.model import heatmap_keypoints
 from posecli.pose import Pose, keypoint_similarity
 from posecli.transforms import normalise
-from posecli.weights import RefinerModel, prepare_network
+from posecli.weights import RefinerModel
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +195,9 @@ def refined_score(keypoints: np.ndarray, box_score: float, score_keypoint: float
 class Refinement:
     """Runs a refiner on the bottom-up people of images; see the module docstring.
 
-    The refiner's network is moved to ``device`` in ``dtype`` (eval mode, channels-last on
-    CPU), in place.
+    It runs on ``backend`` (``posecli.backends``, the Estimator's; ``"auto"`` resolved here):
+    on torch its network is moved to ``device`` in ``dtype`` (eval mode, channels-last on CPU),
+    in place.
     """
 
     def __init__(
@@ -204,6 +206,7 @@ class Refinement:
         config: InferenceConfig,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
+        backend: str = TORCH,
     ) -> None:
         available = refiner.config.instances
         if not 0 <= config.instances <= available:
@@ -215,10 +218,10 @@ class Refinement:
             raise UsageError("refine box scale must be positive and refine batch size ≥ 1")
         self.refiner = refiner
         self.config = config
-        self.device = device
+        self.backend, self.device = choose_backend(backend, device, str(device), refiner)
         self.dtype = dtype
         self.instances = config.instances or available
-        self.network = prepare_network(refiner.network, device).to(dtype=dtype)
+        self.runner = make_runner(refiner, self.backend, self.device, dtype, config.threads)
 
     def boxes(self, poses: Sequence[Pose]) -> list[tuple[int, CropBox]]:
         """``(index into poses, box)`` of every pose that gets a box."""
@@ -256,9 +259,7 @@ class Refinement:
         for start in range(0, count, step):
             chosen = slice(start, min(start + step, count))
             batch = normalise(crops[crop_index[chosen]], self.refiner.preprocessing)  # (b, 3, h, w)
-            inputs = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
-            lambdas = torch.from_numpy(selector[chosen]).to(self.device)  # (b,)
-            maps = self.network(inputs, lambdas)  # (b, 17, h/4, w/4)
+            maps = self.runner(batch, selector[chosen])  # (b, 17, h/4, w/4)
             found[chosen] = heatmap_keypoints(maps).cpu().numpy()  # (b, 17, 3) crop pixels
         for run in range(count):
             found[run, :, :2] = to_image(found[run, :, :2], affines[crop_index[run]])

@@ -48,7 +48,6 @@ class InferenceOptions:
     model: str = "default"
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    threads: int = 0  # torch CPU threads, 0: torch's default
 
     def __post_init__(self) -> None:
         """UsageError for settings no run can use (the CLI names the option)."""
@@ -73,14 +72,11 @@ class InferenceOptions:
 
 
 def load_estimator(options: InferenceOptions) -> Estimator:
-    """Load the model (ModelNotFoundError / CheckpointError) and build the Estimator."""
+    """Load the model (ModelNotFoundError / CheckpointError) and build the Estimator (which
+    applies ``inference.backend`` and ``inference.threads``)."""
     from posecli.estimator import Estimator
     from posecli.weights import load_model
 
-    if options.threads:
-        import torch
-
-        torch.set_num_threads(options.threads)
     model = load_model(options.model, device=options.inference.device)
     return Estimator(model, options.inference, options.decode)
 
@@ -113,18 +109,31 @@ def write_json_atomically(path: Path, data: Any, *, force: bool) -> Path:
     return write_atomically(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
-def export_checkpoint(model: str, out: Path, *, half: bool = True) -> tuple[str, Path]:
+def export_checkpoint(
+    model: str, out: Path, *, half: bool = True, file_format: str = "pt"
+) -> tuple[str, Path]:
     """Copy checkpoint or model ``model`` (an IMHN or a refiner) to ``out`` for shipping:
-    float16 storage with ``half``, training state dropped, provenance kept.
+    ``file_format`` ``"pt"``: a checkpoint, float16 storage with ``half``, training state
+    dropped; ``"onnx"``: an ``.onnx`` file (``posecli.onnxfile``, float32) that loads like a
+    checkpoint. Provenance kept either way.
 
     Returns:
         The source model's name and the path written.
     """
-    from posecli.weights import checkpoint_kind, load_model, load_refiner, save_checkpoint
+    from posecli.onnxfile import export_onnx
+    from posecli.weights import checkpoint_kind, is_onnx, load_model, load_refiner, save_checkpoint
 
+    if file_format not in ("pt", "onnx"):
+        raise UsageError(f"unknown export format {file_format!r}: use pt or onnx")
+    if is_onnx(out) != (file_format == "onnx"):
+        raise UsageError(f"--format {file_format} and {out}: ONNX files, and only they, end .onnx")
     loader = load_refiner if checkpoint_kind(model) == "refiner" else load_model
     source = loader(model)
-    provenance = {**source.provenance, "exported_from": source.name, "half": half}
+    provenance = {**source.provenance, "exported_from": source.name}
+    if file_format == "onnx":
+        source.provenance = provenance
+        return source.name, export_onnx(source, out)
+    provenance["half"] = half
     written = save_checkpoint(
         out, source.network, source.config, source.preprocessing, provenance, half=half
     )

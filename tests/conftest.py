@@ -199,3 +199,13 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_model import save_tiny_checkpoint
 
     return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The onnxruntime backend's export cache (``$XDG_CACHE_HOME/posecli/onnx``) in a session
+    folder, not the user's home; CLI subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder / "posecli" / "onnx"

@@ -1,0 +1,272 @@
+"""ONNX files of posecli networks (issue 19): export, the metadata that makes one load like a
+checkpoint, the checks on reading one back, and the export cache of the onnxruntime backend.
+
+An exported file holds one graph, batch, height and width dynamic, opset :data:`OPSET`:
+
+* an IMHN: input ``images`` float32 ``(B, 3, H, W)`` (normalised, H and W multiples of
+  ``IMHN.input_multiple``), output ``heatmaps`` float32 ``(B, 50, H/4, W/4)``: the one output the
+  decoder reads (``layout["decode_stack"]``, ``layout["decode_scale"]``), the only one exported;
+* a refiner: input ``crops`` float32 ``(B, 3, crop_height, crop_width)`` and, when it has more
+  than one instance selector, ``instances`` int64 ``(B,)``; output ``heatmaps`` float32
+  ``(B, 17, crop_height/4, crop_width/4)``.
+
+Its ``metadata_props`` hold the header of a posecli checkpoint, each value a JSON string:
+``format``, ``format_version``, ``kind``, ``config``, ``preprocessing``, ``provenance`` and
+``output`` (the layout). ``posecli.weights.load_model`` reads them back; :func:`check_graph`
+refuses a graph that does not take and give what they state.
+
+The cache: ``$XDG_CACHE_HOME/posecli/onnx`` (default ``~/.cache/posecli/onnx``), one file per
+network content (a SHA-256 of its config, preprocessing, tensors), opset and :data:`GRAPH_VERSION`,
+so that a ``.pt`` model run with ``--backend onnxruntime`` is exported once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from posecli.config import ModelConfig, RefinerConfig
+from posecli.errors import CheckpointError, MissingDependencyError, OutputError
+from posecli.io.files import error_reason, write_atomically
+from posecli.model import IMHN, REFINER_KIND, output_layout
+from posecli.model.imhn import STEM_STRIDE
+from posecli.spec import NUM_COCO_KEYPOINTS
+
+if TYPE_CHECKING:
+    from posecli.weights import PoseModel, RefinerModel
+
+logger = logging.getLogger(__name__)
+
+#: ONNX opset of the exported graphs.
+OPSET = 17
+
+#: Version of the exported graph's form; a new one makes the cache export again.
+GRAPH_VERSION = 1
+
+#: The checkpoint keys the metadata holds (everything but the tensors).
+HEADER_KEYS = (
+    "format",
+    "format_version",
+    "kind",
+    "config",
+    "preprocessing",
+    "provenance",
+    "output",
+)
+
+
+class DecoderOutput(nn.Module):
+    """An IMHN reduced to the output the decoder reads: ``(B, 3, H, W)`` → ``(B, 50, H/4, W/4)``."""
+
+    def __init__(self, network: IMHN, layout: dict[str, Any]) -> None:
+        super().__init__()
+        self.network = network
+        self.stack, self.scale = layout["decode_stack"], layout["decode_scale"]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)[self.stack][self.scale]
+
+
+def graph_module(network: nn.Module, layout: dict[str, Any]) -> nn.Module:
+    """What both backends run, with one tensor out, for a network of output ``layout``
+    (``model.layout``): an IMHN's :class:`DecoderOutput`, a refiner itself (``(crops,
+    instances)`` → heatmaps)."""
+    if layout["kind"] == REFINER_KIND:
+        return network
+    return DecoderOutput(network, layout)  # type: ignore[arg-type]
+
+
+def graph_names(config: ModelConfig | RefinerConfig) -> list[str]:
+    """The graph's input names: ``images``; ``crops`` (+ ``instances`` when λ is a choice)."""
+    if not isinstance(config, RefinerConfig):
+        return ["images"]
+    return ["crops", "instances"] if config.instances > 1 else ["crops"]
+
+
+def probe_inputs(config: ModelConfig | RefinerConfig) -> tuple[np.ndarray, ...]:
+    """The smallest inputs the network takes, batch 1: float32 zeros ``(1, 3, h, w)`` (and a
+    ``(1,)`` int64 λ 0 for a refiner of several instances)."""
+    if isinstance(config, RefinerConfig):
+        crops = np.zeros((1, 3, config.crop_height, config.crop_width), dtype=np.float32)
+        return (crops, np.zeros(1, dtype=np.int64))[: len(graph_names(config))]
+    side = STEM_STRIDE * 2**config.depth  # IMHN.input_multiple
+    return (np.zeros((1, 3, side, side), dtype=np.float32),)
+
+
+def onnx_bytes(model: PoseModel | RefinerModel, opset: int = OPSET) -> bytes:
+    """The ONNX file of ``model`` (module docstring), metadata included, as bytes.
+
+    Raises:
+        MissingDependencyError: the ``onnx`` package (the exporter needs it) is missing.
+        CheckpointError: ``model`` was itself loaded from an ONNX file (no network to export).
+    """
+    onnx = _import("onnx")
+    if model.network is None:
+        raise CheckpointError(f"model {model.name} is an ONNX file already: export its .pt")
+    config = model.config
+    module = graph_module(model.network, model.layout).eval()
+    names = graph_names(config)
+    inputs = tuple(torch.from_numpy(array) for array in probe_inputs(config))
+    axes = {name: {0: "batch"} for name in names}
+    axes[names[0]] = {0: "batch", 2: "height", 3: "width"}
+    axes["heatmaps"] = {0: "batch", 2: "rows", 3: "columns"}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation, tracer notes
+        torch.onnx.export(
+            module, inputs, buffer, dynamo=False, opset_version=opset, input_names=names,
+            output_names=["heatmaps"], dynamic_axes=axes,
+        )  # fmt: skip
+    model.network.eval()  # the exporter restores the wrapper's mode onto it: keep eval
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in metadata(model).items():
+        proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
+
+
+def metadata(model: PoseModel | RefinerModel) -> dict[str, str]:
+    """The checkpoint header of ``model`` as ONNX ``metadata_props``: key → JSON string."""
+    from posecli.weights import checkpoint_header
+
+    header = checkpoint_header(model.config, model.preprocessing, model.provenance)
+    return {key: json.dumps(header[key]) for key in HEADER_KEYS}
+
+
+def export_onnx(model: PoseModel | RefinerModel, path: Path, opset: int = OPSET) -> Path:
+    """Write the ONNX file of ``model`` to ``path`` atomically; return ``path`` (OutputError
+    when it cannot be written)."""
+    data = onnx_bytes(model, opset)
+    return write_atomically(path, data, name=f"ONNX model {path}")
+
+
+def session(source: Path, threads: int = 0, optimise: bool = True) -> Any:
+    """An onnxruntime CPU session of the ONNX file ``source``.
+
+    ``threads``: intra-op threads (0: onnxruntime's default, one per physical core); workers do
+    not spin while waiting, which keeps them from starving the pipeline's other threads and
+    other processes on a busy machine. ``optimise`` False skips graph optimisation (for checks).
+
+    Raises:
+        MissingDependencyError: onnxruntime is not installed.
+        CheckpointError: the file is not a loadable ONNX model (truncated, not ONNX...).
+    """
+    ort = _import("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: its warnings would reach the terminal
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not optimise:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own types for corrupt files
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"cannot read ONNX model {source}: {first}") from error
+
+
+def read_header(runtime: Any, source: Path) -> dict[str, Any]:
+    """The checkpoint header (:data:`HEADER_KEYS`) an ONNX session's metadata states
+    (CheckpointError when a key is missing or not JSON)."""
+    stated = runtime.get_modelmeta().custom_metadata_map
+    missing = [key for key in HEADER_KEYS if key not in stated]
+    if missing:
+        raise CheckpointError(
+            f"{source} is an ONNX model without posecli metadata (no {', '.join(missing)}); "
+            "export it with posecli export --format onnx"
+        )
+    try:
+        return {key: json.loads(stated[key]) for key in HEADER_KEYS}
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{source} has metadata that is not JSON: {error}") from error
+
+
+def check_graph(runtime: Any, config: ModelConfig | RefinerConfig, source: Path) -> None:
+    """CheckpointError unless the session's graph takes and gives what ``config`` states: the
+    input names, and for the smallest input (:func:`probe_inputs`) heatmaps of the stated
+    channels at the stated stride."""
+    names = [entry.name for entry in runtime.get_inputs()]
+    outputs = [entry.name for entry in runtime.get_outputs()]
+    wanted = graph_names(config)
+    if names != wanted or outputs != ["heatmaps"]:
+        raise CheckpointError(
+            f"{source} does not match its stated network: inputs {names}, outputs {outputs}; "
+            f"expected inputs {wanted}, output ['heatmaps']"
+        )
+    probe = probe_inputs(config)
+    layout = output_layout(config)
+    channels = NUM_COCO_KEYPOINTS if layout["kind"] == REFINER_KIND else layout["channels"]
+    height, width = probe[0].shape[2:]
+    expected = (1, channels, height // layout["stride"], width // layout["stride"])
+    try:
+        found = runtime.run(["heatmaps"], dict(zip(names, probe, strict=True)))[0].shape
+    except Exception as error:  # onnxruntime's own types: shapes that do not fit
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{source} does not run as its stated network: {first}") from error
+    if tuple(found) != expected:
+        raise CheckpointError(
+            f"{source} does not match its stated network: heatmaps {tuple(found)} for an input "
+            f"of {tuple(probe[0].shape)}, expected {expected}"
+        )
+
+
+def cache_folder() -> Path:
+    """``$XDG_CACHE_HOME/posecli/onnx``, by default ``~/.cache/posecli/onnx``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "posecli" / "onnx"
+
+
+def content_key(model: PoseModel | RefinerModel, opset: int = OPSET) -> str:
+    """SHA-256 (hex) of what the exported graph depends on: the graph version, opset, config,
+    preprocessing and every tensor of the network (names, dtypes, shapes, bytes)."""
+    assert model.network is not None
+    digest = hashlib.sha256()
+    stated = [GRAPH_VERSION, opset, type(model.config).__name__, model.config.to_dict()]
+    digest.update(json.dumps([*stated, model.preprocessing.to_dict()]).encode())
+    for name, tensor in model.network.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_onnx(
+    model: PoseModel | RefinerModel, folder: Path | None = None, refresh: bool = False
+) -> Path:
+    """The cached ONNX file of ``model``'s network, exported first when missing (or, with
+    ``refresh``, found unreadable).
+
+    Raises:
+        OutputError: the cache folder cannot be created or written.
+    """
+    folder = cache_folder() if folder is None else folder
+    path = folder / f"{content_key(model)[:32]}-opset{OPSET}.onnx"
+    if path.is_file() and not refresh:
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error_reason(error)
+        raise OutputError(f"cannot create the ONNX cache {folder}: {reason}") from error
+    logger.info("exporting %s to ONNX once: %s", model.name, path)
+    return export_onnx(model, path)
+
+
+def _import(name: str) -> Any:
+    """Import onnx or onnxruntime (core dependencies), or a MissingDependencyError."""
+    try:
+        return __import__(name)
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"the onnxruntime backend and ONNX export need the {name} package: pip install {name}"
+        ) from error
