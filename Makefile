@@ -28,6 +28,7 @@ out/media/vtest.avi:
 
 demo: install $(DEMO_INPUT)
 	$(VENV)/bin/posecli video "$(DEMO_INPUT)" --out out/demo.mp4 --json out/demo.jsonl --force
+	$(VENV)/bin/posecli report out/demo.jsonl --video "$(DEMO_INPUT)" --out out/demo_report.html --force
 
 lint: $(PYTHON)
 	$(PYTHON) -m ruff check setup.py posecli tests bench examples
