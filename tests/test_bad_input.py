@@ -128,6 +128,23 @@ def directory_as_video(place: Place) -> Case:
     return Case(args, 1, "folder.mp4", absent=[out])
 
 
+def zero_frame_avi(place: Place) -> Case:
+    from conftest import run_ffmpeg
+
+    source = place.root / "empty.avi"
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "0", "-c:v",
+               "mjpeg", str(source))  # fmt: skip
+    out = place.root / "out.mp4"
+    args = ["video", str(source), "--out", str(out), *place.fast]
+    return Case(args, 1, "empty.avi holds no video frames", absent=[out])
+
+
+def proc_file_as_video(place: Place) -> Case:
+    out = place.root / "out.mp4"
+    args = ["video", "/proc/self/status", "--out", str(out), *place.fast]
+    return Case(args, 1, "/proc/self/status is not a regular file", absent=[out])
+
+
 def missing_video(place: Place) -> Case:
     out = place.root / "out.mp4"
     args = ["video", str(place.root / "nope.mp4"), "--out", str(out), *place.fast]
@@ -455,6 +472,8 @@ CASES: dict[str, Callable[[Place], Case]] = {
     "video: random bytes as AVI": video_of(bytes(range(256)) * 16, "noise.avi"),
     "video: MP4 truncated to its header": truncated_mp4,
     "video: folder as input": directory_as_video,
+    "video: AVI with no frames": zero_frame_avi,
+    "video: /proc pseudo-file": proc_file_as_video,
     "video: missing input": missing_video,
     "video: --scales abc": bad_option("--scales", "abc", words="--scales"),
     "video: --scales inf": bad_option("--scales", "inf", words="--scales"),

@@ -42,12 +42,13 @@ def is_url(source: str | Path) -> bool:
 
 
 def ffmpeg_path(source: str | Path) -> str:
-    """``source`` as ffmpeg should see it: URLs as they are, files as ``file:`` + absolute path.
+    """``source`` as ffmpeg should see it: URLs as they are, files as ``file:`` + resolved path.
 
     The prefix keeps names such as ``-clip.mp4`` or ``a:b.mp4`` from being read as an option
-    or a protocol.
+    or a protocol; resolving links here makes ``/proc/self/fd/3`` name this process's file, not
+    one of ffmpeg's.
     """
-    return str(source) if is_url(source) else f"file:{Path(source).absolute()}"
+    return str(source) if is_url(source) else f"file:{Path(source).resolve()}"
 
 
 class FfmpegProcess:
@@ -117,11 +118,15 @@ class FfmpegProcess:
 
     def error_message(self) -> str:
         """The most telling line of the log: the last one that reads as an error."""
-        lines = [line.strip() for line in self._tail if line.strip()]
+        lines = [line.strip() for line in self._tail if line.strip() not in _GENERIC]
         for line in reversed(lines):
             if re.search(r"error|invalid|no such|denied|not found|failed|unable", line, re.I):
                 return _strip_context(line)
         return _strip_context(lines[-1]) if lines else "ffmpeg failed without a message"
+
+
+#: ffmpeg's closing lines that say only that something before them failed (and blank ones).
+_GENERIC = frozenset({"", "Conversion failed!"})
 
 
 def _strip_context(line: str) -> str:
@@ -190,10 +195,22 @@ def _check_local_file(source: str) -> None:
     path = Path(source)
     if not path.exists():
         raise InputError(f"input not found: {source}")
-    if not path.is_file():
-        raise InputError(f"input is not a file: {source}")
-    if path.stat().st_size == 0:
-        raise InputError(f"input is empty: {source}")
+    if path.is_dir():
+        raise InputError(f"input is a folder, not a video: {source}")
+    not_regular = f"{source} is not a regular file: it cannot be read as a video"
+    if not path.is_file():  # a pipe, device or socket
+        raise InputError(not_regular)
+    if path.stat().st_size == 0:  # /proc and /sys files say 0 bytes but hold text
+        raise InputError(not_regular if _holds_data(path) else f"input is empty: {source}")
+
+
+def _holds_data(path: Path) -> bool:
+    """Whether a byte can be read from ``path``; InputError when it cannot be read."""
+    try:
+        with path.open("rb") as stream:
+            return bool(stream.read(1))
+    except OSError as error:
+        raise InputError(f"cannot read video {path}: {error.strerror or error}") from error
 
 
 _STREAM = re.compile(r"^\s*Stream #0:\d+\S*: (Video|Audio): (\w+)")

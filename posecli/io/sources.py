@@ -37,6 +37,10 @@ from posecli.io.ffmpeg import (
 
 logger = logging.getLogger(__name__)
 
+#: A video whose frames end more than this many seconds before its container's duration (and
+#: more than two frame steps) is reported as cut short.
+SHORT_SECONDS = 0.5
+
 
 @dataclass(frozen=True)
 class SourceFrame:
@@ -199,23 +203,57 @@ class VideoSource(Source):
             process.kill()
 
     def _read(self, process: FfmpegProcess, parser: _ShowinfoParser) -> Iterator[SourceFrame]:
-        yielded = 0
+        yielded, last_time = 0, 0.0
         for record, image in _decoded(process, parser):
-            time_s = self._time(record)
-            if self.end is not None and time_s >= self.end:
+            last_time = self._time(record)
+            if self.end is not None and last_time >= self.end:
                 break
-            yield SourceFrame(image=image, index=self._index(record, time_s), time=time_s)
+            yield SourceFrame(image=image, index=self._index(record, last_time), time=last_time)
             yielded += 1
         else:
             if self._closed:
                 return
-            if process.wait() != 0:
-                message = process.error_message()
-                if not yielded:
-                    raise InputError(f"cannot decode video {self.source}: {message}")
-                logger.warning("video %s ended early: %s", self.source, message)
+            self._check_ending(process, yielded, last_time)
         if not yielded:
             raise InputError(f"no video frames in {self.source}{self._span()}")
+
+    def _check_ending(self, process: FfmpegProcess, yielded: int, last_time: float) -> None:
+        """After the last frame: InputError when ffmpeg failed before any frame, a warning
+        when it failed later or the frames stop well before the container's duration."""
+        if process.wait() != 0:
+            message = process.error_message()
+            if not yielded:
+                raise self._undecodable(message)
+            logger.warning("video %s ended after %d frames: %s", self.source, yielded, message)
+        elif yielded:
+            self._warn_if_cut_short(yielded, last_time)
+
+    def _undecodable(self, message: str) -> InputError:
+        """Why ffmpeg gave no frame: a file with no video packets says so, else ffmpeg's line."""
+        if self.start is None and self.end is None and not is_url(self.source):
+            try:
+                if count_packets(self.source) == 0:
+                    return InputError(f"{self.source} holds no video frames")
+            except InputError:
+                logger.debug("cannot count the packets of %s", self.source, exc_info=True)
+        return InputError(f"cannot decode video {self.source}: {message}")
+
+    def _warn_if_cut_short(self, yielded: int, last_time: float) -> None:
+        """Warn when the frames end more than :data:`SHORT_SECONDS` (and two frame steps)
+        before the end the container states (``--end`` or its duration): a cut file."""
+        duration, rate = self.info.duration, float(self.info.frame_rate)
+        if not duration or not rate:
+            return
+        stated = min(self.end, duration) if self.end is not None else duration
+        step = self.every / rate
+        ended = last_time + step
+        if stated - ended <= max(SHORT_SECONDS, 2 * step):
+            return
+        about = round((stated - (self.start or 0.0)) / step)
+        logger.warning(
+            "video %s ended at %.1f s after %d frames, but its container says %.1f s (about %d "
+            "frames): the file may be cut short", self.source, ended, yielded, stated, about,
+        )  # fmt: skip
 
     def _span(self) -> str:
         """`` from 2 s to 5 s`` for a --start/--end range, else empty."""
