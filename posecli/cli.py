@@ -174,10 +174,10 @@ def _say(quiet: bool, message: str) -> None:
 
 
 class _FpsColumn(ProgressColumn):
-    """Frames per second, measured by rich over the last seconds."""
+    """Frames per second of the run so far (``PipelineProgress.fps``: the summary's figure)."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = task.fields.get("fps")
         return Text(f"{speed:5.1f} fps" if speed else "  ... fps", style="progress.data.speed")
 
 
@@ -211,7 +211,7 @@ def _progress_display(
 def _frame_progress(description: str, quiet: bool) -> Iterator[Callable[[PipelineProgress], None]]:
     """A progress display over frames (count, fps, ETA); yields a pipeline progress callback."""
     with _progress_display(description, quiet, (*_COUNT, _FpsColumn(), *_TIMES)) as update:
-        yield lambda state: update(completed=state.frames, total=state.total)
+        yield lambda state: update(completed=state.frames, total=state.total, fps=state.fps)
 
 
 # video and webcam
@@ -291,7 +291,7 @@ def webcam(
             frames, estimator, outputs, smooth=smooth, force=force, latency_first=True,
             progress=progress, window=window, stop=stop, header=header,
         )  # fmt: skip
-    summary = f"{stats.frames} frames at {stats.fps:.1f} fps ({stats.dropped} stale frames dropped)"
+    summary = runs.camera_summary(stats, frames.dropped)
     _say(quiet, summary + (": " + runs.written(out, json_path) if out or json_path else ""))
 
 

@@ -113,7 +113,7 @@ class PipelineProgress:
     Attributes:
         frames: frames written so far.
         total: frames the source is expected to yield, ``None`` when unknown (cameras, URLs).
-        dropped: stale frames dropped in latency-first mode.
+        dropped: stale frames dropped so far in latency-first mode.
         elapsed: seconds since the run started.
         frame: the frame just written.
     """
@@ -124,17 +124,35 @@ class PipelineProgress:
     elapsed: float
     frame: Frame
 
+    @property
+    def fps(self) -> float:
+        """Frames written per second of the run so far: the figure of :attr:`PipelineStats.fps`."""
+        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
+
 
 @dataclass(frozen=True)
 class PipelineStats:
-    """Summary of a finished run: frames written and dropped, wall time, frames per second."""
+    """Summary of a finished run.
+
+    Every frame taken from the source is counted once: ``read == frames + dropped``.
+
+    Attributes:
+        frames: frames written (processed).
+        dropped: frames read but never written: stale ones dropped in latency-first mode, and
+            those still on their way when the run stopped (``stop``, Ctrl-C, a failure).
+        seconds: from the start of the run (source opened; the first frame's decoding and the
+            network's warm-up included) to the last frame written; 0 without frames.
+        read: frames taken from the source.
+    """
 
     frames: int
     dropped: int
     seconds: float
+    read: int
 
     @property
     def fps(self) -> float:
+        """Frames written per second of the run (:attr:`seconds`); progress shows it live."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -200,9 +218,11 @@ class _Run:
         self.abort = threading.Event()  # immediate: every stage stops now
         self.failure: BaseException | None = None
         self.failure_lock = threading.Lock()
+        self.read_count = 0
         self.written = 0
-        self.dropped = 0
+        self.dropped = 0  # stale, in latency-first mode
         self.started = time.perf_counter()
+        self.last_written = self.started
 
     # -- failure bookkeeping ------------------------------------------------------------------
 
@@ -263,6 +283,7 @@ class _Run:
         try:
             frames = iter(self.source)
             for source_frame in frames:
+                self.read_count += 1
                 if self.stop_reading.is_set() or self.stop.is_set():
                     break
                 work = _Work(source_frame)
@@ -341,8 +362,9 @@ class _Run:
         for sink in self.sinks:
             sink(frame, image)
         self.written += 1
+        self.last_written = time.perf_counter()
         if self.progress is not None:
-            elapsed = time.perf_counter() - self.started
+            elapsed = self.last_written - self.started
             self.progress(PipelineProgress(self.written, self.total, self.dropped, elapsed, frame))
 
     def _stage(
@@ -389,7 +411,8 @@ class _Run:
             self._join(reader, stages)
         if self.failure is not None:
             raise self.failure
-        return PipelineStats(self.written, self.dropped, time.perf_counter() - self.started)
+        seconds = self.last_written - self.started
+        return PipelineStats(self.written, self.read_count - self.written, seconds, self.read_count)
 
     def _finish_after_interrupt(self, interrupt: KeyboardInterrupt) -> None:
         """Ctrl-C: stop reading, let the frames already inferred reach the sinks."""
@@ -455,7 +478,8 @@ def run_pipeline(
         stop: set it (from any thread) to end the run as if the source had ended.
 
     Returns:
-        What was done: frames written and dropped, wall time.
+        What was done (:class:`PipelineStats`): frames read, written and dropped, and the
+        seconds to the last frame written.
 
     Raises:
         Whatever a stage raised (``PoseCliError`` subclasses for expected failures), and

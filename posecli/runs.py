@@ -246,6 +246,18 @@ def webcam_outputs(
     return StreamOutputs(out, tracks), show
 
 
+def camera_summary(stats: PipelineStats, camera_dropped: int) -> str:
+    """The summary of a camera run, each frame captured counted once: processed, or dropped
+    (by the camera's grabber, by the pipeline as stale, or on its way when the run stopped).
+
+    ``camera_dropped``: the closed camera source's ``dropped``.
+    """
+    captured, dropped = stats.read + camera_dropped, stats.dropped + camera_dropped
+    return f"{captured} frames captured, {stats.frames} processed at {stats.fps:.1f} fps, " + (
+        f"{dropped} dropped to stay live"
+    )
+
+
 def expected_frames(frames: VideoSource) -> int | None:
     """Frames the video should yield, for progress; ``None`` when it cannot tell."""
     try:

@@ -264,7 +264,9 @@ def test_webcam_without_display_records_tracks(
 
 
 class PacedCamera:
-    """Stands in for a camera: the frames of a video, one every 30 ms."""
+    """Stands in for a camera: the frames of a video, one every 30 ms, none dropped."""
+
+    dropped = 0
 
     def __init__(self, camera: str) -> None:
         self.frames = list(VideoSource(camera))

@@ -257,7 +257,7 @@ def test_image_source_iterates_in_order(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("camera", [99, "/nonexistent/camera.mjpg"])
 def test_no_camera_is_an_input_error(camera) -> None:
-    with pytest.raises(InputError, match="no camera"):
+    with pytest.raises(InputError, match="could not be opened"):
         CameraSource(camera)
 
 

@@ -286,3 +286,72 @@ def test_real_estimator_gives_the_same_poses_as_predict(one_torch_thread: None) 
         assert len(frame.poses) == len(poses)
         for got, want in zip(frame.poses, poses, strict=True):
             np.testing.assert_allclose(got.keypoints, want.keypoints, rtol=1e-5, atol=1e-4)
+
+
+class ScriptedClock:
+    """Stands in for the pipeline's ``time`` module: time moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_fps_is_frames_over_the_seconds_to_the_last_frame_written(monkeypatch) -> None:
+    import posecli.pipeline
+
+    clock = ScriptedClock()
+    monkeypatch.setattr(posecli.pipeline, "time", clock)
+
+    class Timed(StandInEstimator):
+        def heatmaps(self, images: list[np.ndarray]) -> list[StandInHeatmaps]:
+            clock.now += 0.5 if self.batches else 10.0  # the first pass warms up
+            return super().heatmaps(images)
+
+    seen: list[PipelineProgress] = []
+
+    def progress(state: PipelineProgress) -> None:
+        seen.append(state)
+        clock.now += 1.0  # the display's own time: counted up to the last frame only
+
+    stats = run_pipeline(frames(5), Timed(), [Recorder()], progress=progress)
+    assert stats.seconds == pytest.approx(10.0 + 4 * 0.5 + 4 * 1.0)  # warm-up included
+    assert stats.fps == pytest.approx(5 / 16.0)
+    assert seen[-1].elapsed == pytest.approx(stats.seconds)
+    assert seen[-1].fps == pytest.approx(stats.fps)  # the bar ends on the summary's figure
+    assert seen[1].fps == pytest.approx(2 / seen[1].elapsed)
+
+
+def test_a_stopped_latency_first_run_counts_every_frame_read() -> None:
+    stop = threading.Event()
+
+    def camera():
+        index = 0
+        while True:
+            time.sleep(0.001)
+            yield SourceFrame(np.full((8, 12, 3), index % 256, np.uint8), index, index / 30)
+            index += 1
+
+    def quit_at_five(frame: Frame, image: np.ndarray) -> None:
+        if len(sink.frames) >= 5:
+            stop.set()
+
+    sink = Recorder()
+    estimator = StandInEstimator(delay=0.01)
+    stats = run_pipeline(camera(), estimator, [sink, quit_at_five], latency_first=True, stop=stop)
+    assert stats.frames == len(sink.frames) >= 5
+    assert stats.read == stats.frames + stats.dropped  # stale and in-flight ones are dropped
+    assert stats.dropped > 0
+
+
+def test_a_stopped_run_counts_the_frames_it_never_finished() -> None:
+    stop = threading.Event()
+
+    def stop_at_twenty(frame: Frame, image: np.ndarray) -> None:
+        if frame.index == 20:
+            stop.set()
+
+    stats = run_pipeline(frames(300), StandInEstimator(), [stop_at_twenty], stop=stop)
+    assert 20 < stats.read < 300
+    assert stats.read == stats.frames + stats.dropped  # the frame read as it stopped: dropped

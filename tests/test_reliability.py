@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -590,3 +591,77 @@ def test_nothing_to_write_is_a_usage_error_everywhere(
     assert "nothing to write" in one_error_line(capsys.readouterr().err)
     assert run(["video", str(plain_video), "--no-video", *fast]) == 2
     assert "nothing to write" in one_error_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------------------------------------
+# F. Inputs that say what happened, and every frame counted
+
+
+def test_a_video_cut_short_warns_and_keeps_its_frames(
+    media: Path, plain_video: Path, fast: list[str], tmp_path: Path, capsys
+) -> None:
+    from conftest import run_ffmpeg
+
+    whole = tmp_path / "whole.mp4"  # 100 frames, 10 s, the index at the front
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=10", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(whole))  # fmt: skip
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    loud = [option for option in fast if option != "--quiet"]
+    tracks = tmp_path / "cut.jsonl"
+    assert run(["video", str(cut), "--no-video", "--json", str(tracks), *loud]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "cut short" in err and "10.0 s (about 100 frames)" in err and "Traceback" not in err
+    kept = track_frames(tracks.read_text())
+    assert 0 < len(kept) < 100 and f"after {len(kept)} frames" in err
+    complete = tmp_path / "plain.jsonl"
+    assert run(["video", str(plain_video), "--no-video", "--json", str(complete), *loud]) == 0
+    assert "cut short" not in capsys.readouterr().err  # a whole file says nothing
+    assert len(track_frames(complete.read_text())) == 12
+
+
+def test_a_proc_self_path_names_this_process_file(
+    plain_video: Path, fast: list[str], tmp_path: Path
+) -> None:
+    tracks = tmp_path / "t.jsonl"
+    with plain_video.open("rb") as opened:  # ffmpeg's own /proc/self has no such descriptor
+        source = f"/proc/self/fd/{opened.fileno()}"
+        assert run(["video", source, "--no-video", "--json", str(tracks), *fast]) == 0
+    assert len(track_frames(tracks.read_text())) == 12
+
+
+def test_a_camera_that_does_not_open_is_one_line_without_opencv_logging(
+    fast: list[str], tmp_path: Path, capfd
+) -> None:
+    for camera, words in [("97", "camera 97 could not be opened"),
+                          (str(tmp_path / "nocam"), "no such device or file")]:  # fmt: skip
+        args = ["webcam", "--camera", camera, "--json", str(tmp_path / "t.jsonl"), "--no-display"]
+        assert run([*args, *fast]) == 1
+        assert words in one_error_line(capfd.readouterr().err)  # no [ WARN…] / [ERROR…] lines
+
+
+def test_webcam_on_a_video_file_counts_every_frame(
+    long_video: Path, fast: list[str], tmp_path: Path, capsys
+) -> None:
+    loud = [option for option in fast if option != "--quiet"]
+    tracks = tmp_path / "live.jsonl"
+    args = ["webcam", "--camera", str(long_video), "--json", str(tracks), "--no-display", *loud]
+    assert run(args) == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    counts = r"(\d+) frames captured, (\d+) processed at [\d.]+ fps, (\d+) dropped"
+    match = re.search(counts, summary)
+    assert match is not None, summary
+    captured, processed, dropped = (int(number) for number in match.groups())
+    assert captured == 200 and processed + dropped == 200
+    assert processed == len(track_frames(tracks.read_text()))
+
+
+def test_the_camera_source_accounts_for_every_frame_it_captured(long_video: Path) -> None:
+    from posecli.io.cameras import CameraSource
+
+    camera = CameraSource(str(long_video))
+    frames = iter(camera)
+    taken = [next(frames) for _ in range(3)]
+    time.sleep(0.5)  # the grabber reads all 200 frames; the newest waits, never taken
+    camera.close()
+    assert len(taken) + camera.dropped == 200

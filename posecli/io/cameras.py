@@ -6,14 +6,39 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from posecli.errors import InputError
+from posecli.io.ffmpeg import is_url
 from posecli.io.sources import Source, SourceFrame
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _opencv_silenced() -> Iterator[None]:
+    """OpenCV's own logging off (it writes straight to stderr), restored afterwards."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def _open_failure(camera: int | str) -> str:
+    """What went wrong opening ``camera``, in one line."""
+    if isinstance(camera, int):
+        return f"camera {camera} could not be opened: no camera with that index, or it is busy"
+    if is_url(camera):
+        return f"camera stream {camera!r} could not be opened: it cannot be reached or read"
+    if not Path(camera).exists():
+        return f"camera {camera!r} could not be opened: no such device or file"
+    return f"camera {camera!r} could not be opened: not a camera or a video OpenCV reads"
 
 
 class CameraSource(Source):
@@ -21,8 +46,10 @@ class CameraSource(Source):
 
     A thread grabs frames continuously and keeps only the newest one; iteration returns it and
     waits for the next, so a slow consumer skips stale frames instead of queueing them (latency
-    first). ``frame.index`` counts captured frames (gaps show skipped ones; :attr:`dropped` is
-    their number) and ``frame.time`` is seconds since the first capture.
+    first). ``frame.index`` counts captured frames (gaps show skipped ones) and ``frame.time``
+    is seconds since the first capture. :attr:`dropped` counts the frames captured but never
+    yielded (replaced by a newer one, or still waiting when the source closed), so that once
+    closed every frame captured was either yielded or dropped.
 
     Raises:
         InputError: no camera opens, or it opens but delivers no frame.
@@ -32,10 +59,11 @@ class CameraSource(Source):
         self, camera: int | str = 0, *, width: int | None = None, height: int | None = None
     ) -> None:
         self.camera = int(camera) if str(camera).isdigit() else camera
-        self._capture = cv2.VideoCapture(self.camera)
+        with _opencv_silenced():  # its backends log each failed attempt on stderr
+            self._capture = cv2.VideoCapture(self.camera)
         if not self._capture.isOpened():
             self._capture.release()
-            raise InputError(f"no camera could be opened at {self.camera!r}")
+            raise InputError(_open_failure(self.camera))
         if width:
             self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
         if height:
@@ -85,6 +113,9 @@ class CameraSource(Source):
         self._grabber.join(timeout=5.0)
         with self._changed:  # wake a consumer even if the grabber is stuck in a read
             self._ended = True
+            if self._newest is not None and not self._grabber.is_alive():
+                self.dropped += 1  # captured, never yielded
+                self._newest = None
             self._changed.notify_all()
         if self._grabber.is_alive():
             logger.warning("camera %r did not stop within 5 s; leaving it open", self.camera)
