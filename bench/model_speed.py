@@ -1,32 +1,38 @@
-"""Size, compute and CPU speed of the IMHN presets.
+"""Size, compute and CPU speed of the IMHN presets, per backend (torch, onnxruntime).
 
 For every preset: parameters, multiply-accumulates of the convolutions and Linear layers
 (counted by forward hooks; GFLOPs = 2 × GMACs) and images per second at batch 1 for a 4:3
-landscape image of the given long sides, padded to a multiple of 64 (e.g. 384×288 → 384×320).
-Runs under torch.inference_mode after a warm-up pass, with random weights (speed does not
-depend on them) prepared as ``load_model`` prepares them on CPU (eval, channels-last; ``--nchw``
-keeps the contiguous layout for comparison). ``--models`` times networks as saved in checkpoints
-or registered models instead (their own configuration and weights, loaded by ``load_model``).
-The machine may be shared: the figures are the median of the timed runs.
+landscape image of the given long sides, padded to a multiple of 64 (e.g. 384×288 → 384×320),
+on each backend of ``--backends`` (``posecli.backends``, the Estimator's runners: torch on the
+network prepared as ``load_model`` prepares it on CPU, eval and channels-last, ``--nchw`` keeping
+the contiguous layout; onnxruntime on its ONNX export, written to a temporary folder), then the
+onnxruntime / torch ratio per size. Random weights (speed does not depend on them); ``--models``
+times networks as saved in checkpoints or registered models instead. ``--threads`` sets either
+backend's threads. The machine may be shared: the figures are the median of the timed runs.
 
     .venv/bin/python bench/model_speed.py [--presets imhn-cpu imhn-tiny] [--sizes 384 512]
-    .venv/bin/python bench/model_speed.py --models default runs/x/checkpoint-last.pt
+    .venv/bin/python bench/model_speed.py --models default --backends torch onnxruntime
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from posecli.backends import ONNXRUNTIME, TORCH, Runner, TorchRunner, make_runner
 from posecli.config import MODEL_PRESETS, ModelConfig
 from posecli.errors import PoseCliError
 from posecli.model import build_network
-from posecli.weights import load_model, prepare_network
+from posecli.onnxfile import export_onnx, graph_module
+from posecli.weights import PoseModel, load_model
 
 
 def padded_input_size(long_side: int, multiple: int = 64) -> tuple[int, int]:
@@ -62,37 +68,58 @@ def count_macs(network: nn.Module, height: int, width: int) -> int:
     return total
 
 
-def images_per_second(network: nn.Module, height: int, width: int, runs: int) -> float:
+def images_per_second(runner: Runner, height: int, width: int, runs: int) -> float:
     """Median images/s at batch 1 over ``runs`` timed passes after one warm-up pass."""
-    image = torch.randn(1, 3, height, width)  # (1, 3, H, W)
+    image = np.random.default_rng(0).normal(size=(1, 3, height, width)).astype(np.float32)
     durations = []
-    with torch.inference_mode():
-        network(image)
-        for _ in range(runs):
-            start = time.perf_counter()
-            network(image)
-            durations.append(time.perf_counter() - start)
+    runner(image)
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner(image)
+        durations.append(time.perf_counter() - start)
     return 1.0 / statistics.median(durations)
 
 
-def preset_network(config: ModelConfig, nchw: bool) -> nn.Module:
-    """A randomly initialised network of ``config`` in eval mode, prepared like ``load_model``."""
-    network = build_network(config).eval()
-    if nchw:
-        return network
-    return prepare_network(network, torch.device("cpu"))
+def preset_model(name: str, config: ModelConfig) -> PoseModel:
+    """A randomly initialised network of ``config``, in eval mode."""
+    return PoseModel.from_network(build_network(config).eval(), config, name=name)
 
 
-def measure(name: str, network: nn.Module, sizes: Sequence[int], runs: int) -> list[str]:
-    """One table row: name, parameters, then GFLOPs and images/s per size."""
-    parameters = sum(p.numel() for p in network.parameters())
-    cells = [name, f"{parameters / 1e6:.2f} M"]
-    for long_side in sizes:
-        height, width = padded_input_size(long_side)
-        gflops = 2 * count_macs(network, height, width) / 1e9
-        speed = images_per_second(network, height, width, runs)
-        cells += [f"{gflops:.2f}", f"{speed:.2f}"]
-    return cells
+def runner(model: PoseModel, backend: str, folder: Path, nchw: bool, threads: int) -> Runner:
+    """The Estimator's runner of ``model`` on ``backend`` (onnxruntime: its export in
+    ``folder``; torch with ``nchw``: the network as built, contiguous)."""
+    if backend == ONNXRUNTIME:
+        path = export_onnx(model, folder / f"{model.name.replace('/', '_')}.onnx")
+        return make_runner(load_model(path), ONNXRUNTIME, torch.device("cpu"), threads=threads)
+    if not nchw:
+        return make_runner(model, TORCH, torch.device("cpu"), threads=threads)
+    network = model.network.to(memory_format=torch.contiguous_format)  # type: ignore[union-attr]
+    return TorchRunner(graph_module(network, model.layout), torch.device("cpu"), torch.float32)
+
+
+def measure(
+    model: PoseModel, sizes: Sequence[int], runs: int, backends: dict[str, Runner]
+) -> list[list[str]]:
+    """Table rows of one network: name, backend, parameters, then GFLOPs and images/s per
+    size; with both backends, a last row of the onnxruntime / torch ratios."""
+    assert model.network is not None
+    parameters = sum(p.numel() for p in model.network.parameters())
+    flops = [2 * count_macs(model.network, *padded_input_size(side)) / 1e9 for side in sizes]
+    speeds = {
+        backend: [images_per_second(run, *padded_input_size(side), runs) for side in sizes]
+        for backend, run in backends.items()
+    }
+    rows = []
+    for backend, measured in speeds.items():
+        cells = [model.name, backend, f"{parameters / 1e6:.2f} M"]
+        pairs = zip(flops, measured, strict=True)  # (GFLOPs, images/s) per size
+        rows.append(cells + [f"{value:.2f}" for pair in pairs for value in pair])
+    if len(speeds) == 2:
+        ratios = [o / t for o, t in zip(speeds[ONNXRUNTIME], speeds[TORCH], strict=True)]
+        rows.append(
+            [model.name, "onnxruntime/torch", ""] + [c for r in ratios for c in ("", f"{r:.2f}×")]
+        )
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -104,43 +131,46 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--models", nargs="*", default=[], help="registered model names or checkpoint paths"
     )
     parser.add_argument("--sizes", nargs="+", type=int, default=[384, 512], help="long sides")
+    parser.add_argument(
+        "--backends", nargs="+", choices=[TORCH, ONNXRUNTIME], default=[TORCH, ONNXRUNTIME]
+    )
     parser.add_argument("--runs", type=int, default=10, help="timed runs per network")
     parser.add_argument(
         "--official-runs", type=int, default=3, help="timed runs for imhn-official (slow)"
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument(
-        "--nchw", action="store_true", help="presets: contiguous, not channels-last"
-    )
+    parser.add_argument("--threads", type=int, default=0, help="backend threads (0: default)")
+    parser.add_argument("--nchw", action="store_true", help="torch: contiguous, not channels-last")
     args = parser.parse_args(argv)
     if args.presets is None:
         args.presets = [] if args.models else list(MODEL_PRESETS)
     unknown = [name for name in args.presets if name not in MODEL_PRESETS]
     if unknown:
         parser.error(f"unknown presets {unknown}; known: {sorted(MODEL_PRESETS)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
-    header = ["network", "params"]
+    header = ["network", "backend", "params"]
     for long_side in args.sizes:
         height, width = padded_input_size(long_side)
         header += [f"GFLOPs@{width}×{height}", f"img/s@{width}×{height}"]
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, "
-        f"{'NCHW' if args.nchw else 'channels-last'} weights, "
+        f"torch {torch.__version__} ({'NCHW' if args.nchw else 'channels-last'} weights), "
+        f"threads {args.threads or 'default'}, batch 1, "
         "GFLOPs = 2 × multiply-accumulates of conv + linear layers"
     )
     rows = [header]
-    for name in args.presets:
-        runs = args.official_runs if name == "imhn-official" else args.runs
-        network = preset_network(MODEL_PRESETS[name], args.nchw)
-        rows.append(measure(name, network, args.sizes, runs))
-    for name in args.models:
-        try:
-            network = load_model(name).network
-        except PoseCliError as error:
-            parser.error(str(error))
-        rows.append(measure(name, network, args.sizes, args.runs))
+    with tempfile.TemporaryDirectory(prefix="model_speed_") as folder:
+        models = [(preset_model(name, MODEL_PRESETS[name]), name) for name in args.presets]
+        for name in args.models:
+            try:
+                models.append((load_model(name), name))
+            except PoseCliError as error:
+                parser.error(str(error))
+        for model, name in models:
+            runs = args.official_runs if name == "imhn-official" else args.runs
+            runners = {
+                backend: runner(model, backend, Path(folder), args.nchw, args.threads)
+                for backend in args.backends
+            }
+            rows += measure(model, args.sizes, runs, runners)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))

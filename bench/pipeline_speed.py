@@ -1,34 +1,44 @@
-"""End-to-end speed and memory of the streaming pipeline against the model alone.
+"""End-to-end speed and memory of the streaming pipeline against the model alone, per backend.
 
 On ``../shared/data/media/pedestrians_vtest.avi`` (768×576, 10 fps), with one model at one input
-size, this prints
+size, for each backend of ``--backends`` (``posecli.backends``: torch, onnxruntime) this prints
 
 * model-only frames/s: ``Estimator.heatmaps`` on the same frames (their decoding not timed);
 * end-to-end frames/s: video in → inference → decoding → tracking → drawing → H.264 MP4 and
   JSON lines out (``posecli video``'s path), from opening the input to closed outputs;
+* ``posecli video`` frames/s: the command itself in a subprocess (``--end`` at the same frame),
+  wall time from start to exit, model loading included (the ONNX export is cached already);
+  only for a model file;
 * resident memory (VmRSS) after frame 100 and after the last frame, and their difference;
-* last, the ratio end-to-end / model-only (target ≥ 0.85, memory growth < 50 MB).
+* the ratio end-to-end / model-only (target ≥ 0.85, memory growth < 50 MB);
 
-Without ``--model`` the bundled default model is used; when it does not exist yet, the
-``imhn-cpu`` preset with random weights stands in (same speed as trained weights, but a random
-network finds few people, so decoding is cheaper than on real predictions).
+then, with both backends, the onnxruntime / torch ratio of each figure.
 
-The two measurements alternate ``--repeat`` times and the best of each is kept, so that load
-from other processes on the machine skews the ratio less.
+Without ``--model`` the bundled default model is used; when it does not exist yet, or with
+``--preset NAME [--stacks N]``, a preset with random weights stands in (same speed as trained
+weights, but a random network finds few people, so decoding is cheaper than on real
+predictions; its ONNX export goes to a temporary folder, not the user's cache).
 
-Usage: .venv/bin/python bench/pipeline_speed.py [--model M] [--frames 795] [--threads 1]
-       [--long-side 384]
+The measurements alternate ``--repeat`` times and the best of each is kept, so that load
+from other processes on the machine skews the ratios less.
+
+Usage: .venv/bin/python bench/pipeline_speed.py [--model M | --preset P [--stacks N]]
+       [--frames 150] [--threads 2] [--long-side 384] [--backends torch onnxruntime]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from posecli.backends import ONNXRUNTIME, TORCH
 from posecli.config import MODEL_PRESETS, InferenceConfig
 from posecli.decode import native_available
 from posecli.errors import ModelNotFoundError
@@ -37,6 +47,7 @@ from posecli.io.draw import draw_poses
 from posecli.io.sinks import JsonLinesSink, VideoSink
 from posecli.io.sources import VideoSource
 from posecli.model import build_network
+from posecli.onnxfile import export_onnx
 from posecli.pipeline import PipelineProgress, run_pipeline
 from posecli.track import Tracker
 from posecli.weights import PoseModel, load_model
@@ -54,18 +65,53 @@ def resident_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def pick_model(name: str | None) -> tuple[PoseModel, str]:
-    """The named model, else the default one, else the stand-in preset with random weights."""
+def pick_model(name: str | None, preset: str | None, stacks: int) -> tuple[PoseModel, str]:
+    """The named model, else the preset, else the default one, else the stand-in preset; a
+    preset with random weights (``stacks`` of them if not 0)."""
     if name is not None:
         return load_model(name, device="cpu"), name
-    try:
-        return load_model("default", device="cpu"), "default"
-    except ModelNotFoundError:
-        torch.manual_seed(0)
-        config = MODEL_PRESETS[STAND_IN_PRESET]
-        network = build_network(config)
-        note = f"{STAND_IN_PRESET} preset with RANDOM weights (no trained default model yet)"
-        return PoseModel.from_network(network, config, name=STAND_IN_PRESET), note
+    if preset is None:
+        try:
+            return load_model("default", device="cpu"), "default"
+        except ModelNotFoundError:
+            preset = STAND_IN_PRESET
+    torch.manual_seed(0)
+    config = MODEL_PRESETS[preset]
+    config = replace(config, stacks=stacks) if stacks else config
+    note = f"{preset} preset, {config.stacks} stack(s), RANDOM weights"
+    return PoseModel.from_network(build_network(config), config, name=preset), note
+
+
+def estimators(
+    model: PoseModel, config: InferenceConfig, backends: list[str], folder: Path
+) -> dict[str, Estimator]:
+    """An Estimator per backend; onnxruntime for an in-memory network runs its export in
+    ``folder`` (a model file's comes from the user's cache)."""
+    built = {}
+    for backend in backends:
+        runnable = model
+        if backend == ONNXRUNTIME and model.file is None:
+            runnable = load_model(export_onnx(model, folder / "model.onnx"))
+        built[backend] = Estimator(runnable, replace(config, backend=backend))
+    return built
+
+
+def command_fps(model: Path, backend: str, args: argparse.Namespace, end: float) -> float:
+    """Frames/s of ``posecli video`` (a subprocess, wall time) up to ``end`` seconds."""
+    with tempfile.TemporaryDirectory(prefix="pipeline_speed_cli_") as folder:
+        out, tracks = Path(folder) / "out.mp4", Path(folder) / "tracks.jsonl"
+        command = [
+            sys.executable, "-m", "posecli", "video", str(args.video), "-o", str(out),
+            "--json", str(tracks), "--end", f"{end:.3f}", "--model", str(model), "--quiet",
+            "--device", "cpu", "--backend", backend, "--threads", str(args.threads),
+            "--box-size", str(args.box_size), "--long-side", str(args.long_side),
+            "--batch-size", str(args.batch_size),
+        ]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdin=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        frames = sum(1 for line in tracks.read_text().splitlines() if '"frame"' in line)
+    return frames / seconds
 
 
 def model_only_fps(estimator: Estimator, video: Path, end: float) -> tuple[float, int]:
@@ -117,56 +163,85 @@ def end_to_end(estimator: Estimator, video: Path, end: float, out: Path) -> dict
     return {"fps": stats.frames / seconds, "frames": stats.frames, **memory}
 
 
+def measure(
+    estimator: Estimator, args: argparse.Namespace, end: float, model: Path | None
+) -> dict[str, float]:
+    """Best model-only, end-to-end and ``posecli video`` frames/s of ``--repeat`` runs, and the
+    memory of the best end-to-end run."""
+    backend = estimator.backend
+    best: dict[str, float] = {"model": 0.0, "fps": 0.0, "command": 0.0}
+    for run in range(1, args.repeat + 1):  # alternate them, keep the best of each
+        fps, count = model_only_fps(estimator, args.video, end)
+        print(f"[{backend} {run}] model-only: {fps:6.2f} frames/s ({count} frames)")
+        best["model"] = max(best["model"], fps)
+        with tempfile.TemporaryDirectory(prefix="pipeline_speed_") as folder:
+            measured = end_to_end(estimator, args.video, end, Path(folder))
+        print(f"[{backend} {run}] end-to-end: {measured['fps']:6.2f} frames/s -> MP4 + JSON")
+        if measured["fps"] > best["fps"]:
+            best.update(measured)
+        if model is not None:
+            command = command_fps(model, backend, args, end)
+            print(f"[{backend} {run}] posecli video: {command:6.2f} frames/s (wall, with loading)")
+            best["command"] = max(best["command"], command)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Pipeline speed against the model alone.")
     parser.add_argument("--model", help="model name or checkpoint (default: see module doc)")
-    parser.add_argument("--frames", type=int, default=795, help="frames of the video to use")
+    parser.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="random-weight preset")
+    parser.add_argument("--stacks", type=int, default=0, help="--preset's stacks (0: its own)")
+    parser.add_argument("--frames", type=int, default=150, help="frames of the video to use")
     parser.add_argument("--box-size", type=int, default=InferenceConfig().box_size)
     parser.add_argument("--long-side", type=int, default=0, help="overrides --box-size (0: off)")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--repeat", type=int, default=2, help="measurement pairs (best kept)")
+    parser.add_argument("--threads", type=int, default=0, help="backend threads (0: default)")
+    parser.add_argument("--backends", nargs="+", choices=[TORCH, ONNXRUNTIME],
+                        default=[TORCH, ONNXRUNTIME])  # fmt: skip
+    parser.add_argument("--no-command", action="store_true", help="skip the posecli video runs")
+    parser.add_argument("--repeat", type=int, default=1, help="measurement rounds (best kept)")
     parser.add_argument("--video", type=Path, default=VIDEO)
     args = parser.parse_args()
     if not args.video.is_file():
         raise SystemExit(f"{args.video} is missing (see ../shared/README.md)")
     if args.frames <= MEMORY_FRAME:
         raise SystemExit(f"--frames must exceed {MEMORY_FRAME} to measure memory growth")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, note = pick_model(args.model)
+    model, note = pick_model(args.model, args.preset, args.stacks)
     config = InferenceConfig(
-        box_size=args.box_size, long_side=args.long_side, batch_size=args.batch_size, device="cpu"
-    )
-    estimator = Estimator(model, config)
+        box_size=args.box_size, long_side=args.long_side, batch_size=args.batch_size,
+        device="cpu", threads=args.threads,
+    )  # fmt: skip
+    assert model.network is not None
+    parameters = sum(p.numel() for p in model.network.parameters()) / 1e6
+    model_file = None if args.no_command else model.file
     with VideoSource(args.video) as frames:
         info = frames.info
-        estimator.heatmaps([next(iter(frames)).image])  # warm-up: oneDNN plans, allocations
+        first = next(iter(frames)).image
     end = args.frames / float(info.frame_rate)
-    parameters = sum(p.numel() for p in model.network.parameters()) / 1e6
     print(f"video: {args.video.name}, {info.width}x{info.height}, {float(info.frame_rate):g} fps")
     print(f"model: {note}, {parameters:.1f} M parameters")
     sizing = f"long side {args.long_side}" if args.long_side else f"box size {args.box_size}"
-    print(f"{sizing}, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
+    print(f"{sizing}, batch {args.batch_size}, threads {args.threads or 'default'}, "
           f"native decoder {native_available()}")  # fmt: skip
-    model_fps, result = 0.0, {"fps": 0.0}
-    for run in range(1, args.repeat + 1):  # alternate the two, keep the best of each
-        fps, count = model_only_fps(estimator, args.video, end)
-        print(f"[{run}] model-only:  {fps:6.2f} frames/s ({count} frames, Estimator.heatmaps)")
-        model_fps = max(model_fps, fps)
-        with tempfile.TemporaryDirectory(prefix="pipeline_speed_") as folder:
-            measured = end_to_end(estimator, args.video, end, Path(folder))
-        frames = measured["frames"]
-        print(
-            f"[{run}] end-to-end:  {measured['fps']:6.2f} frames/s ({frames} frames -> MP4 + JSON)"
-        )
-        result = max(result, measured, key=lambda r: r["fps"])
-    print(f"best: model-only {model_fps:.2f} frames/s, end-to-end {result['fps']:.2f} frames/s")
-    growth = result["last"] - result["at_100"]
-    print(f"memory: {result['at_100']:.0f} MB at frame {MEMORY_FRAME}, "
-          f"{result['last']:.0f} MB at frame {result['frames']}: growth {growth:+.1f} MB "
-          f"(target < 50 MB)")  # fmt: skip
-    print(f"ratio end-to-end / model-only: {result['fps'] / model_fps:.3f} (target >= 0.85)")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="pipeline_speed_onnx_") as folder:
+        for backend, estimator in estimators(model, config, args.backends, Path(folder)).items():
+            estimator.heatmaps([first])  # warm-up: oneDNN plans, allocations
+            results[backend] = measure(estimator, args, end, model_file)
+    for backend, result in results.items():
+        growth = result["last"] - result["at_100"]
+        print(f"{backend}: model-only {result['model']:.2f}, end-to-end {result['fps']:.2f}, "
+              f"posecli video {result['command']:.2f} frames/s; end-to-end / model-only "
+              f"{result['fps'] / result['model']:.3f} (target >= 0.85); memory "
+              f"{result['at_100']:.0f} MB at frame {MEMORY_FRAME}, {result['last']:.0f} MB at "
+              f"frame {result['frames']:.0f}: growth {growth:+.1f} MB (< 50 MB)")  # fmt: skip
+    if len(results) == 2:
+        onnx, plain = results[ONNXRUNTIME], results[TORCH]
+        ratios = {key: onnx[key] / plain[key] for key in ("model", "fps", "command") if plain[key]}
+        named = {"model": "model-only", "fps": "end-to-end", "command": "posecli video"}
+        print("onnxruntime / torch: " + ", ".join(
+            f"{named[key]} {ratio:.2f}x" for key, ratio in ratios.items()
+        ))  # fmt: skip
 
 
 if __name__ == "__main__":
