@@ -10,8 +10,9 @@ torch tensor on the Estimator's device: the decoder's ``(B, 50, H/4, W/4)`` heat
   model of its export, cached per network content (``posecli.onnxfile.cached_onnx``).
 * ``auto``: onnxruntime for a model loaded from a file, on the CPU, when onnxruntime is
   installed; torch on CUDA, and for in-memory networks (a network in training changes: each
-  version would be exported anew). On 2 CPU cores the bundled default model runs about twice
-  as fast on onnxruntime (``bench/model_speed.py``).
+  version would be exported anew). On 2 CPU cores the bundled default model's network runs
+  1.8× as fast on onnxruntime (``bench/model_speed.py``), ``posecli video`` 1.1–1.3×
+  (``bench/pipeline_speed.py``), and torch's threads collapse when another process is busy.
 
 ``threads`` (0: the backend's default) sets torch's intra-op threads (process-wide) or the
 session's own.
