@@ -209,8 +209,7 @@ def load_model(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Pos
     target = resolve_device(device)
     path, name = _locate(name_or_path)
     if is_onnx(path):
-        config, preprocessing, provenance = _read_onnx(path, IMHN_KIND)
-        return PoseModel(None, config, preprocessing, name, provenance, file=path)
+        return _onnx_model(PoseModel, path, name)
     checkpoint = _read_checkpoint(path)
     config, preprocessing, state_dict, provenance = _parse_checkpoint(checkpoint, path)
     network = _build_checked(config, path)
@@ -219,6 +218,13 @@ def load_model(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Pos
     logger.info("loaded model %s (%s) from %s", name, _describe_config(config), path)
     network = prepare_network(network, target)
     return PoseModel(network, config, preprocessing, name, provenance, file=path)
+
+
+def _onnx_model(kind: type[_Wrapped], path: Path, name: str) -> _Wrapped:
+    """A PoseModel or RefinerModel of an ONNX file (no torch network: onnxruntime runs it)."""
+    stated = REFINER_KIND if kind is RefinerModel else IMHN_KIND
+    config, preprocessing, provenance = _read_onnx(path, stated)
+    return kind(None, config, preprocessing, name, provenance, file=path)
 
 
 def checkpoint_kind(name_or_path: str | os.PathLike[str]) -> str:
@@ -249,8 +255,7 @@ def load_refiner(name_or_path: str | os.PathLike[str], device: str = "cpu") -> R
     target = resolve_device(device)
     path, name = _locate(name_or_path)
     if is_onnx(path):
-        config, preprocessing, provenance = _read_onnx(path, REFINER_KIND)
-        return RefinerModel(None, config, preprocessing, name, provenance, file=path)
+        return _onnx_model(RefinerModel, path, name)
     checkpoint = _read_checkpoint(path)
     _check_refiner_header(checkpoint, path)
     config, preprocessing, state_dict, provenance = _parse_posecli(checkpoint, path, REFINER_KIND)
