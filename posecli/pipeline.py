@@ -106,6 +106,11 @@ def candidate_decode_config(estimator: object, tracker: object) -> DecodeConfig 
 DrawFunction = Callable[[np.ndarray, Sequence[Pose]], np.ndarray]
 
 
+def frames_per_second(frames: int, seconds: float) -> float:
+    """``frames / seconds``, 0 before any time has passed: the one fps of progress and summary."""
+    return frames / seconds if seconds > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class PipelineProgress:
     """Progress after a frame was written.
@@ -127,7 +132,7 @@ class PipelineProgress:
     @property
     def fps(self) -> float:
         """Frames written per second of the run so far: the figure of :attr:`PipelineStats.fps`."""
-        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
+        return frames_per_second(self.frames, self.elapsed)
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ class PipelineStats:
     @property
     def fps(self) -> float:
         """Frames written per second of the run (:attr:`seconds`); progress shows it live."""
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        return frames_per_second(self.frames, self.seconds)
 
 
 ProgressCallback = Callable[[PipelineProgress], None]
