@@ -149,7 +149,7 @@ class InferenceConfig(Record):
     # trained refiner ships. Boxes are each person's keypoint extent × refine_box_scale, widened
     # or heightened to the crop's aspect (issue 16: Thunder on posecli's boxes at 1.25 → 0.285 AP).
     refine: bool = False
-    refiner: str = ""  # refiner checkpoint path or registered name (none registered yet)
+    refiner: str = ""  # refiner checkpoint path or registered name ("": the bundled "refiner")
     instances: int = 0  # instance selectors λ run per box: 0 = all the refiner has (its N)
     refine_box_scale: float = 1.25
     refine_min_box: float = 32.0  # boxes are at least this tall, image pixels

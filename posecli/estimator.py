@@ -172,7 +172,8 @@ class Estimator:
     its ONNX file (or of its export, cached) runs it.
 
     With ``config.refine`` the people are refined top-down (``posecli.refine``) by ``refiner``,
-    or else by the checkpoint that ``config.refiner`` names (loaded here).
+    or else by the checkpoint that ``config.refiner`` names (loaded here; default: the bundled
+    ``refiner``).
     """
 
     def __init__(
@@ -244,11 +245,10 @@ class Estimator:
         return _shown(poses, self.decode_config.min_person_score)
 
     def _refinement(self, refiner: RefinerModel | None) -> Refinement:
-        """The refinement stage, with ``refiner`` or the one ``config.refiner`` names."""
+        """The refinement stage, with ``refiner`` or the one ``config.refiner`` names (the
+        bundled ``"refiner"`` when it names none)."""
         if refiner is None:
-            if not self.config.refiner:
-                raise UsageError("refinement needs a refiner: --refiner NAME|PATH")
-            refiner = load_refiner(self.config.refiner, device=str(self.device))
+            refiner = load_refiner(self.config.refiner or "refiner", device=str(self.device))
         return Refinement(refiner, self.config, self.device, self.dtype, self.backend)
 
     def _batches(self, images: Sequence[np.ndarray]) -> Iterator[list[int]]:

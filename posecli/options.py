@@ -114,10 +114,10 @@ INFERENCE_OPTIONS = (
            "or onnxruntime.", check=check_backend, **_PANEL),
     option("threads", int, _INFERENCE.threads, "CPU threads of the backend (0: its default).",
            min=0, **_PANEL),
-    option("refine", bool, _INFERENCE.refine, "Refine the people top-down with --refiner and "
-           "merge.", "--refine/--no-refine", **_PANEL),
-    option("refiner", str, _INFERENCE.refiner, "Refiner checkpoint path (or registered name).",
-           "--refiner", **_PANEL),
+    option("refine", bool, True, "Refine the people top-down with --refiner (default: the "
+           "bundled refiner) and merge.", "--refine/--no-refine", **_PANEL),
+    option("refiner", str, _INFERENCE.refiner, "Refiner checkpoint path or registered name "
+           "(default: the bundled refiner).", "--refiner", **_PANEL),
     option("instances", int, _INFERENCE.instances,
            "Instance selectors run per box (0: all the refiner has).", min=0, **_PANEL),
 )
@@ -126,6 +126,7 @@ INFERENCE_OPTIONS = (
 def inference_options(
     *,
     model: str = "default",
+    refine: bool = True,
     scales: str = _SCALES,
     peak_threshold: float = _DECODE.peak_threshold,
     part_threshold: float = _DECODE.part_threshold,
@@ -143,7 +144,7 @@ def inference_options(
         min_person_score=min_score,
         max_people=max_people,
     )
-    configs = InferenceConfig(scales=parse_scales(scales), **inference), decode
+    configs = InferenceConfig(scales=parse_scales(scales), refine=refine, **inference), decode
     return InferenceOptions(model, *configs)
 
 

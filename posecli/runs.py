@@ -65,8 +65,6 @@ class InferenceOptions:
         if 0 < inference.long_side < MIN_INPUT_SIZE:
             low = f"at least {MIN_INPUT_SIZE}"
             raise UsageError(f"--long-side must be 0 (off) or {low}, got {inference.long_side}")
-        if inference.refine and not inference.refiner:
-            raise UsageError("--refine needs --refiner PATH (no refiner is bundled yet)")
         if inference.refiner and not inference.refine:
             raise UsageError("--refiner is used only with --refine")
 

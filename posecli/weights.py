@@ -94,6 +94,9 @@ class RegisteredModel:
 REGISTERED_MODELS: tuple[RegisteredModel, ...] = (
     RegisteredModel(DEFAULT_MODEL, "posecli-default.pt", "bundled default model"),
     RegisteredModel(
+        "refiner", "posecli-refiner.pt", "bundled top-down refiner (--refine, weights/README.md)"
+    ),
+    RegisteredModel(
         "simplepose-official",
         "PoseNet_52_epoch.pth",
         "published Simple Pose checkpoint (4-stack IMHN); download it into weights/ yourself",

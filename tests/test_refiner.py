@@ -313,8 +313,9 @@ def test_cli_refine_options(tmp_path: Path) -> None:
     base = ["images", str(folder), "--json", str(results), *fast]
     assert run([*base, "--refine", "--refiner", str(refiner_path), "--instances", "2"]) == 0
     assert json.loads(results.read_text()) == []  # the random IMHN finds nobody
-    assert run([*base, "--force", "--refine"]) == 2  # no refiner given
-    assert run([*base, "--force", "--refiner", str(refiner_path)]) == 2  # without --refine
+    assert run([*base, "--force", "--refine"]) == 0  # the bundled refiner
+    assert run([*base, "--force", "--refiner", str(refiner_path)]) == 0  # refining is the default
+    assert run([*base, "--force", "--no-refine", "--refiner", str(refiner_path)]) == 2
     assert run([*base, "--force", "--refine", "--refiner", str(model)]) == 1  # not a refiner
     exported = tmp_path / "refiner-fp16.pt"
     assert run(["export", "--model", str(refiner_path), "--out", str(exported), "--quiet"]) == 0

@@ -562,6 +562,7 @@ def test_min_score_filters_the_person_score_and_confidences_stay_in_0_1(
     _decoded_people(monkeypatch)
     write_images(tmp_path / "photos", ["000000000001.png"])
     results = tmp_path / "poses.json"
+    fast = [*fast, "--no-refine"]  # the decoder's people, as injected
     args = ["images", str(tmp_path / "photos"), "--json", str(results), *fast]
     assert run([*args, "--min-score", "0.45"]) == 0
     entries = json.loads(results.read_text())
