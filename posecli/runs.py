@@ -444,17 +444,23 @@ def detect_images(
     Returns:
         The COCO results (COCO-17 keypoints in image pixels) and the pipeline stats.
     """
-    ids = [image_id for image_id, _ in frames.ids]
     done: list[int] = []
     try:
         found = _detect(frames, estimator, outputs, done, force, progress)
     except KeyboardInterrupt:  # the results of the images done are saved: list them too
-        if outputs.listing is not None and done:
-            write_json_atomically(outputs.listing, image_listing(frames, ids, done), force=force)
+        if done:
+            _write_listing(outputs, frames, done, force)
         raise
-    if outputs.listing is not None:
-        write_json_atomically(outputs.listing, image_listing(frames, ids, done), force=force)
+    _write_listing(outputs, frames, done, force)
     return found
+
+
+def _write_listing(
+    outputs: ImageOutputs, frames: ImageSource, done: Sequence[int], force: bool
+) -> None:
+    """Write the listing of the images done, when the outputs have one."""
+    if outputs.listing is not None:
+        write_json_atomically(outputs.listing, image_listing(frames, done), force=force)
 
 
 def _detect(
@@ -489,14 +495,13 @@ def _detect(
     return coco.results, stats
 
 
-def image_listing(
-    frames: ImageSource, image_ids: Sequence[int], done: Sequence[int]
-) -> list[dict[str, Any]]:
+def image_listing(frames: ImageSource, done: Sequence[int]) -> list[dict[str, Any]]:
     """``{"id", "file_name"}`` of the images done, in order; a skipped one adds ``"error"``."""
     errors = dict(frames.skipped)
     listing = []
     for index in sorted({*done, *errors}):
-        entry: dict[str, Any] = {"id": image_ids[index], "file_name": frames.paths[index].name}
+        image_id, name = frames.ids[index]
+        entry: dict[str, Any] = {"id": image_id, "file_name": name}
         if index in errors:
             entry["error"] = errors[index]
         listing.append(entry)

@@ -117,8 +117,23 @@ class ModelEntry:
 _Wrapped = TypeVar("_Wrapped", bound="_WrappedNetwork")
 
 
+@dataclass
 class _WrappedNetwork:
-    """What PoseModel and RefinerModel share: the device and wrapping an in-memory network."""
+    """What PoseModel and RefinerModel share: their fields, the device and wrapping an
+    in-memory network.
+
+    ``network`` is in eval mode (``None`` for a model loaded from an exported ONNX file);
+    ``preprocessing`` says how images become its input; ``provenance`` is free-form (data,
+    teacher, recipe, date...); ``file`` is the checkpoint or ONNX file it was loaded from
+    (``None`` for an in-memory network).
+    """
+
+    network: nn.Module | None
+    config: ModelConfig | RefinerConfig
+    preprocessing: Preprocessing
+    name: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    file: Path | None = None
 
     @property
     def device(self) -> torch.device:
@@ -147,20 +162,10 @@ class _WrappedNetwork:
 
 @dataclass
 class PoseModel(_WrappedNetwork):
-    """A network ready for inference with everything needed to feed it.
+    """A bottom-up network ready for inference with everything needed to feed it (the fields
+    of ``_WrappedNetwork``; ``config`` an IMHN's)."""
 
-    ``network`` is in eval mode (``None`` for a model loaded from an exported ONNX file);
-    ``preprocessing`` says how images become its input; ``provenance`` is free-form (data,
-    teacher, recipe, date...); ``file`` is the checkpoint or ONNX file it was loaded from
-    (``None`` for an in-memory network).
-    """
-
-    network: nn.Module | None
     config: ModelConfig
-    preprocessing: Preprocessing
-    name: str
-    provenance: dict[str, Any] = field(default_factory=dict)
-    file: Path | None = None
 
 
 @dataclass
@@ -168,14 +173,9 @@ class RefinerModel(_WrappedNetwork):
     """A top-down refiner ready for inference (issue 16): ``network`` (eval mode) maps
     ``(B, 3, crop_height, crop_width)`` crops normalised per ``preprocessing`` and ``(B,)``
     instance selectors to ``(B, 17, crop_height/4, crop_width/4)`` COCO heatmaps (``None`` for
-    a refiner loaded from an exported ONNX file); ``file`` as ``PoseModel``'s."""
+    a refiner loaded from an exported ONNX file); the other fields as ``_WrappedNetwork``'s."""
 
-    network: nn.Module | None
     config: RefinerConfig
-    preprocessing: Preprocessing
-    name: str
-    provenance: dict[str, Any] = field(default_factory=dict)
-    file: Path | None = None
 
 
 def prepare_network(network: nn.Module, device: torch.device) -> nn.Module:
