@@ -3,10 +3,12 @@
 For each set: the bottom-up model alone, the bottom-up model refined by ``--refiner`` with each
 ``--instances`` N (``posecli eval --refine``'s path, ``runs.evaluate_model``), and the refiner on
 the annotated people's boxes (its ceiling: perfect people, λ 0). COCO keypoint AP, AP50, AR at
-``--long-side`` single scale, no flip, as ``posecli eval --long-side 384`` runs.
+``--long-side`` single scale, no flip of the bottom-up pass (``--refine-flip`` adds rows with the
+refiner flip-tested), as ``posecli eval --long-side 384`` runs.
 
     .venv/bin/python bench/refiner_ap.py --refiner runs/refiner/checkpoint-last.pt
     .venv/bin/python bench/refiner_ap.py --refiner R.pt --instances 1 2 --sets mmpose-ochuman
+    .venv/bin/python bench/refiner_ap.py --refiner weights/posecli-refiner.pt --refine-flip
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="default", help="bottom-up model")
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--instances", nargs="+", type=int, default=[1])
+    parser.add_argument("--refine-flip", action="store_true",
+                        help="also rows with each crop refined mirrored too (refine_flip)")
     parser.add_argument("--long-side", type=int, default=384)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     return parser.parse_args()
@@ -49,11 +53,13 @@ def evaluate_set(args: argparse.Namespace, name: str) -> None:
     scores = evaluate_model(Estimator(model, plain), annotations, images).scores
     print(row("bottom-up", scores), flush=True)
     for instances in args.instances:
-        refined = InferenceConfig(long_side=args.long_side, flip=False, refine=True,
-                                  instances=instances)
-        estimator = Estimator(model, refined, refiner=refiner)
-        scores = evaluate_model(estimator, annotations, images).scores
-        print(row(f"bottom-up + refiner N={instances}", scores), flush=True)
+        for refine_flip in (False, True)[: 1 + args.refine_flip]:
+            refined = InferenceConfig(long_side=args.long_side, flip=False, refine=True,
+                                      instances=instances, refine_flip=refine_flip)
+            estimator = Estimator(model, refined, refiner=refiner)
+            scores = evaluate_model(estimator, annotations, images).scores
+            name = f"bottom-up + refiner N={instances}" + (" flip" if refine_flip else "")
+            print(row(name, scores), flush=True)
     ceiling = box_ap(refiner, str(annotations), str(images), torch.device("cpu"))
     print(row("refiner on annotated boxes", ceiling), flush=True)
 

@@ -40,6 +40,7 @@ from rich.text import Text
 from typer import Argument, Option
 
 from posecli import __version__, options, runs
+from posecli import batch as batch_jobs
 from posecli.config import LabelConfig, TrainConfig
 from posecli.errors import PoseCliError, ResumableInterruptError, UsageError
 from posecli.io import display
@@ -380,6 +381,37 @@ def evaluate(
     if estimator.refinement is not None:
         summary += f" refined by {estimator.refinement.refiner.name}"
     _say(quiet, summary + (f": {runs.written(metrics, detections)}" if metrics else ""))
+
+
+@app.command()
+@_with_options(options.CLUSTER_OPTIONS, batch_jobs.Cluster, "cluster")
+@with_inference_options
+def batch(
+    inputs: Annotated[
+        list[str], Argument(metavar="INPUTS...", help="Videos, images, folders or globs.")
+    ],
+    out_dir: Annotated[Path, Option("--out", "-o", help="Folder of the outputs.")],
+    mp4: Annotated[
+        bool, Option("--mp4", help="Also write each video annotated: DIR/STEM.mp4.")
+    ] = False,
+    smooth: Smooth = False,
+    force: Force = False,
+    quiet: Quiet = False,
+    *,
+    options: InferenceOptions,
+    cluster: batch_jobs.Cluster,
+) -> None:
+    """Many videos (DIR/STEM.jsonl each) and images (DIR/images.json) in one resumable job,
+    here or on a Ray cluster."""
+    plan = batch_jobs.plan_batch(inputs, out_dir, mp4=mp4, force=force)
+    with _progress_display("batch", quiet, (*_COUNT, *_TIMES)) as update:
+        summary = batch_jobs.run_batch(
+            plan, options, cluster, smooth=smooth,
+            progress=lambda state: update(completed=state.done, total=state.total),
+        )  # fmt: skip
+    for line in summary.lines():
+        _say(quiet, line)
+    summary.check(plan.out_dir / batch_jobs.SUMMARY_NAME)
 
 
 # train

@@ -117,6 +117,24 @@ class DecodeConfig(Record):
     # ours: after grouping, small people and leftover keypoints that no body part links to a
     # person join the nearest one lacking their types within this × its longest part (0: off)
     completion_reach: float = 1.0
+    # issue 20: "greedy" (the assembly above) or "prn": the Pose Residual Network
+    # (``posecli.group``) picks each greedy person's keypoints among the peaks inside its box
+    grouping: str = "greedy"
+    prn_box_scale: float = 1.25  # PRN box: keypoint extent at the PRN grid's aspect, × this
+    prn_min_box: float = 32.0  # PRN boxes are at least this tall, image pixels
+    # a PRN pick is kept when its softmax probability is at least this × the uniform one
+    # (1 / cells: what the PRN is taught where the box's person has no such keypoint); on
+    # ground-truth maps (bench/oracle_ap.py, cocomini-train) AP 0.56 at 5×, 0.75 at 2.5×
+    prn_min_probability: float = 2.5
+    # a pick snaps to the nearest keypoint peak within this many PRN cells, else it is missing;
+    # on ground-truth maps in annotated boxes (bench/oracle_ap.py) the picks a peak owns went
+    # from 86 % at 1.5 to 94 % at 3 (cocomini-train): the PRN's output blobs are as wide as its
+    # input peaks, σ = 9 input px, several cells for small people
+    prn_snap_cells: float = 3.0
+    # PRN people with OKS ≥ this to a better one are duplicates (fragments' boxes); on
+    # ground-truth maps with greedy boxes (bench/oracle_ap.py) 0.9 beat 0.5 on all three sets
+    # (mmpose-ochuman 0.446 → 0.704: overlapping people are near-duplicates at OKS 0.5)
+    prn_nms_oks: float = 0.9
 
 
 #: What may run the networks (``InferenceConfig.backend``, ``posecli.backends``).
@@ -154,6 +172,9 @@ class InferenceConfig(Record):
     refine_box_scale: float = 1.25
     refine_min_box: float = 32.0  # boxes are at least this tall, image pixels
     refine_batch_size: int = 32  # crops per refiner forward pass (bench/refine_speed.py)
+    # ours: each crop also runs mirrored and the heatmaps are averaged (flip-tested top-down, as
+    # HRNet/MMPose test); costs a second refiner pass, a few % of the bottom-up one
+    refine_flip: bool = False
     refine_nms_oks: float = 0.5  # poses with OKS ≥ this to a better one are the same person
     refine_keypoint_threshold: float = 0.05  # refined keypoints scored below are reported missing
     # person score = bottom-up score × mean of the refined keypoint scores above this (HRNet's
@@ -163,6 +184,9 @@ class InferenceConfig(Record):
     # with the 300-step smoke refiner on cocomini-train, keeping those ≥ 0.5 lowered AP from
     # 0.054 to 0.021 (they are mostly fragments of people the refiner merged into one)
     refine_keep_score: float = 1.0
+    # Pose Residual Network of DecodeConfig.grouping "prn" (issue 20): checkpoint path or
+    # registered name ("": the bundled "prn")
+    prn: str = ""
 
 
 #: Named network shapes. ``imhn-official`` is the published 4-stack network (128,998,760
@@ -211,6 +235,27 @@ REFINER_PRESETS: dict[str, RefinerConfig] = {
     "refiner-lite0-256x192-n3": RefinerConfig(instances=3),
     # a quarter of the pixels: for video, where the speed budget is tight
     "refiner-lite0-128x96": RefinerConfig(crop_height=128, crop_width=96, instances=1),
+}
+
+
+@dataclass(frozen=True)
+class PRNConfig(Record):
+    """Shape of a Pose Residual Network (issue 20, MultiPoseNet): the 17 COCO keypoint heatmaps
+    cropped to a person box and resized to ``crop_height × crop_width`` cells in, per keypoint
+    type the logits of which cell holds the box's own person's keypoint out
+    (``posecli.model.prn``)."""
+
+    crop_height: int = 28  # rows of the box grid (paper: 56)
+    crop_width: int = 18  # columns (paper: 36)
+    hidden: int = 256  # units of the hidden layer (paper: 1,024)
+    dropout: float = 0.3  # dropout after the hidden layer, training only
+
+
+#: Named PRN shapes (``posecli train --preset``).
+PRN_PRESETS: dict[str, PRNConfig] = {
+    # half the paper's grid each way, a quarter of its hidden units: 4.4 M weights (paper ~70 M)
+    "prn-28x18": PRNConfig(),
+    "prn-56x36": PRNConfig(crop_height=56, crop_width=36, hidden=1024),  # the published shape
 }
 
 
@@ -268,6 +313,9 @@ class TrainConfig(Record):
     # explicit refiner shape (issue 16): trains a top-down refiner instead; so does a `preset`
     # of REFINER_PRESETS, or an `init` that is a refiner checkpoint
     refiner: RefinerConfig | None = None
+    # explicit PRN shape (issue 20): trains a Pose Residual Network on synthetic heatmaps of the
+    # annotations (no images read); so does a `preset` of PRN_PRESETS or a PRN `init`
+    prn: PRNConfig | None = None
     pretrained: bool = True  # a fresh network's EfficientNet-Lite0 encoder starts from ImageNet
     init: str | None = None  # checkpoint path or model name to start from (its shape wins)
     # ours: grow `init`'s network to this many hourglass stacks (0: keep its shape); new

@@ -44,6 +44,10 @@ class TrainingError(PoseCliError):
     """Training cannot go on (the loss is no longer finite)."""
 
 
+class BatchFailedError(PoseCliError):
+    """Some inputs of a batch failed; the others' outputs were written (exit code 1)."""
+
+
 class ResumableInterruptError(PoseCliError):
     """Stopped by Ctrl-C after saving what resumes the work (exit code 130)."""
 

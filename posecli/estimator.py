@@ -17,6 +17,10 @@ mostly in the upsampling itself.
 Refinement (issue 16, ``InferenceConfig.refine``): the decoded people of each image are refined
 top-down by a refiner checkpoint (``InferenceConfig.refiner``, or a ``RefinerModel`` passed in)
 and merged with the bottom-up ones, see ``posecli.refine``; ``poses`` then needs the image.
+
+Grouping (issue 20, ``DecodeConfig.grouping``): ``"greedy"`` keeps the decoder's people;
+``"prn"`` regroups them with a Pose Residual Network (``InferenceConfig.prn``, or a ``PRNModel``
+passed in) inside their boxes, see ``posecli.group``, before any refinement.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from posecli.config import DecodeConfig, InferenceConfig
 from posecli.decode import decode
 from posecli.device import resolve_device
 from posecli.errors import CheckpointError, InputError, UsageError
+from posecli.group import PRNGrouping, check_grouping
 from posecli.pose import Pose
 from posecli.refine import Refinement
 from posecli.spec import CHANNEL_FLIP_ORDER, NUM_CHANNELS, STRIDE
@@ -47,7 +52,7 @@ from posecli.transforms import (
     pad_image,
     resize_image,
 )
-from posecli.weights import PoseModel, RefinerModel, load_refiner
+from posecli.weights import PoseModel, PRNModel, RefinerModel, load_prn, load_refiner
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +179,9 @@ class Estimator:
     With ``config.refine`` the people are refined top-down (``posecli.refine``) by ``refiner``,
     or else by the checkpoint that ``config.refiner`` names (loaded here; default: the bundled
     ``refiner``).
+
+    With ``decode_config.grouping == "prn"`` the people are regrouped (``posecli.group``) by
+    ``prn``, or else by the checkpoint that ``config.prn`` names (default: the bundled ``prn``).
     """
 
     def __init__(
@@ -182,8 +190,10 @@ class Estimator:
         config: InferenceConfig = InferenceConfig(),  # noqa: B008 (frozen record)
         decode_config: DecodeConfig = DecodeConfig(),  # noqa: B008 (frozen record)
         refiner: RefinerModel | None = None,
+        prn: PRNModel | None = None,
     ) -> None:
         _check_config(config)
+        check_grouping(decode_config)
         self.layout = _decodable_layout(model)
         self.model = model
         self.config = config
@@ -196,6 +206,7 @@ class Estimator:
         self.runner = make_runner(model, self.backend, self.device, self.dtype, config.threads)
         self._flip_channels = torch.tensor(CHANNEL_FLIP_ORDER, device=self.device)
         self.refinement = self._refinement(refiner) if config.refine else None
+        self.grouping = self._grouping(prn) if decode_config.grouping == "prn" else None
         logger.debug(
             "Estimator: model %s on %s (%s, %s), box %d, long side %d, scales %s, flip %s, "
             "decode stride %d",
@@ -235,9 +246,11 @@ class Estimator:
 
     def poses(self, heatmaps: Heatmaps, image: np.ndarray | None = None) -> list[Pose]:
         """Decode one image's heatmaps into poses in its pixels (see ``decode_heatmaps``),
-        refined top-down when the config says so, which needs the RGB uint8 ``(H, W, 3)``
-        ``image`` the heatmaps come from."""
+        regrouped by the PRN and refined top-down when the configs say so (refining needs the
+        RGB uint8 ``(H, W, 3)`` ``image`` the heatmaps come from)."""
         poses = decode_heatmaps(heatmaps, self.decode_config)
+        if self.grouping is not None:
+            poses = self.grouping.group(heatmaps.maps, heatmaps.transform, poses)
         if self.refinement is not None:
             if image is None:
                 raise UsageError("refining poses needs the image they come from")
@@ -250,6 +263,13 @@ class Estimator:
         if refiner is None:
             refiner = load_refiner(self.config.refiner or "refiner", device=str(self.device))
         return Refinement(refiner, self.config, self.device, self.dtype, self.backend)
+
+    def _grouping(self, prn: PRNModel | None) -> PRNGrouping:
+        """The PRN grouping stage, with ``prn`` or the one ``config.prn`` names (the bundled
+        ``"prn"`` when it names none)."""
+        if prn is None:
+            prn = load_prn(self.config.prn or "prn", device=str(self.device))
+        return PRNGrouping(prn, self.decode_config, self.device)
 
     def _batches(self, images: Sequence[np.ndarray]) -> Iterator[list[int]]:
         """Indices of images batched together: equal sizes, at most ``batch_size`` each."""

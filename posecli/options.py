@@ -16,9 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from posecli.batch import Cluster
 from posecli.config import (
     BACKENDS,
     MODEL_PRESETS,
+    PRN_PRESETS,
     REFINER_PRESETS,
     DecodeConfig,
     InferenceConfig,
@@ -73,6 +75,13 @@ def parse_scales(value: str) -> tuple[float, ...]:
     return scales
 
 
+def check_grouping(value: str) -> str:
+    """``greedy`` or ``prn``; UsageError else."""
+    if value not in ("greedy", "prn"):
+        raise UsageError(f"unknown grouping {value!r}: use greedy or prn")
+    return value
+
+
 def check_backend(value: str) -> str:
     """One of :data:`posecli.config.BACKENDS`; UsageError else."""
     if value not in BACKENDS:
@@ -110,6 +119,11 @@ INFERENCE_OPTIONS = (
            "Decoder: drop people whose total score per keypoint is lower.", min=0.0, **_PANEL),
     option("max_people", int, _DECODE.max_people, "Keep the N best people (0: all).", min=0,
            **_PANEL),
+    option("grouping", str, _DECODE.grouping, "greedy (assembly along body parts) or prn (the "
+           "Pose Residual Network picks each person's peaks in its box).", check=check_grouping,
+           **_PANEL),
+    option("prn", str, _INFERENCE.prn, "PRN checkpoint path or registered name for --grouping "
+           "prn (default: the bundled prn).", "--prn", **_PANEL),
     option("backend", str, _INFERENCE.backend, "auto (onnxruntime on CPU, torch on CUDA), torch "
            "or onnxruntime.", check=check_backend, **_PANEL),
     option("threads", int, _INFERENCE.threads, "CPU threads of the backend (0: its default).",
@@ -120,6 +134,8 @@ INFERENCE_OPTIONS = (
            "(default: the bundled refiner).", "--refiner", **_PANEL),
     option("instances", int, _INFERENCE.instances,
            "Instance selectors run per box (0: all the refiner has).", min=0, **_PANEL),
+    option("refine_flip", bool, _INFERENCE.refine_flip, "Also refine each person mirrored and "
+           "average.", "--refine-flip/--no-refine-flip", **_PANEL),
 )
 
 
@@ -133,6 +149,7 @@ def inference_options(
     min_score: float = _DECODE.min_person_score,
     min_part_score: float = _DECODE.min_mean_part_score,
     max_people: int = _DECODE.max_people,
+    grouping: str = _DECODE.grouping,
     **inference: Any,
 ) -> InferenceOptions:
     """The record of :data:`INFERENCE_OPTIONS` values (UsageError for settings no run can use);
@@ -143,6 +160,7 @@ def inference_options(
         min_mean_part_score=min_part_score,
         min_person_score=min_score,
         max_people=max_people,
+        grouping=grouping,
     )
     configs = InferenceConfig(scales=parse_scales(scales), refine=refine, **inference), decode
     return InferenceOptions(model, *configs)
@@ -150,7 +168,10 @@ def inference_options(
 
 _TRAIN = TrainConfig(annotations="", images="")
 _AUGMENT = _TRAIN.augment
-_PRESETS = f"{', '.join(MODEL_PRESETS)}; or a top-down refiner: {', '.join(REFINER_PRESETS)}"
+_PRESETS = (
+    f"{', '.join(MODEL_PRESETS)}; or a top-down refiner: {', '.join(REFINER_PRESETS)}; or a "
+    f"Pose Residual Network (--images not read): {', '.join(PRN_PRESETS)}"
+)
 
 #: The options of ``posecli train``, turned into a ``TrainConfig`` by :func:`train_config`.
 TRAIN_OPTIONS = (
@@ -255,4 +276,18 @@ LABEL_OPTIONS = (
            "Person score (0–1) needed to label a person."),
     option("min_keypoints", int, _LABEL.min_keypoints,
            "Kept keypoints (1–17) a labelled person needs."),
+)
+
+
+_CLUSTER, _RAY = Cluster(), {"panel": "Cluster"}
+
+#: Where ``posecli batch`` runs: ``posecli.batch.Cluster`` fields.
+CLUSTER_OPTIONS = (
+    option("address", str | None, _CLUSTER.address, "Run on Ray: auto (the cluster this machine "
+           "is part of), local (a new Ray instance here) or a head's HOST:PORT (default: in "
+           "this process, no Ray).", "--ray", **_RAY),
+    option("workers", int, _CLUSTER.workers,
+           "Videos or pose actors at once on Ray (0: one per CPU of the cluster).", min=0, **_RAY),
+    option("gpus_per_worker", float, _CLUSTER.gpus_per_worker,
+           "GPUs each Ray worker reserves (e.g. 0.5: two per GPU).", min=0.0, **_RAY),
 )

@@ -43,6 +43,7 @@ from posecli.config import InferenceConfig
 from posecli.errors import UsageError
 from posecli.model import heatmap_keypoints
 from posecli.pose import Pose, keypoint_similarity
+from posecli.spec import COCO_FLIP_ORDER
 from posecli.transforms import normalise
 from posecli.weights import RefinerModel
 
@@ -259,11 +260,26 @@ class Refinement:
         for start in range(0, count, step):
             chosen = slice(start, min(start + step, count))
             batch = normalise(crops[crop_index[chosen]], self.refiner.preprocessing)  # (b, 3, h, w)
-            maps = self.runner(batch, selector[chosen])  # (b, 17, h/4, w/4)
+            maps = self.heatmaps(batch, selector[chosen])  # (b, 17, h/4, w/4)
             found[chosen] = heatmap_keypoints(maps).cpu().numpy()  # (b, 17, 3) crop pixels
         for run in range(count):
             found[run, :, :2] = to_image(found[run, :, :2], affines[crop_index[run]])
         return found.reshape(len(boxes), self.instances, 17, 3)
+
+    def heatmaps(self, crops: np.ndarray, selectors: np.ndarray) -> torch.Tensor:
+        """The refiner's ``(b, 17, h/4, w/4)`` heatmaps of normalised ``(b, 3, h, w)`` crops for
+        λ ``selectors`` ``(b,)``; with ``refine_flip`` averaged with those of the mirrored crops
+        (one forward pass of 2b), mirrored back and their keypoints swapped left ↔ right.
+
+        Mirroring a crop of width ``w`` maps pixel ``u`` to ``w − 1 − u``, and the cell centred on
+        ``4j + 1.5`` to the one on ``4(w/4 − 1 − j) + 1.5``: flipping the grid is exact.
+        """
+        if not self.config.refine_flip:
+            return self.runner(crops, selectors)
+        both = np.concatenate([crops, crops[..., ::-1]])  # (2b, 3, h, w)
+        maps = self.runner(both, np.concatenate([selectors, selectors]))  # (2b, 17, h/4, w/4)
+        direct, mirrored = maps.chunk(2)  # (b, 17, h/4, w/4) each
+        return 0.5 * (direct + mirrored.flip(-1)[:, list(COCO_FLIP_ORDER)])
 
     def refine(self, image: np.ndarray, poses: Sequence[Pose]) -> list[Pose]:
         """The merged people of one RGB uint8 ``(H, W, 3)`` image, highest score first,

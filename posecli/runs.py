@@ -67,6 +67,8 @@ class InferenceOptions:
             raise UsageError(f"--long-side must be 0 (off) or {low}, got {inference.long_side}")
         if inference.refiner and not inference.refine:
             raise UsageError("--refiner is used only with --refine")
+        if inference.prn and decode.grouping != "prn":
+            raise UsageError("--prn is used only with --grouping prn")
 
 
 def load_estimator(options: InferenceOptions) -> Estimator:
@@ -119,13 +121,21 @@ def export_checkpoint(
         The source model's name and the path written.
     """
     from posecli.onnxfile import export_onnx
-    from posecli.weights import checkpoint_kind, is_onnx, load_model, load_refiner, save_checkpoint
+    from posecli.weights import (
+        checkpoint_kind,
+        is_onnx,
+        load_model,
+        load_prn,
+        load_refiner,
+        save_checkpoint,
+    )
 
     if file_format not in ("pt", "onnx"):
         raise UsageError(f"unknown export format {file_format!r}: use pt or onnx")
     if is_onnx(out) != (file_format == "onnx"):
         raise UsageError(f"--format {file_format} and {out}: ONNX files, and only they, end .onnx")
-    loader = load_refiner if checkpoint_kind(model) == "refiner" else load_model
+    loaders = {"refiner": load_refiner, "prn": load_prn}
+    loader = loaders.get(checkpoint_kind(model), load_model)
     source = loader(model)
     provenance = {**source.provenance, "exported_from": source.name}
     if file_format == "onnx":
@@ -147,7 +157,7 @@ def installation_report() -> list[str]:
     import torch
 
     from posecli import __version__
-    from posecli.config import MODEL_PRESETS, REFINER_PRESETS
+    from posecli.config import MODEL_PRESETS, PRN_PRESETS, REFINER_PRESETS
     from posecli.decode import native_available
     from posecli.device import resolve_device
     from posecli.weights import list_models
@@ -168,6 +178,7 @@ def installation_report() -> list[str]:
         lines.append(f"  {entry.name:<20} {state:<8} {entry.path}  ({entry.description})")
     lines.append(f"presets (for train --preset): {', '.join(MODEL_PRESETS)}")
     lines.append(f"refiner presets (train --preset): {', '.join(REFINER_PRESETS)}")
+    lines.append(f"PRN presets (train --preset): {', '.join(PRN_PRESETS)}")
     return lines
 
 

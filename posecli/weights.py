@@ -9,8 +9,9 @@
   they are loaded as float32), written by ``save_checkpoint``; a ``"kind"`` key says which
   network it holds: ``"imhn"`` (the default when absent) or ``"refiner"`` (issue 16: a
   top-down refiner, ``RefinerConfig.to_dict()`` as its config, with an ``"output"`` dict that
-  states its layout: crop size, stride, instances, keypoint order), read by ``load_refiner``;
-  each loader refuses the other kind with a message saying where it belongs; or
+  states its layout: crop size, stride, instances, keypoint order), read by ``load_refiner``,
+  or ``"prn"`` (issue 20: a Pose Residual Network, ``PRNConfig.to_dict()``, read by
+  ``load_prn``); each loader refuses the other kinds with a message saying where they belong; or
 * the **official checkpoint** ``PoseNet_52_epoch.pth``: ``{"weights": state_dict, ...}``
   with keys prefixed ``posenet.`` (and possibly ``module.``), a 4-stack IMHN that takes
   BGR images scaled to [0, 1] (``OFFICIAL_PREPROCESSING``).
@@ -42,15 +43,26 @@ import torch
 from torch import nn
 from torch.serialization import MAGIC_NUMBER
 
-from posecli.config import MODEL_PRESETS, REFINER_PRESETS, ModelConfig, Preprocessing, RefinerConfig
+from posecli.config import (
+    MODEL_PRESETS,
+    PRN_PRESETS,
+    REFINER_PRESETS,
+    ModelConfig,
+    Preprocessing,
+    PRNConfig,
+    RefinerConfig,
+)
 from posecli.device import resolve_device
 from posecli.errors import CheckpointError, ModelNotFoundError, OutputError, UsageError
 from posecli.model import (
     IMHN,
     IMHN_KIND,
+    PRN_KIND,
     REFINER_KIND,
+    PoseResidualNetwork,
     Refiner,
     build_network,
+    build_prn,
     build_refiner,
     output_layout,
 )
@@ -97,6 +109,9 @@ REGISTERED_MODELS: tuple[RegisteredModel, ...] = (
         "refiner", "posecli-refiner.pt", "bundled top-down refiner (--refine, weights/README.md)"
     ),
     RegisteredModel(
+        "prn", "posecli-prn.pt", "bundled Pose Residual Network (--grouping prn, weights/README.md)"
+    ),
+    RegisteredModel(
         "simplepose-official",
         "PoseNet_52_epoch.pth",
         "published Simple Pose checkpoint (4-stack IMHN); download it into weights/ yourself",
@@ -129,7 +144,7 @@ class _WrappedNetwork:
     """
 
     network: nn.Module | None
-    config: ModelConfig | RefinerConfig
+    config: ModelConfig | RefinerConfig | PRNConfig
     preprocessing: Preprocessing
     name: str
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -151,7 +166,7 @@ class _WrappedNetwork:
     def from_network(
         cls: type[_Wrapped],
         network: nn.Module,
-        config: ModelConfig | RefinerConfig,
+        config: ModelConfig | RefinerConfig | PRNConfig,
         preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         name: str = "random",
     ) -> _Wrapped:
@@ -176,6 +191,16 @@ class RefinerModel(_WrappedNetwork):
     a refiner loaded from an exported ONNX file); the other fields as ``_WrappedNetwork``'s."""
 
     config: RefinerConfig
+
+
+@dataclass
+class PRNModel(_WrappedNetwork):
+    """A Pose Residual Network ready for inference (issue 20): ``network`` (eval mode) maps
+    ``(B, 17, crop_height, crop_width)`` keypoint heatmaps cropped to person boxes to logits of
+    the same shape (``posecli.model.prn``); ``preprocessing`` is unused (it reads heatmaps, not
+    images); the other fields as ``_WrappedNetwork``'s."""
+
+    config: PRNConfig
 
 
 def prepare_network(network: nn.Module, device: torch.device) -> nn.Module:
@@ -231,7 +256,8 @@ def _onnx_model(kind: type[_Wrapped], path: Path, name: str) -> _Wrapped:
 
 
 def checkpoint_kind(name_or_path: str | os.PathLike[str]) -> str:
-    """``"refiner"`` or ``"imhn"``: which network a registered model or checkpoint file holds
+    """``"refiner"``, ``"prn"`` or ``"imhn"``: which network a registered model or checkpoint
+    file holds
     (ModelNotFoundError / CheckpointError as ``load_model``; CheckpointError for an ONNX file:
     what asks, training and export, needs the torch network)."""
     path, _ = _locate(name_or_path)
@@ -273,10 +299,37 @@ def load_refiner(name_or_path: str | os.PathLike[str], device: str = "cpu") -> R
     return RefinerModel(network, config, preprocessing, name, provenance, file=path)
 
 
+def load_prn(name_or_path: str | os.PathLike[str], device: str = "cpu") -> PRNModel:
+    """Load a PRN checkpoint (``"kind": "prn"``) onto ``device``; see ``load_model``.
+
+    Raises:
+        ModelNotFoundError: unknown name or missing file.
+        CheckpointError: unreadable or unsafe file, an ONNX file, not a PRN checkpoint (other
+            kinds are named), or tensors that do not match its config.
+        UsageError: an invalid device.
+    """
+    target = resolve_device(device)
+    path, name = _locate(name_or_path)
+    if is_onnx(path):
+        raise CheckpointError(f"{path}: a PRN runs on torch only; use its .pt checkpoint")
+    checkpoint = _read_checkpoint(path)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a posecli PRN checkpoint (no 'format': 'posecli')")
+    config, preprocessing, state_dict, provenance = _parse_posecli(checkpoint, path, PRN_KIND)
+    try:
+        network = build_prn(config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid PRN config: {error}") from error
+    _check_output_layout(checkpoint, config, path)
+    _load_state_dict(network, state_dict, config, path)
+    logger.info("loaded PRN %s (%s) from %s", name, _describe_config(config), path)
+    return PRNModel(network.to(target).eval(), config, preprocessing, name, provenance, file=path)
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     network: nn.Module,
-    config: ModelConfig | RefinerConfig,
+    config: ModelConfig | RefinerConfig | PRNConfig,
     preprocessing: Preprocessing,
     provenance: Mapping[str, Any],
     half: bool = False,
@@ -284,7 +337,7 @@ def save_checkpoint(
     """Write a posecli checkpoint atomically (``posecli.io.files.write_atomically``).
 
     The kind follows ``config``: a ``RefinerConfig`` writes a refiner checkpoint (with its
-    output layout), a ``ModelConfig`` an IMHN one.
+    output layout), a ``PRNConfig`` a PRN one, a ``ModelConfig`` an IMHN one.
 
     ``half`` stores floating-point tensors as float16 (half the size; loaded as float32).
     ``provenance`` must hold only plain data (str, int, float, bool, None, lists, tuples,
@@ -310,14 +363,16 @@ def save_checkpoint(
 
 
 def checkpoint_header(
-    config: ModelConfig | RefinerConfig, preprocessing: Preprocessing, provenance: Mapping[str, Any]
+    config: ModelConfig | RefinerConfig | PRNConfig,
+    preprocessing: Preprocessing,
+    provenance: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Everything a posecli checkpoint holds but its tensors (an ONNX file's metadata too):
     format, version, kind (from ``config``), config, preprocessing, provenance, output layout."""
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
-        "kind": REFINER_KIND if isinstance(config, RefinerConfig) else IMHN_KIND,
+        "kind": str(output_layout(config)["kind"]),
         "config": config.to_dict(),
         "preprocessing": preprocessing.to_dict(),
         "provenance": dict(provenance),
@@ -462,7 +517,7 @@ def _reason(error: BaseException) -> str:
 
 
 def _check_output_layout(
-    checkpoint: Any, config: ModelConfig | RefinerConfig, path: Path
+    checkpoint: Any, config: ModelConfig | RefinerConfig | PRNConfig, path: Path
 ) -> None:
     """CheckpointError when the output layout a checkpoint states (older IMHN files state
     none) is not the one this posecli builds from its config: the decoder would misread it."""
@@ -522,17 +577,21 @@ def _parse_header(
         )
     found = header.get("kind", IMHN_KIND)
     if found != kind:
-        use = "--refine --refiner" if found == REFINER_KIND else "--model"
-        raise CheckpointError(f"{path} is a {found!r} checkpoint, not {kind!r}; use it with {use}")
+        use = {REFINER_KIND: "--refine --refiner", PRN_KIND: "--grouping prn --prn"}
+        raise CheckpointError(
+            f"{path} is a {found!r} checkpoint, not {kind!r}; use it with "
+            f"{use.get(found, '--model')}"
+        )
     for key in ("config", "preprocessing"):
         if not isinstance(header.get(key), dict):
             raise CheckpointError(f"{path} is a posecli checkpoint without a {key!r} dict")
-    record = RefinerConfig if kind == REFINER_KIND else ModelConfig
+    records = {REFINER_KIND: RefinerConfig, PRN_KIND: PRNConfig}
+    record = records.get(kind, ModelConfig)
     try:
         config = record.from_dict(header["config"])
         preprocessing = Preprocessing.from_dict(header["preprocessing"])
     except (TypeError, ValueError) as error:
-        what = "refiner config" if kind == REFINER_KIND else "config"
+        what = f"{kind} config" if kind in records else "config"
         raise CheckpointError(f"{path} has an invalid {what}: {error}") from error
     provenance = header.get("provenance")
     provenance = dict(provenance) if isinstance(provenance, dict) else {}
@@ -546,7 +605,7 @@ def _check_refiner_header(checkpoint: Any, path: Path) -> None:
             f"{path} is not a posecli refiner checkpoint (no 'format': 'posecli')"
         )
     kind = checkpoint.get("kind", IMHN_KIND)
-    if kind != REFINER_KIND:
+    if kind == IMHN_KIND:  # other kinds: _parse_header says where they belong
         raise CheckpointError(
             f"{path} holds a bottom-up {kind!r} network, not a refiner; use it with --model"
         )
@@ -612,7 +671,10 @@ def _check_channels(config: ModelConfig, path: Path) -> None:
 
 
 def _load_state_dict(
-    network: nn.Module, state_dict: dict[str, Any], config: ModelConfig | RefinerConfig, path: Path
+    network: nn.Module,
+    state_dict: dict[str, Any],
+    config: ModelConfig | RefinerConfig | PRNConfig,
+    path: Path,
 ) -> None:
     """Copy the checkpoint's tensors into ``network``, strictly, in the network's dtypes
     (float16 storage becomes float32), after naming the first mismatches in a CheckpointError.
@@ -665,9 +727,13 @@ def _first_few(names: list[str]) -> str:
     return f"{shown} (+{more} more)" if more > 0 else shown
 
 
-def _describe_config(config: ModelConfig | RefinerConfig) -> str:
+def _describe_config(config: ModelConfig | RefinerConfig | PRNConfig) -> str:
     """The preset name of ``config``, or its fields."""
-    presets = REFINER_PRESETS if isinstance(config, RefinerConfig) else MODEL_PRESETS
+    presets: Mapping[str, Any] = MODEL_PRESETS
+    if isinstance(config, RefinerConfig):
+        presets = REFINER_PRESETS
+    elif isinstance(config, PRNConfig):
+        presets = PRN_PRESETS
     for name, preset in presets.items():
         if preset == config:
             return name
@@ -675,8 +741,10 @@ def _describe_config(config: ModelConfig | RefinerConfig) -> str:
     return f"{type(config).__name__}({fields})"
 
 
-def _check_network_config(network: nn.Module, config: ModelConfig | RefinerConfig) -> None:
-    if isinstance(network, IMHN | Refiner) and network.config != config:
+def _check_network_config(
+    network: nn.Module, config: ModelConfig | RefinerConfig | PRNConfig
+) -> None:
+    if isinstance(network, IMHN | Refiner | PoseResidualNetwork) and network.config != config:
         raise UsageError(
             f"network was built as {_describe_config(network.config)}, "
             f"not {_describe_config(config)}"

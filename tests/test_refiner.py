@@ -31,6 +31,7 @@ from posecli.refine import (
     person_box,
     to_image,
 )
+from posecli.spec import COCO_FLIP_ORDER
 from posecli.train.refiner import (
     RefinerCropDataset,
     instance_order,
@@ -300,6 +301,26 @@ def test_refinement_batches_every_instance(tmp_path: Path, skeleton) -> None:
     alone = heatmap_keypoints(maps)[0].numpy()
     alone[:, :2] = to_image(alone[:, :2], crop_affine(boxes[1], 64, 64))
     np.testing.assert_allclose(found[1, 1], alone, atol=1e-4)
+
+
+def test_flip_testing_is_mirror_symmetric(tmp_path: Path) -> None:
+    """With refine_flip, a mirrored crop gives the mirrored keypoints (left and right swapped),
+    and the heatmaps are the mean of the direct and the mirrored-back pass."""
+    _, network = _save_tiny_refiner(tmp_path / "refiner.pt")
+    refiner = RefinerModel.from_network(network, TINY)
+    config = InferenceConfig(device="cpu", refine=True, refine_flip=True)
+    refinement = Refinement(refiner, config, torch.device("cpu"))
+    crops = _crops(3, seed=4).numpy()  # (3, 3, 64, 64)
+    selectors = np.array([0, 1, 0])
+    maps = refinement.heatmaps(crops, selectors)  # (3, 17, 16, 16)
+    mirrored = refinement.heatmaps(np.ascontiguousarray(crops[..., ::-1]), selectors)
+    swap = list(COCO_FLIP_ORDER)
+    torch.testing.assert_close(mirrored, maps.flip(-1)[:, swap], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        direct = network(torch.from_numpy(crops), torch.from_numpy(selectors))
+        back = network(torch.from_numpy(crops[..., ::-1].copy()), torch.from_numpy(selectors))
+    torch.testing.assert_close(maps, 0.5 * (direct + back.flip(-1)[:, swap]), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(maps, direct, atol=1e-4)  # the mirrored pass counts
 
 
 def test_cli_refine_options(tmp_path: Path) -> None:

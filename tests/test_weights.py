@@ -301,6 +301,7 @@ def test_registered_names_load_from_the_weights_folder(
     assert {entry.name: entry.present for entry in list_models()} == {
         "default": False,
         "refiner": False,
+        "prn": False,
         "simplepose-official": False,
     }
     save_checkpoint(tmp_path / "posecli-default.pt", build_network(TINY), TINY, Preprocessing(), {})

@@ -148,3 +148,16 @@ def write_atomically(
         remove_quietly(temporary)
         raise OutputError(f"cannot write {name or path}: {error_reason(error)}") from error
     return path
+
+
+def move_into_place(staged: Path, path: Path) -> Path:
+    """Rename the complete file ``staged`` to ``path`` (same file system: atomic); return ``path``.
+
+    Raises:
+        OutputError: ``cannot write PATH: reason``; ``staged`` is left where it was.
+    """
+    try:
+        os.replace(staged, path)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error_reason(error)}") from error
+    return path

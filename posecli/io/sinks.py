@@ -215,6 +215,12 @@ class JsonLinesSink(Sink):
 # COCO results
 
 
+def coco_document(results: Iterable[Mapping[str, Any]]) -> bytes:
+    """A COCO keypoint results file's bytes: a JSON list, one result entry per line."""
+    body = ",\n".join(json.dumps(entry, allow_nan=False) for entry in results)
+    return (f"[\n{body}\n]\n" if body else "[]\n").encode()
+
+
 class CocoResultsSink(Sink):
     """A COCO keypoint results file: a JSON list of :func:`posecli.pose.to_coco_result` entries.
 
@@ -250,9 +256,7 @@ class CocoResultsSink(Sink):
         """Write the results file (none in memory-only mode, without a path)."""
         if self.path is None:
             return None
-        body = ",\n".join(json.dumps(entry, allow_nan=False) for entry in self.results)
-        document = f"[\n{body}\n]\n" if body else "[]\n"
-        return write_atomically(self.path, document.encode(), temporary=self._temporary)
+        return write_atomically(self.path, coco_document(self.results), temporary=self._temporary)
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is None:

@@ -7,13 +7,24 @@
 ``build_refiner(config)`` returns a ``Refiner`` whose forward maps ``(B, 3, H, W)`` person crops
 and ``(B,)`` instance selectors to ``(B, 17, H/4, W/4)`` COCO keypoint heatmaps
 (``posecli.model.refiner``).
+
+``build_prn(config)`` returns a ``PoseResidualNetwork`` whose forward maps ``(B, 17, H, W)``
+keypoint heatmaps cropped to person boxes to ``(B, 17, H, W)`` logits of the box's own person's
+keypoints (``posecli.model.prn``, issue 20).
 """
 
 from typing import Any
 
-from posecli.config import ModelConfig, RefinerConfig
+from posecli.config import ModelConfig, PRNConfig, RefinerConfig
 from posecli.model.imhn import IMHN, IMHN_KIND, build_network, grow_stacks, scale_channels
 from posecli.model.imhn import output_layout as imhn_output_layout
+from posecli.model.prn import (
+    PRN_KIND,
+    PoseResidualNetwork,
+    build_prn,
+    cell_probabilities,
+    prn_output_layout,
+)
 from posecli.model.refiner import (
     REFINER_KIND,
     Refiner,
@@ -23,22 +34,28 @@ from posecli.model.refiner import (
 )
 
 
-def output_layout(config: ModelConfig | RefinerConfig) -> dict[str, Any]:
+def output_layout(config: ModelConfig | RefinerConfig | PRNConfig) -> dict[str, Any]:
     """The output contract of the network ``config`` describes (its checkpoints store it; the
     Estimator and the refinement read it): kind, channels or keypoints, stride, and for an
     IMHN which of its outputs the decoder reads."""
     if isinstance(config, RefinerConfig):
         return refiner_output_layout(config)
+    if isinstance(config, PRNConfig):
+        return prn_output_layout(config)
     return imhn_output_layout(config)
 
 
 __all__ = [
     "IMHN",
     "IMHN_KIND",
+    "PRN_KIND",
     "REFINER_KIND",
+    "PoseResidualNetwork",
     "Refiner",
     "build_network",
+    "build_prn",
     "build_refiner",
+    "cell_probabilities",
     "grow_stacks",
     "heatmap_keypoints",
     "output_layout",

@@ -47,6 +47,7 @@ from posecli.config import (
     AugmentConfig,
     InferenceConfig,
     Preprocessing,
+    PRNConfig,
     RefinerConfig,
     TrainConfig,
 )
@@ -133,9 +134,13 @@ def person_set(entry: ImageAnnotations) -> PersonSet:
 
 
 def jittered_affine(
-    rng: np.random.Generator, box: CropBox, shape: RefinerConfig, augment: AugmentConfig | None
+    rng: np.random.Generator,
+    box: CropBox,
+    shape: RefinerConfig | PRNConfig,
+    augment: AugmentConfig | None,
 ) -> tuple[np.ndarray, bool]:
-    """``(2, 3)`` image → crop affine of a (jittered) box, and whether it mirrors.
+    """``(2, 3)`` image → crop affine of a (jittered) box, and whether it mirrors (a PRN's
+    crop: its grid of cells).
 
     The generator is drawn the same number of times with or without ``augment``.
     """

@@ -26,6 +26,10 @@ Refiners (issue 16): a ``TrainConfig`` with a ``refiner`` shape, a refiner prese
 ``init`` trains a top-down refiner on person crops instead (``posecli.train.refiner``), with the
 same machinery; its validation is top-down AP on the annotated people's boxes.
 
+Pose Residual Networks (issue 20): a ``prn`` shape, a PRN preset or a PRN ``init`` trains a PRN
+on synthetic heatmaps of the annotations (``posecli.train.prn``; no image is read), without
+validation (``bench/oracle_ap.py --grouping prn`` measures it).
+
 Ctrl-C (SIGINT in the main thread) finishes the step under way, saves both files and raises
 ``ResumableInterruptError``, so ``resume=True`` continues from that very step; a second Ctrl-C
 stops at once.
@@ -57,10 +61,12 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from posecli.config import (
     MODEL_PRESETS,
+    PRN_PRESETS,
     REFINER_PRESETS,
     InferenceConfig,
     ModelConfig,
     Preprocessing,
+    PRNConfig,
     RefinerConfig,
     TrainConfig,
 )
@@ -81,6 +87,7 @@ from posecli.runs import evaluate_model
 from posecli.spec import STRIDE
 from posecli.train.dataset import CocoKeypointDataset
 from posecli.train.loss import heatmap_loss
+from posecli.train.prn import PRNSampleDataset, initial_prn, is_prn_task, prn_loss
 from posecli.train.refiner import (
     RefinerCropDataset,
     box_ap,
@@ -93,6 +100,7 @@ from posecli.weights import (
     RefinerModel,
     load_model,
     load_pretrained_encoder,
+    load_prn,
     load_refiner,
     prepare_network,
     save_checkpoint,
@@ -190,9 +198,11 @@ def join_process_group(device: torch.device) -> tuple[Distributed, torch.device]
 
 def initial_network(
     config: TrainConfig,
-) -> tuple[nn.Module, ModelConfig | RefinerConfig, Preprocessing]:
+) -> tuple[nn.Module, ModelConfig | RefinerConfig | PRNConfig, Preprocessing]:
     """The network to train: from ``config.init`` (grown to ``config.init_stacks`` stacks if
-    set), else freshly built from the model or preset (a refiner for a refiner task)."""
+    set), else freshly built from the model or preset (a refiner or a PRN for their tasks)."""
+    if is_prn_task(config):
+        return initial_prn(config)
     if is_refiner_task(config):
         return initial_refiner(config)
     if config.init:
@@ -213,7 +223,7 @@ def initial_network(
     else:
         raise UsageError(
             f"unknown preset {config.preset!r}; choose one of "
-            f"{', '.join([*MODEL_PRESETS, *REFINER_PRESETS])}"
+            f"{', '.join([*MODEL_PRESETS, *REFINER_PRESETS, *PRN_PRESETS])}"
         )
     network = build_network(model_config)
     if model_config.encoder and config.pretrained:
@@ -466,7 +476,6 @@ class Trainer:
         self.log = MetricsLog(self.paths.metrics, self.distributed.is_main, progress)
         torch.manual_seed(config.seed)
         network, self.model_config, self.preprocessing = initial_network(config)
-        self.refiner = isinstance(self.model_config, RefinerConfig)
         self.network = prepare_network(network, self.device).train()  # CPU: channels-last
         self.dataset = self._dataset()
         self.sampler = DistributedSampler(
@@ -488,9 +497,12 @@ class Trainer:
             _check_run_folder(config)
         self.model = self._parallel(self.network)
 
-    def _dataset(self) -> CocoKeypointDataset | RefinerCropDataset:
-        """The run's training items: person crops for a refiner, whole images for an IMHN."""
+    def _dataset(self) -> CocoKeypointDataset | RefinerCropDataset | PRNSampleDataset:
+        """The run's training items: person crops for a refiner, synthetic box heatmaps for a
+        PRN, whole images for an IMHN."""
         config, shape = self.config, self.model_config
+        if isinstance(shape, PRNConfig):
+            return PRNSampleDataset.from_config(config, shape)
         if isinstance(shape, RefinerConfig):
             return RefinerCropDataset.from_config(config, shape, self.preprocessing)
         coarsest = config.input_size // (STRIDE * 2**shape.depth)  # cells per side
@@ -516,7 +528,8 @@ class Trainer:
         state = torch.load(self.paths.state, map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{self.paths.state}: not a posecli training state")
-        loader = load_refiner if self.refiner else load_model
+        loaders = {RefinerConfig: load_refiner, PRNConfig: load_prn}
+        loader = loaders.get(type(self.model_config), load_model)
         model = loader(str(self.paths.last), device="cpu")
         if model.provenance.get("step") != state["step"]:
             raise CheckpointError(
@@ -634,11 +647,12 @@ class Trainer:
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         )
-        if isinstance(targets, torch.Tensor) and isinstance(masks, torch.Tensor):  # a refiner
-            targets = targets.to(self.device, non_blocking=True)  # (N, λ, 17, h, w)
-            masks = masks.to(self.device, non_blocking=True)  # (N, λ, 17)
+        if isinstance(targets, torch.Tensor) and isinstance(masks, torch.Tensor):  # refiner, PRN
+            targets = targets.to(self.device, non_blocking=True)  # (N, λ, 17, h, w) | (N, 17, H, W)
+            masks = masks.to(self.device, non_blocking=True)  # (N, λ, 17) | (N, 17)
+            loss = prn_loss if isinstance(self.model_config, PRNConfig) else refiner_loss
             with autocast:
-                return refiner_loss(self.model, images, targets, masks)
+                return loss(self.model, images, targets, masks)
         targets = [t.to(self.device, non_blocking=True) for t in targets]  # [(N, 50, h_j, w_j)]
         masks = [m.to(self.device, non_blocking=True) for m in masks]  # [(N, 1|50, h_j, w_j)]
         with autocast:
