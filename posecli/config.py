@@ -321,6 +321,10 @@ class TrainConfig(Record):
     # ours: grow `init`'s network to this many hourglass stacks (0: keep its shape); new
     # stacks start as copies of its last stack (posecli.model.grow_stacks)
     init_stacks: int = 0
+    # ours: grow `init`'s refiner to this many instance selectors λ (0: keep its N); the new
+    # modulation blocks start as the identity, so λ = 0 predicts as before
+    # (posecli.model.grow_instances)
+    init_instances: int = 0
     preprocessing: Preprocessing = Preprocessing()  # input convention stored in checkpoints
     resume: bool = False  # continue the run in `out` exactly where it stopped
     input_size: int = 384  # square training crop, multiple of 64 (paper: 384, then 512)

@@ -186,6 +186,8 @@ TRAIN_OPTIONS = (
     option("init", str | None, None, "Start from this checkpoint or model name."),
     option("init_stacks", int, _TRAIN.init_stacks, "Grow the --init network to this many "
            "hourglass stacks, new ones copied from its last (0: keep its shape).", min=0),
+    option("init_instances", int, _TRAIN.init_instances, "Grow the --init refiner to this many "
+           "instance selectors, new modulation blocks the identity (0: keep its N).", min=0),
     option("epochs", int, _TRAIN.epochs, "Passes over the images.", min=1),
     option("max_steps", int, _TRAIN.max_steps, "Stop after this many steps (0: all epochs).",
            min=0),

@@ -19,7 +19,7 @@ from posecli.cli import run
 from posecli.config import AugmentConfig, InferenceConfig, Preprocessing, RefinerConfig, TrainConfig
 from posecli.errors import CheckpointError, UsageError
 from posecli.estimator import Estimator
-from posecli.model import build_refiner, heatmap_keypoints
+from posecli.model import build_refiner, grow_instances, heatmap_keypoints
 from posecli.pose import Pose
 from posecli.refine import (
     CropBox,
@@ -102,6 +102,29 @@ def test_one_instance_is_a_plain_top_down_network() -> None:
             torch.testing.assert_close(multi(crops, torch.full((2,), k)), expected)
         with pytest.raises(ValueError, match="λ = 0"):
             plain(crops, torch.tensor([0, 1]))
+
+
+def test_grown_refiner_keeps_its_weights_and_starts_as_before() -> None:
+    """grow_instances: N = 1 → 3 predicts as before for every λ until trained; N = 2 → 3 keeps
+    the trained λ embeddings and modulations; shrinking is refused."""
+    torch.manual_seed(0)
+    plain = build_refiner(replace(TINY, instances=1)).eval()
+    grown = grow_instances(plain, 3).eval()
+    assert grown.config.instances == 3
+    crops = _crops()
+    with torch.no_grad():
+        for k in range(3):
+            torch.testing.assert_close(grown(crops, torch.full((2,), k)), plain(crops))
+    two = build_refiner(TINY)
+    _modulate_randomly(two)
+    three = grow_instances(two, 3)
+    with torch.no_grad():
+        kept = three.instance_embedding.weight[:2]
+        torch.testing.assert_close(kept, two.instance_embedding.weight)
+        second = torch.ones(2, dtype=torch.long)
+        torch.testing.assert_close(three.eval()(crops, second), two.eval()(crops, second))
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow_instances(two, 2)
 
 
 def test_refiner_rejects_bad_shapes() -> None:
@@ -420,3 +443,15 @@ def test_a_tiny_refiner_trains_and_resumes(tmp_path: Path) -> None:
     train(replace(config, out=str(tmp_path / "part"), max_steps=5, resume=True))
     straight = {step: loss for step, loss in _losses(tmp_path / "run").items() if step <= 5}
     assert _losses(tmp_path / "part") == straight  # the same steps, bit for bit
+
+
+def test_training_grows_an_init_refiner_to_more_instances(tmp_path: Path) -> None:
+    one = replace(TRAINED, instances=1)
+    first = train(_train_config(tmp_path, "one", refiner=one, max_steps=2))
+    grown = train(_train_config(tmp_path, "two", refiner=None, init=str(first), init_instances=2,
+                                max_steps=2))  # fmt: skip
+    assert load_refiner(grown).config == replace(one, instances=2)
+    with pytest.raises(UsageError, match="init-instances"):
+        train(_train_config(tmp_path, "three", init_instances=2))  # no --init
+    with pytest.raises(UsageError, match="cannot grow"):
+        train(_train_config(tmp_path, "four", refiner=None, init=str(grown), init_instances=1))

@@ -29,6 +29,7 @@ from posecli.model.refiner import (
     REFINER_KIND,
     Refiner,
     build_refiner,
+    grow_instances,
     heatmap_keypoints,
     refiner_output_layout,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "build_network",
     "build_prn",
     "build_refiner",
+    "grow_instances",
     "cell_probabilities",
     "grow_stacks",
     "heatmap_keypoints",

@@ -27,6 +27,7 @@ crop pixel ``(4j + 1.5, 4i + 1.5)`` (x right, y down, integer values at pixel ce
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -245,3 +246,30 @@ def _vertex(before: torch.Tensor, centre: torch.Tensor, after: torch.Tensor) -> 
     curvature = before - 2.0 * centre + after  # (B, K), < 0 at a concave maximum
     offset = (before - after) / (2.0 * curvature.clamp(max=-1e-9))
     return torch.where(curvature < 0, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
+
+
+def grow_instances(network: Refiner, instances: int) -> Refiner:
+    """``network`` with ``instances`` instance selectors (more than its own), for training on.
+
+    Every weight ``network`` has is kept; the λ embeddings it has keep their rows. A network of
+    one instance gains the embedding and the modulation blocks of ``config.modulated_blocks``,
+    which start as the identity (γ = β = 0), so λ = 0 (and at first every λ) predicts as
+    ``network`` does. The result is on the CPU in training mode.
+
+    Raises:
+        ValueError: ``instances`` is not more than ``network``'s.
+    """
+    old = network.config.instances
+    if instances <= old:
+        raise ValueError(f"the refiner has {old} instance selector(s), cannot grow to {instances}")
+    grown = Refiner(replace(network.config, instances=instances))
+    state = {name: value for name, value in network.state_dict().items()}
+    embedding = state.pop("instance_embedding.weight", None)  # (old, embedding) when old > 1
+    missing, unexpected = grown.load_state_dict(state, strict=False)
+    new = ("instance_embedding.", "modulations.")
+    if unexpected or any(not name.startswith(new) for name in missing):
+        raise ValueError(f"cannot grow the refiner: {unexpected or missing}")
+    if embedding is not None:
+        with torch.no_grad():
+            grown.instance_embedding.weight[:old] = embedding
+    return grown.cpu().train()

@@ -54,7 +54,7 @@ from posecli.config import (
 from posecli.errors import InputError, UsageError
 from posecli.evaluate import coco_keypoint_ap, load_annotations
 from posecli.io.sources import load_image
-from posecli.model import build_refiner
+from posecli.model import build_refiner, grow_instances
 from posecli.model.refiner import REFINER_STRIDE
 from posecli.pose import Pose, to_coco_result
 from posecli.refine import CropBox, Refinement, person_box, refined_score
@@ -96,7 +96,14 @@ def initial_refiner(config: TrainConfig) -> tuple[nn.Module, RefinerConfig, Prep
     if config.init:
         model = load_refiner(config.init, device="cpu")
         logger.info("initialised from %s", config.init)
-        return model.network, model.config, model.preprocessing
+        if not config.init_instances or config.init_instances == model.config.instances:
+            return model.network, model.config, model.preprocessing
+        try:
+            network = grow_instances(model.network, config.init_instances)
+        except ValueError as error:
+            raise UsageError(f"{config.init}: {error} (--init-instances)") from None
+        logger.info("grown to %d instance selectors", config.init_instances)
+        return network, network.config, model.preprocessing
     shape = config.refiner if config.refiner is not None else REFINER_PRESETS[config.preset]
     try:
         network = build_refiner(shape)

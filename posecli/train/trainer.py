@@ -308,6 +308,8 @@ def _check_config(config: TrainConfig) -> None:
         )
     if config.init_stacks < 0 or (config.init_stacks and not config.init):
         raise UsageError("--init-stacks needs --init and a positive number of stacks")
+    if config.init_instances < 0 or (config.init_instances and not config.init):
+        raise UsageError("--init-instances needs --init and a positive number of selectors")
     if not 0 <= zoom.mosaic_probability <= 1:
         raise UsageError(f"mosaic probability {zoom.mosaic_probability} is outside 0–1 (--mosaic)")
 
