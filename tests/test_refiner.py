@@ -312,7 +312,7 @@ def test_estimator_refines_the_bottom_up_people(
 def test_refinement_batches_every_instance(tmp_path: Path, skeleton) -> None:
     _, network = _save_tiny_refiner(tmp_path / "refiner.pt")
     refiner = RefinerModel.from_network(network, TINY)
-    config = InferenceConfig(device="cpu", refine=True, refine_batch_size=3)
+    config = InferenceConfig(device="cpu", refine=True, refine_batch_size=3, refine_flip=False)
     refinement = Refinement(refiner, config, torch.device("cpu"))
     image = np.random.default_rng(1).integers(0, 256, size=(100, 160, 3), dtype=np.uint8)
     boxes = [CropBox(50, 50, 40, 40), CropBox(110, 50, 60, 60)]
