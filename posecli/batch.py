@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from posecli import runs
 from posecli.errors import (
     BatchFailedError,
+    InputError,
     MissingDependencyError,
     OutputError,
     PoseCliError,
@@ -236,7 +237,6 @@ def split_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
     Raises:
         InputError: no inputs, a missing input, a glob or folder without videos or images.
     """
-    from posecli.errors import InputError
     from posecli.io.sources import IMAGE_SUFFIXES, natural_key
 
     if not inputs:
@@ -251,7 +251,6 @@ def split_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
 
 def _expand(item: str) -> list[Path]:
     """The files of one input: itself, a folder's videos and images, a glob's files."""
-    from posecli.errors import InputError
     from posecli.io.sources import IMAGE_SUFFIXES
 
     path = Path(item)
@@ -460,7 +459,6 @@ def detect_rows(
         Columns ``index``, ``results`` (each image's COCO results as a JSON list) and
         ``error`` (``""`` for an image read).
     """
-    from posecli.errors import InputError
     from posecli.io.sources import ImageSource
 
     frames = ImageSource(list(rows["path"]), skip_unreadable=True)
@@ -533,8 +531,6 @@ def import_ray() -> Any:
 def ray_session(address: str) -> Iterator[Any]:
     """Ray connected to ``address`` (``"local"``: a new instance here), shut down afterwards,
     its progress bars off; InputError for a cluster that cannot be reached."""
-    from posecli.errors import InputError
-
     ray = import_ray()
     try:
         ray.init(

@@ -82,6 +82,10 @@ class Preprocessing(Record):
     pad_value: int = 128  # uint8 value of the padding around a resized image (published: 128)
 
 
+#: Who owns which peak (``DecodeConfig.grouping``, ``posecli.group``).
+GROUPINGS = ("greedy", "prn")
+
+
 @dataclass(frozen=True)
 class DecodeConfig(Record):
     """Thresholds of peak finding and greedy grouping (defaults: the published code).

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posecli.config import DecodeConfig
+from posecli.config import GROUPINGS, DecodeConfig
 from posecli.decode.reference import Peaks, find_all_peaks
 from posecli.errors import DecoderError, UsageError
 from posecli.model import cell_probabilities
@@ -50,9 +50,6 @@ from posecli.refine import (
 from posecli.spec import COCO_TO_NETWORK, KEYPOINT_CHANNELS, NUM_CHANNELS, NUM_COCO_KEYPOINTS
 from posecli.transforms import GridTransform
 from posecli.weights import PRNModel
-
-#: Groupings of ``DecodeConfig.grouping``.
-GROUPINGS = ("greedy", "prn")
 
 
 def check_grouping(config: DecodeConfig) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from posecli.batch import Cluster
 from posecli.config import (
     BACKENDS,
+    GROUPINGS,
     MODEL_PRESETS,
     PRN_PRESETS,
     REFINER_PRESETS,
@@ -76,9 +77,9 @@ def parse_scales(value: str) -> tuple[float, ...]:
 
 
 def check_grouping(value: str) -> str:
-    """``greedy`` or ``prn``; UsageError else."""
-    if value not in ("greedy", "prn"):
-        raise UsageError(f"unknown grouping {value!r}: use greedy or prn")
+    """One of :data:`posecli.config.GROUPINGS`; UsageError else."""
+    if value not in GROUPINGS:
+        raise UsageError(f"unknown grouping {value!r}: use {', '.join(GROUPINGS)}")
     return value
 
 

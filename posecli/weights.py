@@ -34,7 +34,7 @@ import pickle
 import re
 import tarfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -287,13 +287,9 @@ def load_refiner(name_or_path: str | os.PathLike[str], device: str = "cpu") -> R
         return _onnx_model(RefinerModel, path, name)
     checkpoint = _read_checkpoint(path)
     _check_refiner_header(checkpoint, path)
-    config, preprocessing, state_dict, provenance = _parse_posecli(checkpoint, path, REFINER_KIND)
-    try:
-        network = build_refiner(config)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has an invalid refiner config: {error}") from error
-    _check_output_layout(checkpoint, config, path)
-    _load_state_dict(network, state_dict, config, path)
+    network, config, preprocessing, provenance = _built_network(
+        checkpoint, path, REFINER_KIND, build_refiner, "refiner"
+    )
     logger.info("loaded refiner %s (%s) from %s", name, _describe_config(config), path)
     network = prepare_network(network, target)
     return RefinerModel(network, config, preprocessing, name, provenance, file=path)
@@ -313,15 +309,10 @@ def load_prn(name_or_path: str | os.PathLike[str], device: str = "cpu") -> PRNMo
     if is_onnx(path):
         raise CheckpointError(f"{path}: a PRN runs on torch only; use its .pt checkpoint")
     checkpoint = _read_checkpoint(path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a posecli PRN checkpoint (no 'format': 'posecli')")
-    config, preprocessing, state_dict, provenance = _parse_posecli(checkpoint, path, PRN_KIND)
-    try:
-        network = build_prn(config)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has an invalid PRN config: {error}") from error
-    _check_output_layout(checkpoint, config, path)
-    _load_state_dict(network, state_dict, config, path)
+    _check_format(checkpoint, path, "PRN")
+    network, config, preprocessing, provenance = _built_network(
+        checkpoint, path, PRN_KIND, build_prn, "PRN"
+    )
     logger.info("loaded PRN %s (%s) from %s", name, _describe_config(config), path)
     return PRNModel(network.to(target).eval(), config, preprocessing, name, provenance, file=path)
 
@@ -598,12 +589,38 @@ def _parse_header(
     return config, preprocessing, provenance
 
 
-def _check_refiner_header(checkpoint: Any, path: Path) -> None:
-    """CheckpointError unless ``checkpoint`` is a posecli refiner (an IMHN is named as one)."""
+def _check_format(checkpoint: Any, path: Path, label: str) -> None:
+    """CheckpointError unless ``checkpoint`` is a dict saying ``"format": "posecli"``; ``label``
+    names the network expected ("refiner", "PRN")."""
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path} is not a posecli refiner checkpoint (no 'format': 'posecli')"
+            f"{path} is not a posecli {label} checkpoint (no 'format': 'posecli')"
         )
+
+
+def _built_network(
+    checkpoint: dict[str, Any],
+    path: Path,
+    kind: str,
+    build: Callable[[Any], nn.Module],
+    label: str,
+) -> tuple[nn.Module, Any, Preprocessing, dict[str, Any]]:
+    """Network (built by ``build`` from its config, output layout checked, tensors loaded),
+    config, preprocessing and provenance of a posecli checkpoint of ``kind``; CheckpointError
+    names ``label`` for an invalid config."""
+    config, preprocessing, state_dict, provenance = _parse_posecli(checkpoint, path, kind)
+    try:
+        network = build(config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid {label} config: {error}") from error
+    _check_output_layout(checkpoint, config, path)
+    _load_state_dict(network, state_dict, config, path)
+    return network, config, preprocessing, provenance
+
+
+def _check_refiner_header(checkpoint: Any, path: Path) -> None:
+    """CheckpointError unless ``checkpoint`` is a posecli refiner (an IMHN is named as one)."""
+    _check_format(checkpoint, path, "refiner")
     kind = checkpoint.get("kind", IMHN_KIND)
     if kind == IMHN_KIND:  # other kinds: _parse_header says where they belong
         raise CheckpointError(

@@ -263,7 +263,7 @@ def grow_instances(network: Refiner, instances: int) -> Refiner:
     if instances <= old:
         raise ValueError(f"the refiner has {old} instance selector(s), cannot grow to {instances}")
     grown = Refiner(replace(network.config, instances=instances))
-    state = {name: value for name, value in network.state_dict().items()}
+    state = dict(network.state_dict())
     embedding = state.pop("instance_embedding.weight", None)  # (old, embedding) when old > 1
     missing, unexpected = grown.load_state_dict(state, strict=False)
     new = ("instance_embedding.", "modulations.")
