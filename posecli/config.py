@@ -352,7 +352,7 @@ class TrainConfig(Record):
     warmup_steps: int = 0  # linear warm-up from `warmup_start_fraction` × lr (published: 0)
     warmup_start_fraction: float = 0.01
     grad_clip: float = 10.0  # max global gradient norm, 0 disables (published max: 10)
-    amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16)
+    amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on native-bf16 CPUs (refiners: fp32)
     sync_batchnorm: bool = True  # SyncBatchNorm across processes, CUDA + DDP only (published)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"; under torchrun: cuda:LOCAL_RANK
     seed: int = 0  # data order, augmentation and initial weights

@@ -216,7 +216,8 @@ TRAIN_OPTIONS = (
            "--keep-keypoint the labels were made with, or those kept keypoints are lost.",
            min=0.0, max=1.0),
     option("amp", bool, _TRAIN.amp,
-           "Mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16."),
+           "Mixed precision: fp16 on CUDA; bf16 on CPUs with native bf16, except refiners "
+           "(faster in fp32 there)."),
     option("pretrained", bool, _TRAIN.pretrained,
            "Start a fresh network's EfficientNet-Lite0 encoder from ImageNet."),
 )

@@ -15,7 +15,7 @@ import pytest
 import torch
 from coco_synthetic import write_people_set
 
-from posecli.config import ModelConfig, TrainConfig
+from posecli.config import REFINER_PRESETS, ModelConfig, RefinerConfig, TrainConfig
 from posecli.errors import OutputError, ResumableInterruptError, UsageError
 from posecli.train.trainer import autocast_dtype, lr_factor, train
 from posecli.weights import load_model
@@ -198,6 +198,10 @@ def test_cpu_mixed_precision_is_bf16_where_native_and_stays_close_to_fp32(
     native = torch.cpu._is_avx512_bf16_supported()
     assert autocast_dtype(True, torch.device("cpu")) == (torch.bfloat16 if native else None)
     assert autocast_dtype(False, torch.device("cpu")) is None
+    assert (
+        autocast_dtype(True, torch.device("cpu"), REFINER_PRESETS["refiner-lite0-128x96"]) is None
+    )
+    assert autocast_dtype(True, torch.device("cuda"), RefinerConfig()) == torch.float16
     losses = {}
     for amp in (True, False):
         run = train(_config(people_set, tmp_path / f"amp-{amp}", max_steps=2, amp=amp)).parent

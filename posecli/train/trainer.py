@@ -443,19 +443,24 @@ def _deferred_interrupt() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
-    """The mixed-precision type of the forward pass, or None for plain fp32.
+def autocast_dtype(
+    amp: bool, device: torch.device, network: ModelConfig | RefinerConfig | PRNConfig | None = None
+) -> torch.dtype | None:
+    """The mixed-precision type of the forward pass of ``network``, or None for plain fp32.
 
-    fp16 (with loss scaling) on CUDA; bf16 on CPUs that compute it natively (AVX512-BF16 or AMX),
-    where a step of ``imhn-cpu-lite0`` (batch 8, 384², 2 cores) takes 1.5 s instead of 2.6 s
-    (``bench/train_speed.py``). Elsewhere bf16 is emulated and slower than fp32. Weights and
-    optimiser stay fp32.
+    fp16 (with loss scaling) on CUDA. On CPUs that compute bf16 natively (AVX512-BF16 or AMX),
+    bf16 for an IMHN or PRN, fp32 for a refiner: on a 2-core AMD EPYC with AVX512-BF16
+    (``bench/train_speed.py``, one run) bf16 makes a step of ``imhn-cpu-lite0`` (batch 8, 384²)
+    2.9× faster than fp32, but one of ``refiner-lite0-128x96`` (batch 32) 0.61× as fast (its
+    depthwise backward is slower in bf16). Elsewhere bf16 is emulated and
+    slower than fp32. Weights and optimiser stay fp32.
     """
     if not amp:
         return None
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported():
+    refiner = isinstance(network, RefinerConfig)
+    if device.type == "cpu" and not refiner and torch.cpu._is_avx512_bf16_supported():
         return torch.bfloat16
     return None
 
@@ -474,10 +479,10 @@ class Trainer:
         self.paths = RunPaths.of(Path(config.out))
         self.distributed = distributed
         self.device = device
-        self.autocast_dtype = autocast_dtype(config.amp, self.device)
         self.log = MetricsLog(self.paths.metrics, self.distributed.is_main, progress)
         torch.manual_seed(config.seed)
         network, self.model_config, self.preprocessing = initial_network(config)
+        self.autocast_dtype = autocast_dtype(config.amp, self.device, self.model_config)
         self.network = prepare_network(network, self.device).train()  # CPU: channels-last
         self.dataset = self._dataset()
         self.sampler = DistributedSampler(
