@@ -178,8 +178,8 @@ class InferenceConfig(Record):
     refine_batch_size: int = 32  # crops per refiner forward pass (bench/refine_speed.py)
     # ours: each crop also runs mirrored and the heatmaps are averaged (flip-tested top-down, as
     # HRNet/MMPose test). With the bundled refiner (bench/refiner_ap.py --refine-flip) AP
-    # cocomini-train 0.127 → 0.140, mmpose-coco 0.266 both, mmpose-ochuman 0.181 both; posecli
-    # images as fast, posecli video 0.94× → 0.89× of no refinement
+    # cocomini-train 0.142 both, mmpose-coco 0.308 → 0.366, mmpose-ochuman (5 people) 0.270 →
+    # 0.160; posecli images as fast, posecli video 0.94× → 0.89× of no refinement
     refine_flip: bool = True
     refine_nms_oks: float = 0.5  # poses with OKS ≥ this to a better one are the same person
     refine_keypoint_threshold: float = 0.05  # refined keypoints scored below are reported missing
@@ -331,6 +331,10 @@ class TrainConfig(Record):
     # modulation blocks start as the identity, so λ = 0 predicts as before
     # (posecli.model.grow_instances)
     init_instances: int = 0
+    # ours: train `init`'s refiner on crops of this size (0: its own); its weights fit any crop
+    # (posecli.model.resize_crop)
+    init_crop_height: int = 0
+    init_crop_width: int = 0
     preprocessing: Preprocessing = Preprocessing()  # input convention stored in checkpoints
     resume: bool = False  # continue the run in `out` exactly where it stopped
     input_size: int = 384  # square training crop, multiple of 64 (paper: 384, then 512)

@@ -189,6 +189,8 @@ TRAIN_OPTIONS = (
            "hourglass stacks, new ones copied from its last (0: keep its shape).", min=0),
     option("init_instances", int, _TRAIN.init_instances, "Grow the --init refiner to this many "
            "instance selectors, new modulation blocks the identity (0: keep its N).", min=0),
+    option("init_crop", str, "", "Train the --init refiner on crops of this size, HxW "
+           "(e.g. 256x192, multiples of 32; its weights fit any crop; empty: its own)."),
     option("epochs", int, _TRAIN.epochs, "Passes over the images.", min=1),
     option("max_steps", int, _TRAIN.max_steps, "Stop after this many steps (0: all epochs).",
            min=0),
@@ -236,6 +238,7 @@ def train_config(
     scale_min: float = _AUGMENT.scale_min,
     scale_max: float = _AUGMENT.scale_max,
     mosaic: float = _AUGMENT.mosaic_probability,
+    init_crop: str = "",
     **fields: Any,
 ) -> TrainConfig:
     """The ``TrainConfig`` of :data:`TRAIN_OPTIONS` values; UsageError for a bad combination.
@@ -263,8 +266,19 @@ def train_config(
         init=init,
         loss=replace(_TRAIN.loss, kind=loss),
         augment=augment,
+        **dict(zip(("init_crop_height", "init_crop_width"), parse_crop(init_crop), strict=True)),
         **fields,
     )
+
+
+def parse_crop(text: str) -> tuple[int, int]:
+    """``"HxW"`` as ``(H, W)`` (``""``: ``(0, 0)``, the network's own); UsageError otherwise."""
+    if not text:
+        return 0, 0
+    height, _, width = text.lower().partition("x")
+    if not (height.isdigit() and width.isdigit()):
+        raise UsageError(f"--init-crop {text!r} is not HEIGHTxWIDTH, e.g. 256x192")
+    return int(height), int(width)
 
 
 _LABEL = LabelConfig()

@@ -432,6 +432,13 @@ def train_preset_with_init(place: Place) -> Case:
     return Case([*args, "--out", str(run_dir)], 2, "exclude each other", absent=[run_dir])
 
 
+def train_init_crop_not_a_size(place: Place) -> Case:
+    annotations, images, _ = place.people_set()
+    run_dir = place.root / "run"
+    args = [*place.train_args(annotations, images), "--init-crop", "256by192"]
+    return Case([*args, "--out", str(run_dir)], 2, "HEIGHTxWIDTH", absent=[run_dir])
+
+
 def train_resume_nothing(place: Place) -> Case:
     annotations, images, _ = place.people_set()
     (place.root / "run").mkdir()
@@ -518,6 +525,7 @@ CASES: dict[str, Callable[[Place], Case]] = {
     "export: text as model": export_of_text,
     "export: folder is a file": export_into_a_file,
     "train: --preset with --init": train_preset_with_init,
+    "train: --init-crop not a size": train_init_crop_not_a_size,
     "train: --resume of nothing": train_resume_nothing,
     "train: truncated JSON": train_bad_json,
     "train: --mosaic 2": train_bad_mosaic,

@@ -19,7 +19,7 @@ from posecli.cli import run
 from posecli.config import AugmentConfig, InferenceConfig, Preprocessing, RefinerConfig, TrainConfig
 from posecli.errors import CheckpointError, UsageError
 from posecli.estimator import Estimator
-from posecli.model import build_refiner, grow_instances, heatmap_keypoints
+from posecli.model import build_refiner, grow_instances, heatmap_keypoints, resize_crop
 from posecli.pose import Pose
 from posecli.refine import (
     CropBox,
@@ -125,6 +125,24 @@ def test_grown_refiner_keeps_its_weights_and_starts_as_before() -> None:
         torch.testing.assert_close(three.eval()(crops, second), two.eval()(crops, second))
     with pytest.raises(ValueError, match="cannot grow"):
         grow_instances(two, 2)
+
+
+def test_a_resized_refiner_computes_what_its_layers_did_on_the_larger_crop() -> None:
+    """resize_crop: same weights, a new accepted crop and output layout; a crop that is not a
+    multiple of 32 is refused."""
+    torch.manual_seed(0)
+    small = build_refiner(replace(TINY, instances=1)).eval()
+    height, width = 2 * TINY.crop_height, 2 * TINY.crop_width
+    large = resize_crop(small, height, width).eval()
+    layout = large.output_layout
+    assert (layout["crop_height"], layout["crop_width"]) == (height, width)
+    crops = torch.rand(2, 3, height, width)
+    with torch.no_grad():
+        torch.testing.assert_close(large(crops), small.head(small.encoder(crops)))
+    with pytest.raises(ValueError, match="crop"):
+        small(crops)
+    with pytest.raises(ValueError, match="32"):
+        resize_crop(small, 100, 64)
 
 
 def test_refiner_rejects_bad_shapes() -> None:
@@ -455,3 +473,17 @@ def test_training_grows_an_init_refiner_to_more_instances(tmp_path: Path) -> Non
         train(_train_config(tmp_path, "three", init_instances=2))  # no --init
     with pytest.raises(UsageError, match="cannot grow"):
         train(_train_config(tmp_path, "four", refiner=None, init=str(grown), init_instances=1))
+
+
+def test_training_an_init_refiner_on_larger_crops(tmp_path: Path) -> None:
+    first = train(_train_config(tmp_path, "small", max_steps=2))
+    crop = {"init_crop_height": 2 * TRAINED.crop_height, "init_crop_width": 2 * TRAINED.crop_width}
+    large = train(_train_config(tmp_path, "large", refiner=None, init=str(first), max_steps=2,
+                                **crop))  # fmt: skip
+    assert load_refiner(large).config == replace(TRAINED, crop_height=crop["init_crop_height"],
+                                                 crop_width=crop["init_crop_width"])  # fmt: skip
+    with pytest.raises(UsageError, match="init-crop"):
+        train(_train_config(tmp_path, "bad", refiner=None, init=str(first), init_crop_height=48,
+                            init_crop_width=32))  # fmt: skip
+    with pytest.raises(UsageError, match="needs --init"):
+        train(_train_config(tmp_path, "none", **crop))

@@ -32,6 +32,7 @@ from posecli.model.refiner import (
     grow_instances,
     heatmap_keypoints,
     refiner_output_layout,
+    resize_crop,
 )
 
 
@@ -61,5 +62,6 @@ __all__ = [
     "grow_stacks",
     "heatmap_keypoints",
     "output_layout",
+    "resize_crop",
     "scale_channels",
 ]

@@ -248,6 +248,21 @@ def _vertex(before: torch.Tensor, centre: torch.Tensor, after: torch.Tensor) -> 
     return torch.where(curvature < 0, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
 
 
+def resize_crop(network: Refiner, crop_height: int, crop_width: int) -> Refiner:
+    """``network`` taking ``crop_height × crop_width`` crops, for training on.
+
+    The refiner is fully convolutional, so every weight fits any crop size; only the config,
+    and with it the accepted input and the output layout, changes. The result is on the CPU in
+    training mode.
+
+    Raises:
+        ValueError: a crop size that is not a positive multiple of 32.
+    """
+    resized = Refiner(replace(network.config, crop_height=crop_height, crop_width=crop_width))
+    resized.load_state_dict(network.state_dict())
+    return resized.cpu().train()
+
+
 def grow_instances(network: Refiner, instances: int) -> Refiner:
     """``network`` with ``instances`` instance selectors (more than its own), for training on.
 

@@ -54,7 +54,7 @@ from posecli.config import (
 from posecli.errors import InputError, UsageError
 from posecli.evaluate import coco_keypoint_ap, load_annotations
 from posecli.io.sources import load_image
-from posecli.model import build_refiner, grow_instances
+from posecli.model import build_refiner, grow_instances, resize_crop
 from posecli.model.refiner import REFINER_STRIDE
 from posecli.pose import Pose, to_coco_result
 from posecli.refine import CropBox, Refinement, person_box, refined_score
@@ -96,13 +96,7 @@ def initial_refiner(config: TrainConfig) -> tuple[nn.Module, RefinerConfig, Prep
     if config.init:
         model = load_refiner(config.init, device="cpu")
         logger.info("initialised from %s", config.init)
-        if not config.init_instances or config.init_instances == model.config.instances:
-            return model.network, model.config, model.preprocessing
-        try:
-            network = grow_instances(model.network, config.init_instances)
-        except ValueError as error:
-            raise UsageError(f"{config.init}: {error} (--init-instances)") from None
-        logger.info("grown to %d instance selectors", config.init_instances)
+        network = _reshaped(model.network, config)
         return network, network.config, model.preprocessing
     shape = config.refiner if config.refiner is not None else REFINER_PRESETS[config.preset]
     try:
@@ -112,6 +106,26 @@ def initial_refiner(config: TrainConfig) -> tuple[nn.Module, RefinerConfig, Prep
     if config.pretrained:
         load_pretrained_encoder(network)
     return network, shape, config.preprocessing
+
+
+def _reshaped(network: nn.Module, config: TrainConfig) -> nn.Module:
+    """The ``init`` refiner ``network`` grown to ``config.init_instances`` selectors and resized
+    to ``config.init_crop_*`` crops, where those are set and differ from its own."""
+    shape = network.config
+    if config.init_instances and config.init_instances != shape.instances:
+        try:
+            network = grow_instances(network, config.init_instances)
+        except ValueError as error:
+            raise UsageError(f"{config.init}: {error} (--init-instances)") from None
+        logger.info("grown to %d instance selectors", config.init_instances)
+    crop = (config.init_crop_height, config.init_crop_width)
+    if any(crop) and crop != (shape.crop_height, shape.crop_width):
+        try:
+            network = resize_crop(network, *crop)
+        except ValueError as error:
+            raise UsageError(f"invalid --init-crop {crop[0]}x{crop[1]}: {error}") from None
+        logger.info("trained on %d×%d crops", *crop)
+    return network
 
 
 @dataclass(frozen=True)

@@ -310,6 +310,8 @@ def _check_config(config: TrainConfig) -> None:
         raise UsageError("--init-stacks needs --init and a positive number of stacks")
     if config.init_instances < 0 or (config.init_instances and not config.init):
         raise UsageError("--init-instances needs --init and a positive number of selectors")
+    if (config.init_crop_height or config.init_crop_width) and not config.init:
+        raise UsageError("--init-crop needs --init")
     if not 0 <= zoom.mosaic_probability <= 1:
         raise UsageError(f"mosaic probability {zoom.mosaic_probability} is outside 0–1 (--mosaic)")
 
