@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from posecli.config import MODEL_PRESETS, REFINER_PRESETS, TrainConfig
+from posecli.model.refiner import REFINER_STRIDE
 from posecli.spec import NUM_CHANNELS, NUM_COCO_KEYPOINTS
 from posecli.train.masks import scale_shapes
 from posecli.train.trainer import Distributed, Trainer, autocast_dtype
@@ -90,7 +91,8 @@ def synthetic_batch(preset: str, batch_size: int, size: int) -> tuple[Any, Any, 
         shape = REFINER_PRESETS[preset]
         height, width = shape.crop_height, shape.crop_width
         images = torch.rand(batch_size, 3, height, width)  # (N, 3, H, W)
-        heatmaps = (batch_size, shape.instances, NUM_COCO_KEYPOINTS, height // 4, width // 4)
+        cells = (height // REFINER_STRIDE, width // REFINER_STRIDE)
+        heatmaps = (batch_size, shape.instances, NUM_COCO_KEYPOINTS, *cells)
         targets = torch.rand(heatmaps) * 0.1  # (N, λ, 17, H/4, W/4)
         return images, targets, torch.ones(heatmaps[:3])  # weights (N, λ, 17)
     images = torch.rand(batch_size, 3, size, size)  # (N, 3, S, S)
@@ -120,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, batch "
         f"{args.batch_size} (IMHN {args.size}², refiners their crop), mixed type {native}, "
-        f"native here: {device.type == 'cuda' or torch.cpu._is_avx512_bf16_supported()}"
+        f"native here: {autocast_dtype(True, device) is not None}"
     )
     print("preset                 fp32 s/step  mixed s/step  speed-up  trainer's --amp")
     for name in args.presets:

@@ -255,6 +255,7 @@ def train_config(
         )
     sets = [(str(a), str(i)) for a, i in zip(annotations, images_dir, strict=True)]
     augment = replace(_AUGMENT, scale_min=scale_min, scale_max=scale_max, mosaic_probability=mosaic)
+    crop_height, crop_width = parse_crop(init_crop)
     return TrainConfig(
         annotations=sets[0][0],
         images=sets[0][1],
@@ -266,7 +267,8 @@ def train_config(
         init=init,
         loss=replace(_TRAIN.loss, kind=loss),
         augment=augment,
-        **dict(zip(("init_crop_height", "init_crop_width"), parse_crop(init_crop), strict=True)),
+        init_crop_height=crop_height,
+        init_crop_width=crop_width,
         **fields,
     )
 

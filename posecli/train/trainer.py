@@ -454,8 +454,8 @@ def autocast_dtype(
     bf16 for an IMHN or PRN, fp32 for a refiner: on a 2-core AMD EPYC with AVX512-BF16
     (``bench/train_speed.py``, one run) bf16 makes a step of ``imhn-cpu-lite0`` (batch 8, 384²)
     2.9× faster than fp32, but one of ``refiner-lite0-128x96`` (batch 32) 0.61× as fast (its
-    depthwise backward is slower in bf16). Elsewhere bf16 is emulated and
-    slower than fp32. Weights and optimiser stay fp32.
+    depthwise backward is slower in bf16). Elsewhere bf16 is emulated and slower than fp32.
+    Weights and optimiser stay fp32.
     """
     if not amp:
         return None
