@@ -127,6 +127,9 @@ def _with_options(
 with_inference_options = _with_options(
     options.INFERENCE_OPTIONS, options.inference_options, "options"
 )
+with_stream_options = _with_options(
+    options.STREAM_INFERENCE_OPTIONS, options.inference_options, "options"
+)
 Force = Annotated[bool, Option("--force", "-f", help="Overwrite existing outputs.")]
 Quiet = Annotated[bool, Option("--quiet", "-q", help="No progress, warnings or summary.")]
 _TRACKS_HELP = "JSON-lines tracks: one line per frame."
@@ -219,7 +222,7 @@ def _frame_progress(description: str, quiet: bool) -> Iterator[Callable[[Pipelin
 
 
 @app.command()
-@with_inference_options
+@with_stream_options
 def video(
     source: Annotated[str, Argument(metavar="IN", help="Video file or URL ffmpeg reads.")],
     out: Annotated[Path | None, Option("--out", "-o", help="Annotated H.264 MP4 to write.")] = None,
@@ -262,7 +265,7 @@ def video(
 
 
 @app.command()
-@with_inference_options
+@with_stream_options
 def webcam(
     camera: Annotated[
         str, Option(help="Camera index (0, 1…) or stream URL (also a video file).")

@@ -178,8 +178,9 @@ class InferenceConfig(Record):
     refine_batch_size: int = 32  # crops per refiner forward pass (bench/refine_speed.py)
     # ours: each crop also runs mirrored and the heatmaps are averaged (flip-tested top-down, as
     # HRNet/MMPose test). With the bundled refiner (bench/refiner_ap.py --refine-flip) AP
-    # cocomini-train 0.142 both, mmpose-coco 0.308 → 0.366, mmpose-ochuman (5 people) 0.270 →
-    # 0.160; posecli images as fast, posecli video 0.94× → 0.89× of no refinement
+    # cocomini-train 0.191 → 0.194, mmpose-coco 0.410 → 0.462, mmpose-ochuman 0.234 → 0.240;
+    # posecli video 0.80× → 0.66× of no refinement, so video and webcam default to off
+    # (posecli.options.STREAM_INFERENCE_OPTIONS)
     refine_flip: bool = True
     refine_nms_oks: float = 0.5  # poses with OKS ≥ this to a better one are the same person
     refine_keypoint_threshold: float = 0.05  # refined keypoints scored below are reported missing

@@ -31,8 +31,9 @@ from posecli.batch import unique_stems
 from posecli.cli import run
 
 #: Small inputs, a quick run, and people found in test patterns (low thresholds).
+#: Every default that differs between ``video`` and ``images`` (the refiner's flip test) given.
 OPTIONS = ["--long-side", "128", "--no-refine", "--threads", "1", "--device", "cpu"] + [
-    "--peak-threshold", "0.01", "--min-part-score", "0", "--max-people", "3",
+    "--peak-threshold", "0.01", "--min-part-score", "0", "--max-people", "3", "--refine-flip",
 ]  # fmt: skip
 
 

@@ -390,6 +390,25 @@ def test_long_side_reaches_the_estimator(
     assert [estimator.config.long_side for estimator in estimators] == [96]
 
 
+def test_the_refiner_flip_test_defaults_off_for_streams_only(
+    fast: list[str], plain_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_images(tmp_path / "photos")
+    load_estimator, flips = runs.load_estimator, []
+
+    def recording(options: runs.InferenceOptions) -> Estimator:
+        flips.append(options.inference.refine_flip)
+        return load_estimator(options)
+
+    monkeypatch.setattr(runs, "load_estimator", recording)
+    fast = [*fast, "--no-refine"]
+    images = ["images", str(tmp_path / "photos"), "--json", str(tmp_path / "poses.json"), *fast]
+    video = ["video", str(plain_video), "--no-video", "--json", str(tmp_path / "t.jsonl"), *fast]
+    assert run(images) == 0 and run(video) == 0
+    assert run([*video, "--force", "--refine-flip"]) == 0
+    assert flips == [True, False, True]
+
+
 def test_images_missing_input(fast: list[str], tmp_path: Path, capsys) -> None:
     assert run(["images", str(tmp_path / "none"), "--json", str(tmp_path / "p.json"), *fast]) == 1
     assert "not found" in _one_error_line(capsys.readouterr().err)
