@@ -141,9 +141,7 @@ INFERENCE_OPTIONS = (
 )
 
 #: The options of the streaming commands (video, webcam): those of :data:`INFERENCE_OPTIONS`,
-#: but the refiner's flip test off by default. It doubles the refiner's work per person, and
-#: with the 256×192 refiner (weights/README.md) ``posecli video`` on a crowded street keeps
-#: 0.80× the bottom-up-only frames/s without it and 0.66× with it.
+#: but the refiner's flip test off by default, for speed (``InferenceConfig.refine_flip``).
 STREAM_INFERENCE_OPTIONS = tuple(
     replace(spec, default=False) if spec.name == "refine_flip" else spec
     for spec in INFERENCE_OPTIONS

@@ -374,39 +374,38 @@ def test_images_with_a_glob_and_ids_by_position(fast: list[str], tmp_path: Path)
     assert listing == [{"id": 0, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]
 
 
-def test_long_side_reaches_the_estimator(
-    fast: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _write_images(tmp_path / "photos")
-    load_estimator, estimators = runs.load_estimator, []
+@pytest.fixture
+def estimators(monkeypatch: pytest.MonkeyPatch) -> list[Estimator]:
+    """Every Estimator the commands load in the test, in order."""
+    load_estimator, loaded = runs.load_estimator, []
 
     def recording(options: runs.InferenceOptions) -> Estimator:
-        estimators.append(load_estimator(options))
-        return estimators[-1]
+        loaded.append(load_estimator(options))
+        return loaded[-1]
 
     monkeypatch.setattr(runs, "load_estimator", recording)
+    return loaded
+
+
+def test_long_side_reaches_the_estimator(
+    fast: list[str], tmp_path: Path, estimators: list[Estimator]
+) -> None:
+    _write_images(tmp_path / "photos")
     args = ["images", str(tmp_path / "photos"), "--json", str(tmp_path / "poses.json"), *fast]
     assert run([*args, "--long-side", "96"]) == 0
     assert [estimator.config.long_side for estimator in estimators] == [96]
 
 
 def test_the_refiner_flip_test_defaults_off_for_streams_only(
-    fast: list[str], plain_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fast: list[str], plain_video: Path, tmp_path: Path, estimators: list[Estimator]
 ) -> None:
     _write_images(tmp_path / "photos")
-    load_estimator, flips = runs.load_estimator, []
-
-    def recording(options: runs.InferenceOptions) -> Estimator:
-        flips.append(options.inference.refine_flip)
-        return load_estimator(options)
-
-    monkeypatch.setattr(runs, "load_estimator", recording)
     fast = [*fast, "--no-refine"]
     images = ["images", str(tmp_path / "photos"), "--json", str(tmp_path / "poses.json"), *fast]
     video = ["video", str(plain_video), "--no-video", "--json", str(tmp_path / "t.jsonl"), *fast]
     assert run(images) == 0 and run(video) == 0
     assert run([*video, "--force", "--refine-flip"]) == 0
-    assert flips == [True, False, True]
+    assert [estimator.config.refine_flip for estimator in estimators] == [True, False, True]
 
 
 def test_images_missing_input(fast: list[str], tmp_path: Path, capsys) -> None:
