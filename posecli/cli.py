@@ -516,14 +516,23 @@ def _labelling_progress(quiet: bool) -> Iterator[Callable[[int, int], None]]:
 
 @app.command()
 def export(
-    model: Annotated[str, Option("--model", "-m", help="Checkpoint path or model name.")],
+    model: Annotated[
+        list[str],
+        Option(
+            "--model",
+            "-m",
+            help="Checkpoint path or model name; repeated: their weight average (one kind and "
+            "config).",
+        ),
+    ],
     out: Annotated[Path, Option("--out", "-o", help="Checkpoint file to write.")],
     half: Annotated[bool, Option("--half/--no-half", help="Store float tensors as fp16.")] = True,
     file_format: Annotated[str, Option("--format", help="pt, or onnx (an .onnx --out).")] = "pt",
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
-    """Copy a checkpoint for shipping (fp16, training state dropped, provenance kept) or ONNX."""
+    """Copy a checkpoint for shipping (fp16, training state dropped, provenance kept) or ONNX,
+    or average several fine-tunes of one network into one."""
     _setup_logging(quiet)
     runs.check_outputs([out], force)
     name, written = runs.export_checkpoint(model, out, half=half, file_format=file_format)

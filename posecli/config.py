@@ -178,7 +178,7 @@ class InferenceConfig(Record):
     refine_batch_size: int = 32  # crops per refiner forward pass (bench/refine_speed.py)
     # ours: each crop also runs mirrored and the heatmaps are averaged (flip-tested top-down, as
     # HRNet/MMPose test). With the bundled refiner (bench/refiner_ap.py --refine-flip) AP
-    # cocomini-train 0.191 → 0.194, mmpose-coco 0.410 → 0.462, mmpose-ochuman 0.234 → 0.240;
+    # cocomini-train 0.198 → 0.202, mmpose-coco 0.463 → 0.458, mmpose-ochuman 0.234 → 0.240;
     # posecli video 0.80× → 0.66× of no refinement, so video and webcam default to off
     # (posecli.options.STREAM_INFERENCE_OPTIONS)
     refine_flip: bool = True

@@ -110,18 +110,20 @@ def write_json_atomically(path: Path, data: Any, *, force: bool) -> Path:
 
 
 def export_checkpoint(
-    model: str, out: Path, *, half: bool = True, file_format: str = "pt"
+    models: Sequence[str], out: Path, *, half: bool = True, file_format: str = "pt"
 ) -> tuple[str, Path]:
-    """Copy checkpoint or model ``model`` (an IMHN or a refiner) to ``out`` for shipping:
-    ``file_format`` ``"pt"``: a checkpoint, float16 storage with ``half``, training state
-    dropped; ``"onnx"``: an ``.onnx`` file (``posecli.onnxfile``, float32) that loads like a
-    checkpoint. Provenance kept either way.
+    """Copy checkpoint or model ``models[0]`` (an IMHN, a refiner or a PRN) to ``out`` for
+    shipping, or with several ``models`` of one kind and config their weight average
+    (``posecli.weights.average_models``): ``file_format`` ``"pt"``: a checkpoint, float16
+    storage with ``half``, training state dropped; ``"onnx"``: an ``.onnx`` file
+    (``posecli.onnxfile``, float32) that loads like a checkpoint. Provenance kept either way.
 
     Returns:
         The source model's name and the path written.
     """
     from posecli.onnxfile import export_onnx
     from posecli.weights import (
+        average_models,
         checkpoint_kind,
         is_onnx,
         load_model,
@@ -135,8 +137,9 @@ def export_checkpoint(
     if is_onnx(out) != (file_format == "onnx"):
         raise UsageError(f"--format {file_format} and {out}: ONNX files, and only they, end .onnx")
     loaders = {"refiner": load_refiner, "prn": load_prn}
-    loader = loaders.get(checkpoint_kind(model), load_model)
-    source = loader(model)
+    source = average_models(
+        [loaders.get(checkpoint_kind(model), load_model)(model) for model in models]
+    )
     provenance = {**source.provenance, "exported_from": source.name}
     if file_format == "onnx":
         source.provenance = provenance

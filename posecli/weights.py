@@ -34,7 +34,7 @@ import pickle
 import re
 import tarfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -315,6 +315,48 @@ def load_prn(name_or_path: str | os.PathLike[str], device: str = "cpu") -> PRNMo
     )
     logger.info("loaded PRN %s (%s) from %s", name, _describe_config(config), path)
     return PRNModel(network.to(target).eval(), config, preprocessing, name, provenance, file=path)
+
+
+def average_models(models: Sequence[_Wrapped]) -> _Wrapped:
+    """The uniform weight average of ``models`` (a "model soup", Wortsman et al., ICML 2022):
+    networks of one kind, config and preprocessing, typically fine-tuned from one parent.
+
+    Floating-point tensors (weights, BatchNorm running statistics) are averaged in float32
+    and stored in the first model's network, in place; other tensors (BatchNorm's batch
+    counters) are kept from the first. Returns the first model, renamed and with provenance
+    ``averaged_from`` (every model's file, or name when it has none) added.
+
+    Raises:
+        UsageError: no model; with several, an ONNX file among them or models that differ in
+            kind, config, preprocessing or tensor shapes.
+    """
+    if not models:
+        raise UsageError("nothing to average: give at least one model")
+    first = models[0]
+    if len(models) == 1:
+        return first
+    signature = (type(first), first.config, first.preprocessing)
+    for model in models:
+        if model.network is None:
+            raise UsageError(f"cannot average {model.name}: an ONNX file holds no weights")
+        if (type(model), model.config, model.preprocessing) != signature:
+            raise UsageError(
+                f"cannot average {model.name} with {first.name}: another kind, config or "
+                "preprocessing"
+            )
+    states = [model.network.state_dict() for model in models]
+    averaged = {}
+    for key, tensor in states[0].items():
+        if any(key not in state or state[key].shape != tensor.shape for state in states[1:]):
+            raise UsageError(f"cannot average: tensor {key} differs between the models")
+        if tensor.is_floating_point():
+            mean = torch.stack([state[key].float() for state in states]).mean(dim=0)
+            averaged[key] = mean.to(tensor.dtype)
+    first.network.load_state_dict(averaged, strict=False)
+    names = [model.name if model.file is None else str(model.file) for model in models]
+    first.name = "average of " + ", ".join(names)
+    first.provenance = {**first.provenance, "averaged_from": names}
+    return first
 
 
 def save_checkpoint(

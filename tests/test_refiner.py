@@ -384,6 +384,33 @@ def test_cli_refine_options(tmp_path: Path) -> None:
     assert load_refiner(exported).config == TINY
 
 
+def test_export_averages_fine_tunes_of_one_refiner(tmp_path: Path) -> None:
+    first, network = _save_tiny_refiner(tmp_path / "a.pt")
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for tensor in network.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.5 * torch.randn(tensor.shape, generator=generator))
+    second = save_checkpoint(tmp_path / "b.pt", network, TINY, Preprocessing(), {"source": "b"})
+    out = tmp_path / "soup.pt"
+    args = ["export", "-m", str(first), "-m", str(second), "--out", str(out), "--no-half", "-q"]
+    assert run(args) == 0
+    states = [torch.load(path, weights_only=True)["state_dict"] for path in (first, second, out)]
+    for key, tensor in states[2].items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(tensor, (states[0][key] + states[1][key]) / 2)
+        else:
+            assert torch.equal(tensor, states[0][key])  # BatchNorm batch counters
+    assert load_refiner(out).provenance["averaged_from"] == [str(first), str(second)]
+    other = replace(TINY, instances=1)
+    save_checkpoint(tmp_path / "c.pt", build_refiner(other), other, Preprocessing(), {})
+    imhn = save_tiny_checkpoint(tmp_path / "imhn.pt")
+    for mismatch in (tmp_path / "c.pt", imhn):
+        args = ["export", "-m", str(first), "-m", str(mismatch), "--out", str(tmp_path / "x.pt")]
+        assert run([*args, "-q"]) == 2
+        assert not (tmp_path / "x.pt").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 
