@@ -324,11 +324,12 @@ def average_models(models: Sequence[_Wrapped]) -> _Wrapped:
     Floating-point tensors (weights, BatchNorm running statistics) are averaged in float32
     and stored in the first model's network, in place; other tensors (BatchNorm's batch
     counters) are kept from the first. Returns the first model, renamed and with provenance
-    ``averaged_from`` (every model's file, or name when it has none) added.
+    ``averaged_from`` (every model's file, or name when it has none) added. One config means
+    the same tensor names and shapes: the loaders checked each file against its config.
 
     Raises:
         UsageError: no model; with several, an ONNX file among them or models that differ in
-            kind, config, preprocessing or tensor shapes.
+            kind, config or preprocessing.
     """
     if not models:
         raise UsageError("nothing to average: give at least one model")
@@ -344,17 +345,15 @@ def average_models(models: Sequence[_Wrapped]) -> _Wrapped:
                 f"cannot average {model.name} with {first.name}: another kind, config or "
                 "preprocessing"
             )
-    states = [model.network.state_dict() for model in models]
-    averaged = {}
-    for key, tensor in states[0].items():
-        if any(key not in state or state[key].shape != tensor.shape for state in states[1:]):
-            raise UsageError(f"cannot average: tensor {key} differs between the models")
-        if tensor.is_floating_point():
-            mean = torch.stack([state[key].float() for state in states]).mean(dim=0)
-            averaged[key] = mean.to(tensor.dtype)
+    states = [model.network.state_dict() for model in models]  # one config: the same tensors
+    averaged = {
+        key: torch.stack([state[key].float() for state in states]).mean(dim=0).to(tensor.dtype)
+        for key, tensor in states[0].items()
+        if tensor.is_floating_point()
+    }
     first.network.load_state_dict(averaged, strict=False)
     names = [model.name if model.file is None else str(model.file) for model in models]
-    first.name = "average of " + ", ".join(names)
+    first.name = f"average of {len(models)} models"
     first.provenance = {**first.provenance, "averaged_from": names}
     return first
 
