@@ -527,15 +527,27 @@ def export(
     ],
     out: Annotated[Path, Option("--out", "-o", help="Checkpoint file to write.")],
     half: Annotated[bool, Option("--half/--no-half", help="Store float tensors as fp16.")] = True,
-    file_format: Annotated[str, Option("--format", help="pt, or onnx (an .onnx --out).")] = "pt",
+    file_format: Annotated[
+        str,
+        Option("--format", help="pt; onnx (an .onnx --out); onnx-int8 (a refiner, quantised)."),
+    ] = "pt",
+    calibration: Annotated[
+        list[str] | None,
+        Option(
+            "--calibration",
+            help="onnx-int8: images to calibrate on (folders, globs, files; repeatable).",
+        ),
+    ] = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Copy a checkpoint for shipping (fp16, training state dropped, provenance kept) or ONNX,
-    or average several fine-tunes of one network into one."""
+    quantise a refiner to int8, or average several fine-tunes of one network into one."""
     _setup_logging(quiet)
     runs.check_outputs([out], force)
-    name, written = runs.export_checkpoint(model, out, half=half, file_format=file_format)
+    name, written = runs.export_checkpoint(
+        model, out, half=half, file_format=file_format, calibration=calibration or ()
+    )
     _say(quiet, f"exported {name}: {written} ({written.stat().st_size / 1e6:.1f} MB)")
 
 

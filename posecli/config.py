@@ -182,6 +182,11 @@ class InferenceConfig(Record):
     # posecli video 0.80× → 0.66× of no refinement, so video and webcam default to off
     # (posecli.options.STREAM_INFERENCE_OPTIONS)
     refine_flip: bool = True
+    # ours: with no refiner named and the network on onnxruntime, the bundled refiner's int8
+    # file ("refiner-int8", posecli export --format onnx-int8): 1.5× as fast per crop on 2 AVX2
+    # cores, AP level (cocomini-train 0.197 → 0.195 without the flip test, weights/README.md);
+    # on for video and webcam (posecli.options.STREAM_INFERENCE_OPTIONS), where the speed binds
+    refine_int8: bool = False
     refine_nms_oks: float = 0.5  # poses with OKS ≥ this to a better one are the same person
     refine_keypoint_threshold: float = 0.05  # refined keypoints scored below are reported missing
     # person score = bottom-up score × mean of the refined keypoint scores above this (HRNet's

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posecli.backends import choose_backend, make_runner
+from posecli.backends import ONNXRUNTIME, choose_backend, make_runner
 from posecli.config import DecodeConfig, InferenceConfig
 from posecli.decode import decode
 from posecli.device import resolve_device
@@ -258,10 +258,13 @@ class Estimator:
         return _shown(poses, self.decode_config.min_person_score)
 
     def _refinement(self, refiner: RefinerModel | None) -> Refinement:
-        """The refinement stage, with ``refiner`` or the one ``config.refiner`` names (the
-        bundled ``"refiner"`` when it names none)."""
+        """The refinement stage, with ``refiner`` or the one ``config.refiner`` names (when it
+        names none the bundled ``"refiner"``, or ``"refiner-int8"`` with ``config.refine_int8``
+        where the network runs on onnxruntime)."""
         if refiner is None:
-            refiner = load_refiner(self.config.refiner or "refiner", device=str(self.device))
+            int8 = self.config.refine_int8 and self.backend == ONNXRUNTIME
+            bundled = "refiner-int8" if int8 else "refiner"
+            refiner = load_refiner(self.config.refiner or bundled, device=str(self.device))
         return Refinement(refiner, self.config, self.device, self.dtype, self.backend)
 
     def _grouping(self, prn: PRNModel | None) -> PRNGrouping:

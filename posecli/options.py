@@ -138,12 +138,16 @@ INFERENCE_OPTIONS = (
            "Instance selectors run per box (0: all the refiner has).", min=0, **_PANEL),
     option("refine_flip", bool, _INFERENCE.refine_flip, "Also refine each person mirrored and "
            "average.", "--refine-flip/--no-refine-flip", **_PANEL),
+    option("refine_int8", bool, _INFERENCE.refine_int8, "Bundled refiner on onnxruntime: run "
+           "its int8 file (faster, AP level).", "--refine-int8/--no-refine-int8", **_PANEL),
 )
 
 #: The options of the streaming commands (video, webcam): those of :data:`INFERENCE_OPTIONS`,
-#: but the refiner's flip test off by default, for speed (``InferenceConfig.refine_flip``).
+#: but for speed the refiner's flip test off and its int8 file on by default
+#: (``InferenceConfig.refine_flip``, ``InferenceConfig.refine_int8``).
+_STREAM_DEFAULTS = {"refine_flip": False, "refine_int8": True}
 STREAM_INFERENCE_OPTIONS = tuple(
-    replace(spec, default=False) if spec.name == "refine_flip" else spec
+    replace(spec, default=_STREAM_DEFAULTS[spec.name]) if spec.name in _STREAM_DEFAULTS else spec
     for spec in INFERENCE_OPTIONS
 )
 

@@ -2,11 +2,11 @@
 
 For one image and the people the IMHN found in it:
 
-1. **Boxes** (``person_box``): each person's keypoint extent (found keypoints), widened or
-   heightened about its centre to the refiner's crop aspect (width / height), then enlarged by
-   ``refine_box_scale`` (1.25) and made at least ``refine_min_box`` pixels tall. People with
-   fewer than two found keypoints get no box and stay as they are.
-2. **Crops** (``crop_affine``, ``crop_people``): the box is mapped onto the
+1. **Boxes** (``person_box``, ``crop_boxes``): each person's keypoint extent (found keypoints),
+   widened or heightened about its centre to the refiner's crop aspect (width / height), then
+   enlarged by ``refine_box_scale`` (1.25) and made at least ``refine_min_box`` pixels tall.
+   People with fewer than two found keypoints get no box and stay as they are.
+2. **Crops** (``crop_affine``, ``crop_people``, ``refiner_crops``): the box is mapped onto the
    ``crop_height × crop_width`` crop by a scale and a translation, pixel centres to pixel
    centres (``cv2.warpAffine``, bilinear, the checkpoint's pad value outside the image): crop
    pixel ``u`` ↔ image ``x = centre_x + (u − (crop_width − 1) / 2) · width / crop_width``.
@@ -114,6 +114,31 @@ def crop_people(
             image, affine, (crop_width, crop_height), flags=cv2.INTER_LINEAR, borderValue=(pad,) * 3
         )
     return crops
+
+
+def crop_boxes(
+    poses: Sequence[Pose], refiner: RefinerModel, config: InferenceConfig
+) -> list[tuple[int, CropBox]]:
+    """``(index into poses, box)`` of every pose that gets a box (module docstring, step 1) at
+    ``refiner``'s crop aspect, ``config.refine_box_scale`` and ``config.refine_min_box``."""
+    aspect = refiner.config.crop_width / refiner.config.crop_height
+    boxes = []
+    for index, pose in enumerate(poses):
+        box = person_box(pose.keypoints, aspect, config.refine_box_scale, config.refine_min_box)
+        if box is not None:
+            boxes.append((index, box))
+    return boxes
+
+
+def refiner_crops(
+    image: np.ndarray, boxes: Sequence[CropBox], refiner: RefinerModel
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The ``(2, 3)`` affines (``crop_affine``) and ``(B, h, w, 3)`` uint8 crops of ``boxes``
+    in an ``(H, W, 3)`` uint8 image, at ``refiner``'s crop size and pad value."""
+    height, width = refiner.config.crop_height, refiner.config.crop_width
+    affines = [crop_affine(box, height, width) for box in boxes]
+    pad = refiner.preprocessing.pad_value
+    return affines, crop_people(image, affines, height, width, pad)
 
 
 def pose_oks(a: np.ndarray, b: np.ndarray, area: float, min_score: float) -> float:
@@ -224,19 +249,6 @@ class Refinement:
         self.instances = config.instances or available
         self.runner = make_runner(refiner, self.backend, self.device, dtype, config.threads)
 
-    def boxes(self, poses: Sequence[Pose]) -> list[tuple[int, CropBox]]:
-        """``(index into poses, box)`` of every pose that gets a box."""
-        shape = self.refiner.config
-        aspect = shape.crop_width / shape.crop_height
-        boxes = []
-        for index, pose in enumerate(poses):
-            box = person_box(
-                pose.keypoints, aspect, self.config.refine_box_scale, self.config.refine_min_box
-            )
-            if box is not None:
-                boxes.append((index, box))
-        return boxes
-
     @torch.inference_mode()
     def keypoints(self, image: np.ndarray, boxes: Sequence[CropBox]) -> np.ndarray:
         """Refined keypoints of every box and instance selector.
@@ -248,10 +260,7 @@ class Refinement:
         Returns:
             ``(len(boxes), instances, 17, 3)`` float64 ``[x, y, score]``, image pixels.
         """
-        shape = self.refiner.config
-        height, width = shape.crop_height, shape.crop_width
-        affines = [crop_affine(box, height, width) for box in boxes]
-        crops = crop_people(image, affines, height, width, self.refiner.preprocessing.pad_value)
+        affines, crops = refiner_crops(image, boxes, self.refiner)  # crops (P, h, w, 3)
         count = len(boxes) * self.instances
         crop_index = np.repeat(np.arange(len(boxes)), self.instances)  # (count,) box of each run
         selector = np.tile(np.arange(self.instances), len(boxes))  # (count,) λ of each run
@@ -284,7 +293,7 @@ class Refinement:
     def refine(self, image: np.ndarray, poses: Sequence[Pose]) -> list[Pose]:
         """The merged people of one RGB uint8 ``(H, W, 3)`` image, highest score first,
         from its bottom-up ``poses`` (COCO-17 image pixels)."""
-        boxes = self.boxes(poses)
+        boxes = crop_boxes(poses, self.refiner, self.config)
         if not boxes:
             return list(poses)
         keypoints = self.keypoints(image, [box for _, box in boxes])  # (P, λ, 17, 3)

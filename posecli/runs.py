@@ -13,12 +13,14 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from posecli.config import DecodeConfig, InferenceConfig
 from posecli.errors import InputError, PoseCliError, UsageError
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from posecli.io.ffmpeg import VideoInfo
     from posecli.io.sources import ImageSource, SourceFrame, VideoSource
     from posecli.pipeline import FrameSink, PipelineProgress, PipelineStats
+    from posecli.weights import RefinerModel
 
 logger = logging.getLogger(__name__)
 
@@ -109,20 +112,35 @@ def write_json_atomically(path: Path, data: Any, *, force: bool) -> Path:
     return write_atomically(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
+#: What ``posecli export --format`` writes: a checkpoint, an ONNX file, an int8 ONNX refiner.
+EXPORT_FORMATS = ("pt", "onnx", "onnx-int8")
+
+#: Images an int8 export calibrates on at most, spread evenly over those it is given.
+CALIBRATION_IMAGES = 120
+
+
 def export_checkpoint(
-    models: Sequence[str], out: Path, *, half: bool = True, file_format: str = "pt"
+    models: Sequence[str],
+    out: Path,
+    *,
+    half: bool = True,
+    file_format: str = "pt",
+    calibration: Sequence[str] = (),
 ) -> tuple[str, Path]:
     """Copy checkpoint or model ``models[0]`` (an IMHN, a refiner or a PRN) to ``out`` for
     shipping, or with several ``models`` of one kind and config their weight average
     (``posecli.weights.average_models``): ``file_format`` ``"pt"``: a checkpoint, float16
     storage with ``half``, training state dropped; ``"onnx"``: an ``.onnx`` file
-    (``posecli.onnxfile``, float32) that loads like a checkpoint. Provenance kept either way.
+    (``posecli.onnxfile``, float32) that loads like a checkpoint; ``"onnx-int8"``: a refiner's
+    ``.onnx`` file quantised to int8 (:func:`quantize_refiner`), calibrated on the images of
+    ``calibration`` (files, folders, globs; checked before any model loads). Provenance kept.
 
     Returns:
         The source model's name and the path written.
     """
     from posecli.onnxfile import export_onnx
     from posecli.weights import (
+        RefinerModel,
         average_models,
         checkpoint_kind,
         is_onnx,
@@ -132,15 +150,23 @@ def export_checkpoint(
         save_checkpoint,
     )
 
-    if file_format not in ("pt", "onnx"):
-        raise UsageError(f"unknown export format {file_format!r}: use pt or onnx")
-    if is_onnx(out) != (file_format == "onnx"):
+    if file_format not in EXPORT_FORMATS:
+        raise UsageError(f"unknown export format {file_format!r}: use {', '.join(EXPORT_FORMATS)}")
+    if is_onnx(out) != file_format.startswith("onnx"):
         raise UsageError(f"--format {file_format} and {out}: ONNX files, and only they, end .onnx")
+    if (file_format == "onnx-int8") != bool(calibration):
+        raise UsageError("--format onnx-int8 needs --calibration IMAGES, and only it takes them")
+    frames = calibration_images(calibration) if calibration else None
     loaders = {"refiner": load_refiner, "prn": load_prn}
     source = average_models(
         [loaders.get(checkpoint_kind(model), load_model)(model) for model in models]
     )
     provenance = {**source.provenance, "exported_from": source.name}
+    if frames is not None:
+        if not isinstance(source, RefinerModel) or source.network is None:
+            raise UsageError(f"--format onnx-int8 quantises a refiner's .pt, not {source.name}")
+        source.provenance = provenance
+        return source.name, quantize_refiner(source, out, frames)
     if file_format == "onnx":
         source.provenance = provenance
         return source.name, export_onnx(source, out)
@@ -149,6 +175,61 @@ def export_checkpoint(
         out, source.network, source.config, source.preprocessing, provenance, half=half
     )
     return source.name, written
+
+
+def calibration_images(inputs: Sequence[str]) -> ImageSource:
+    """At most :data:`CALIBRATION_IMAGES` of the images ``inputs`` name, evenly spread over
+    their natural order; unreadable ones are skipped (InputError for a missing input)."""
+    from posecli.io.sources import ImageSource
+
+    paths = ImageSource(inputs).paths
+    step = max(1, len(paths) // CALIBRATION_IMAGES)
+    return ImageSource(paths[::step][:CALIBRATION_IMAGES], skip_unreadable=True)
+
+
+def quantize_refiner(refiner: RefinerModel, out: Path, frames: ImageSource) -> Path:
+    """Write ``refiner`` (a network, not an ONNX file) to ``out`` as an int8 ONNX file
+    (``posecli.onnxfile.quantize_onnx``), calibrated on the crops the refinement makes of the
+    people the bundled default model finds in ``frames`` (default inference settings)."""
+    import tempfile
+
+    from posecli.onnxfile import export_onnx, quantize_onnx
+
+    note = (
+        "int8 (static, QDQ; first and last convolution float), calibrated on the refiner crops "
+        f"of the default model's people in {len(frames)} images"
+    )
+    with tempfile.TemporaryDirectory(prefix="posecli-export-") as folder:
+        float_file = export_onnx(refiner, Path(folder) / "float.onnx")
+        return quantize_onnx(float_file, out, calibration_feeds(refiner, frames), note)
+
+
+def calibration_feeds(
+    refiner: RefinerModel, frames: Iterable[SourceFrame]
+) -> Iterator[dict[str, np.ndarray]]:
+    """One ONNX feed per image with people: ``crops`` float32 ``(B, 3, h, w)``, the
+    normalised crops of its people (``posecli.refine.crop_boxes``, ``refiner_crops``) as the
+    bundled default model finds them, and ``instances`` int64 ``(B,)`` (λ cycling) when the
+    refiner has several."""
+    from posecli.estimator import Estimator
+    from posecli.onnxfile import graph_names
+    from posecli.refine import crop_boxes, refiner_crops
+    from posecli.transforms import normalise
+    from posecli.weights import DEFAULT_MODEL, load_model
+
+    config = InferenceConfig()
+    estimator = Estimator(load_model(DEFAULT_MODEL), config)
+    names = graph_names(refiner.config)
+    for frame in frames:
+        poses = estimator.predict([frame.image])[0]
+        boxes = [box for _, box in crop_boxes(poses, refiner, config)]
+        if not boxes:
+            continue
+        _, crops = refiner_crops(frame.image, boxes, refiner)  # (B, h, w, 3) uint8
+        feed = {names[0]: normalise(crops, refiner.preprocessing)}  # (B, 3, h, w) float32
+        if len(names) > 1:
+            feed[names[1]] = np.arange(len(crops), dtype=np.int64) % refiner.config.instances
+        yield feed
 
 
 def installation_report() -> list[str]:

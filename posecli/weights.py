@@ -109,6 +109,11 @@ REGISTERED_MODELS: tuple[RegisteredModel, ...] = (
         "refiner", "posecli-refiner.pt", "bundled top-down refiner (--refine, weights/README.md)"
     ),
     RegisteredModel(
+        "refiner-int8",
+        "posecli-refiner-int8.onnx",
+        "the bundled refiner in int8 for onnxruntime (video, webcam; --refine-int8)",
+    ),
+    RegisteredModel(
         "prn", "posecli-prn.pt", "bundled Pose Residual Network (--grouping prn, weights/README.md)"
     ),
     RegisteredModel(

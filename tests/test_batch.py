@@ -31,9 +31,11 @@ from posecli.batch import unique_stems
 from posecli.cli import run
 
 #: Small inputs, a quick run, and people found in test patterns (low thresholds).
-#: Every default that differs between ``video`` and ``images`` (the refiner's flip test) given.
+#: Every default that differs between ``video`` and ``images`` (the refiner's flip test and
+#: int8 file) given.
 OPTIONS = ["--long-side", "128", "--no-refine", "--threads", "1", "--device", "cpu"] + [
     "--peak-threshold", "0.01", "--min-part-score", "0", "--max-people", "3", "--refine-flip",
+    "--no-refine-int8",
 ]  # fmt: skip
 
 

@@ -396,7 +396,7 @@ def test_long_side_reaches_the_estimator(
     assert [estimator.config.long_side for estimator in estimators] == [96]
 
 
-def test_the_refiner_flip_test_defaults_off_for_streams_only(
+def test_streams_default_to_no_refiner_flip_test_and_its_int8_file(
     fast: list[str], plain_video: Path, tmp_path: Path, estimators: list[Estimator]
 ) -> None:
     _write_images(tmp_path / "photos")
@@ -405,7 +405,9 @@ def test_the_refiner_flip_test_defaults_off_for_streams_only(
     video = ["video", str(plain_video), "--no-video", "--json", str(tmp_path / "t.jsonl"), *fast]
     assert run(images) == 0 and run(video) == 0
     assert run([*video, "--force", "--refine-flip"]) == 0
-    assert [estimator.config.refine_flip for estimator in estimators] == [True, False, True]
+    assert run([*video, "--force", "--no-refine-int8"]) == 0
+    defaults = [(each.config.refine_flip, each.config.refine_int8) for each in estimators]
+    assert defaults == [(True, False), (False, True), (True, True), (False, False)]
 
 
 def test_images_missing_input(fast: list[str], tmp_path: Path, capsys) -> None:

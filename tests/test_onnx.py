@@ -26,7 +26,7 @@ from posecli.config import MODEL_PRESETS, REFINER_PRESETS, InferenceConfig, Prep
 from posecli.errors import CheckpointError, UsageError
 from posecli.estimator import Estimator
 from posecli.model import build_network, build_refiner
-from posecli.weights import PoseModel, RefinerModel, load_model, load_refiner
+from posecli.weights import PoseModel, RefinerModel, load_model, load_refiner, save_checkpoint
 
 CPU = torch.device("cpu")
 EVAL_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/eval/cocomini-train/images"
@@ -259,3 +259,80 @@ def test_cli_backend_option_and_export_format(
     onnx_path = tiny_onnx(checkpoint, tmp_path)
     assert run(["export", "-m", str(onnx_path), "-o", str(out), "-q"]) == 1
     assert "ONNX model" in capsys.readouterr().err
+
+
+def _float_and_int8(tmp_path: Path, feeds: list[dict[str, np.ndarray]]) -> tuple[Path, Path]:
+    """A random ``refiner-lite0-128x96`` exported to ONNX, and its int8 copy calibrated on
+    ``feeds``."""
+    config = REFINER_PRESETS["refiner-lite0-128x96"]
+    torch.manual_seed(0)
+    model = RefinerModel.from_network(randomised(build_refiner(config), seed=5), config, name="r")
+    source = onnxfile.export_onnx(model, tmp_path / "float.onnx")
+    return source, onnxfile.quantize_onnx(source, tmp_path / "int8.onnx", feeds, note="test")
+
+
+def test_an_int8_refiner_loads_like_its_float_one_and_keeps_its_heatmaps(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    crops = [rng.normal(size=(2, 3, 128, 96)).astype(np.float32) for _ in range(4)]
+    source, int8 = _float_and_int8(tmp_path, [{"crops": batch} for batch in crops])
+    original, loaded = load_refiner(source), load_refiner(int8)
+    assert loaded.config == original.config and loaded.layout == original.layout
+    assert loaded.provenance == {**original.provenance, "quantized": "test"}
+    graph = onnx.load(str(int8)).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    weights = [node.input[1] for node in graph.node if node.op_type == "Conv"]
+    assert weights[0] not in dequantized and weights[-1] not in dequantized  # float ends
+    assert all(weight in dequantized for weight in weights[1:-1])  # int8 in between
+    on_float = backends.make_runner(original, backends.ONNXRUNTIME, CPU, threads=1)
+    on_int8 = backends.make_runner(loaded, backends.ONNXRUNTIME, CPU, threads=1)
+    expected, found = on_float(crops[0]).flatten(), on_int8(crops[0]).flatten()
+    assert not torch.equal(found, expected)
+    correlation = torch.corrcoef(torch.stack([found, expected]))[0, 1]
+    assert float(correlation) > 0.95  # random weights: int8 noise on the same signal
+
+
+def test_int8_without_calibration_input_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="nothing to calibrate"):
+        _float_and_int8(tmp_path, [])
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_cli_export_int8_checks_its_options_before_loading(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = REFINER_PRESETS["refiner-lite0-128x96"]
+    refiner = save_checkpoint(tmp_path / "r.pt", build_refiner(config), config, Preprocessing(), {})
+    out = tmp_path / "r.onnx"
+    int8 = ["export", "-m", str(refiner), "-o", str(out), "--format", "onnx-int8", "-q"]
+    assert run(int8) == 2  # no --calibration
+    assert run([*int8[:-3], "--format", "onnx", "--calibration", str(tmp_path), "-q"]) == 2
+    assert run([*int8, "--calibration", str(tmp_path / "none")]) == 1
+    assert "not found" in capsys.readouterr().err
+    imhn = ["export", "-m", str(checkpoint), "-o", str(out), "--format", "onnx-int8", "-q"]
+    assert run([*imhn, "--calibration", str(refiner)]) in (1, 2) and not out.exists()
+
+
+@pytest.mark.skipif(not EVAL_IMAGES.is_dir(), reason="needs ../shared/data/eval")
+def test_cli_export_int8_calibrates_on_the_people_of_real_images(
+    bundled_default: PoseModel, tmp_path: Path
+) -> None:
+    config = replace(REFINER_PRESETS["refiner-lite0-128x96"], instances=2)
+    torch.manual_seed(0)
+    network = randomised(build_refiner(config), seed=7)
+    refiner = save_checkpoint(tmp_path / "r.pt", network, config, Preprocessing(), {})
+    image = sorted(EVAL_IMAGES.glob("*.jpg"))[0]  # people the bundled model finds
+    out = tmp_path / "r-int8.onnx"
+    args = ["export", "-m", str(refiner), "-o", str(out), "--format", "onnx-int8"]
+    assert run([*args, "--calibration", str(image), "-q"]) == 0
+    loaded = load_refiner(out)
+    assert loaded.config == config and "in 1 images" in loaded.provenance["quantized"]
+
+
+def test_the_int8_refiner_is_chosen_on_onnxruntime_only(bundled_default: PoseModel) -> None:
+    config = InferenceConfig(device="cpu", refine=True, refine_int8=True, threads=1)
+    on_onnx = Estimator(bundled_default, config)
+    assert on_onnx.refinement is not None and on_onnx.refinement.refiner.name == "refiner-int8"
+    on_torch = Estimator(bundled_default, replace(config, backend="torch"))
+    assert on_torch.refinement is not None and on_torch.refinement.refiner.name == "refiner"
+    named = Estimator(bundled_default, replace(config, refiner="refiner"))
+    assert named.refinement is not None and named.refinement.refiner.name == "refiner"

@@ -301,6 +301,7 @@ def test_registered_names_load_from_the_weights_folder(
     assert {entry.name: entry.present for entry in list_models()} == {
         "default": False,
         "refiner": False,
+        "refiner-int8": False,
         "prn": False,
         "simplepose-official": False,
     }
