@@ -183,7 +183,7 @@ class InferenceConfig(Record):
     # (posecli.options.STREAM_INFERENCE_OPTIONS)
     refine_flip: bool = True
     # ours: with no refiner named and the network on onnxruntime, the bundled refiner's int8
-    # file ("refiner-int8", posecli export --format onnx-int8): 1.5× as fast per crop on 2 AVX2
+    # file ("refiner-int8", posecli export --format onnx-int8): 1.6–2.0× the crops/s on 2 AVX2
     # cores, AP level (cocomini-train 0.197 → 0.195 without the flip test, weights/README.md);
     # on for video and webcam (posecli.options.STREAM_INFERENCE_OPTIONS), where the speed binds
     refine_int8: bool = False

@@ -204,13 +204,13 @@ class _Feeds:
 
     def __init__(self, calibration: Iterable[dict[str, np.ndarray]]) -> None:
         self.feeds: Iterator[dict[str, np.ndarray]] = iter(calibration)
-        self.count = 0
+        self.fed = False
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         feed = next(self.feeds, None)
-        if feed is None and self.count == 0:
+        if feed is None and not self.fed:
             raise UsageError("nothing to calibrate int8 on: no input came from the calibration")
-        self.count += feed is not None
+        self.fed = True
         return feed
 
 

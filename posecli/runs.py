@@ -133,14 +133,14 @@ def export_checkpoint(
     storage with ``half``, training state dropped; ``"onnx"``: an ``.onnx`` file
     (``posecli.onnxfile``, float32) that loads like a checkpoint; ``"onnx-int8"``: a refiner's
     ``.onnx`` file quantised to int8 (:func:`quantize_refiner`), calibrated on the images of
-    ``calibration`` (files, folders, globs; checked before any model loads). Provenance kept.
+    ``calibration`` (files, folders, globs; they and the models' kinds checked before any
+    model loads). Provenance kept.
 
     Returns:
         The source model's name and the path written.
     """
     from posecli.onnxfile import export_onnx
     from posecli.weights import (
-        RefinerModel,
         average_models,
         checkpoint_kind,
         is_onnx,
@@ -154,17 +154,20 @@ def export_checkpoint(
         raise UsageError(f"unknown export format {file_format!r}: use {', '.join(EXPORT_FORMATS)}")
     if is_onnx(out) != file_format.startswith("onnx"):
         raise UsageError(f"--format {file_format} and {out}: ONNX files, and only they, end .onnx")
-    if (file_format == "onnx-int8") != bool(calibration):
+    int8 = file_format == "onnx-int8"
+    if int8 != bool(calibration):
         raise UsageError("--format onnx-int8 needs --calibration IMAGES, and only it takes them")
-    frames = calibration_images(calibration) if calibration else None
+    frames = calibration_images(calibration) if int8 else None
+    kinds = [checkpoint_kind(model) for model in models]  # CheckpointError for an ONNX file
+    others = [model for model, kind in zip(models, kinds, strict=True) if kind != "refiner"]
+    if int8 and others:
+        raise UsageError(f"--format onnx-int8 quantises refiners, not {others[0]}")
     loaders = {"refiner": load_refiner, "prn": load_prn}
     source = average_models(
-        [loaders.get(checkpoint_kind(model), load_model)(model) for model in models]
+        [loaders.get(kind, load_model)(model) for model, kind in zip(models, kinds, strict=True)]
     )
     provenance = {**source.provenance, "exported_from": source.name}
     if frames is not None:
-        if not isinstance(source, RefinerModel) or source.network is None:
-            raise UsageError(f"--format onnx-int8 quantises a refiner's .pt, not {source.name}")
         source.provenance = provenance
         return source.name, quantize_refiner(source, out, frames)
     if file_format == "onnx":
@@ -226,10 +229,11 @@ def calibration_feeds(
         if not boxes:
             continue
         _, crops = refiner_crops(frame.image, boxes, refiner)  # (B, h, w, 3) uint8
-        feed = {names[0]: normalise(crops, refiner.preprocessing)}  # (B, 3, h, w) float32
-        if len(names) > 1:
-            feed[names[1]] = np.arange(len(crops), dtype=np.int64) % refiner.config.instances
-        yield feed
+        inputs = (
+            normalise(crops, refiner.preprocessing),  # (B, 3, h, w) float32
+            np.arange(len(crops), dtype=np.int64) % refiner.config.instances,  # (B,) λ
+        )
+        yield dict(zip(names, inputs, strict=False))  # λ only where the graph takes it
 
 
 def installation_report() -> list[str]:
