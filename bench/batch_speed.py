@@ -58,9 +58,23 @@ def ray_head(cpus: int):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
-               "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus),
-               "--temp-dir", temp, "--include-dashboard", "false", "--disable-usage-stats"]
+    command = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        "--port",
+        str(port),
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        str(cpus),
+        "--temp-dir",
+        temp,
+        "--include-dashboard",
+        "false",
+        "--disable-usage-stats",
+    ]
     head = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(8)  # the head's start-up, before a driver connects

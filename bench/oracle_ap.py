@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
+from posecli.boxes import CropBox, person_box
 from posecli.config import DecodeConfig
 from posecli.estimator import Heatmaps, decode_heatmaps
 from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap, load_annotations
 from posecli.group import PRNGrouping
 from posecli.pose import Pose, to_coco_result
-from posecli.refine import CropBox, person_box
 from posecli.spec import MASK_CHANNEL, coco_to_network, network_to_coco
 from posecli.train.targets import render_heatmaps
 from posecli.transforms import GridTransform

@@ -11,8 +11,19 @@ size, for each backend of ``--backends`` (``posecli.backends``: torch, onnxrunti
   only for a model file;
 * resident memory (VmRSS) after frame 100 and after the last frame, and their difference;
 * the ratio end-to-end / model-only (target ≥ 0.85, memory growth < 50 MB);
+* MoveNet MultiPose (``../shared/teachers/movenet-multipose.onnx``, long side 384,
+  onnxruntime, the same ``--threads``, onnxruntime's default session settings or with
+  ``--no-spinning`` posecli's, see ``bench/multipose_video.py``) over the same frames:
+  model-only frames/s, and ``bench/multipose_video.py`` as a process beside ``posecli video``
+  (wall, with loading); then posecli's times over MultiPose's (the ``MultiPose`` column; issue
+  38: ``posecli video`` at most 1.0× MultiPose's time);
 
 then, with both backends, the onnxruntime / torch ratio of each figure.
+
+``--refine`` refines the people as ``video`` does by default (the int8 refiner, no flip test);
+``--detect-every N`` (with ``--refine``) runs the bottom-up network on one frame in N and follows
+the people with the refiner in between (``posecli.follow``, issue 38); without ``--refine`` the
+people are not refined, nor ``posecli video``'s (``--no-refine``).
 
 Without ``--model`` the bundled default model is used; when it does not exist yet, or with
 ``--preset NAME [--stacks N]``, a preset with random weights stands in (same speed as trained
@@ -24,6 +35,7 @@ from other processes on the machine skews the ratios less.
 
 Usage: .venv/bin/python bench/pipeline_speed.py [--model M | --preset P [--stacks N]]
        [--frames 150] [--threads 2] [--long-side 384] [--backends torch onnxruntime]
+       [--refine [--detect-every 5]] [--no-multipose]
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from multipose_video import TEACHER, MultiPose
 
 from posecli.backends import ONNXRUNTIME, TORCH
 from posecli.config import MODEL_PRESETS, InferenceConfig
@@ -105,13 +118,36 @@ def command_fps(model: Path, backend: str, args: argparse.Namespace, end: float)
             "--json", str(tracks), "--end", f"{end:.3f}", "--model", str(model), "--quiet",
             "--device", "cpu", "--backend", backend, "--threads", str(args.threads),
             "--box-size", str(args.box_size), "--long-side", str(args.long_side),
-            "--batch-size", str(args.batch_size),
+            "--batch-size", str(args.batch_size), "--detect-every", str(args.detect_every),
+            "--refine" if args.refine else "--no-refine",
         ]  # fmt: skip
         started = time.perf_counter()
         subprocess.run(command, check=True, stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
         frames = sum(1 for line in tracks.read_text().splitlines() if '"frame"' in line)
     return frames / seconds
+
+
+def multipose_fps(args: argparse.Namespace, end: float) -> dict[str, float]:
+    """MultiPose's model-only frames/s on the frames of ``end`` seconds (decoding not timed)
+    and, unless ``--no-command``, ``bench/multipose_video.py``'s (a subprocess, wall time)."""
+    model = MultiPose(TEACHER, 384, args.threads, args.spinning)
+    spent, count = 0.0, 0
+    with VideoSource(args.video, end=end) as frames:
+        for frame in frames:
+            started = time.perf_counter()
+            model.people(frame.image)
+            spent, count = spent + time.perf_counter() - started, count + 1
+    result = {"model": count / spent, "command": 0.0}
+    if not args.no_command:
+        script = Path(__file__).with_name("multipose_video.py")
+        command = [sys.executable, str(script), str(args.video), "--end", f"{end:.3f}",
+                   "--threads", str(args.threads),
+                   "--spinning" if args.spinning else "--no-spinning"]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        result["command"] = count / (time.perf_counter() - started)
+    return result
 
 
 def model_only_fps(estimator: Estimator, video: Path, end: float) -> tuple[float, int]:
@@ -186,7 +222,8 @@ def measure(
     return best
 
 
-def main() -> None:
+def parse_arguments() -> argparse.Namespace:
+    """The options of the module docstring, checked."""
     parser = argparse.ArgumentParser(description="Pipeline speed against the model alone.")
     parser.add_argument("--model", help="model name or checkpoint (default: see module doc)")
     parser.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="random-weight preset")
@@ -200,16 +237,30 @@ def main() -> None:
                         default=[TORCH, ONNXRUNTIME])  # fmt: skip
     parser.add_argument("--no-command", action="store_true", help="skip the posecli video runs")
     parser.add_argument("--repeat", type=int, default=1, help="measurement rounds (best kept)")
+    parser.add_argument("--refine", action="store_true", help="refine as posecli video does")
+    parser.add_argument("--detect-every", type=int, default=1,
+                        help="bottom-up network on one frame in N (with --refine)")  # fmt: skip
+    parser.add_argument("--no-multipose", action="store_true", help="skip the MultiPose column")
+    parser.add_argument("--spinning", action=argparse.BooleanOptionalAction, default=True,
+                        help="MultiPose's idle onnxruntime threads spin (its default)")  # fmt: skip
     parser.add_argument("--video", type=Path, default=VIDEO)
     args = parser.parse_args()
     if not args.video.is_file():
         raise SystemExit(f"{args.video} is missing (see ../shared/README.md)")
     if args.frames <= MEMORY_FRAME:
         raise SystemExit(f"--frames must exceed {MEMORY_FRAME} to measure memory growth")
+    if args.detect_every < 1 or (args.detect_every > 1 and not args.refine):
+        raise SystemExit("--detect-every must be at least 1, and above 1 only with --refine")
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
     model, note = pick_model(args.model, args.preset, args.stacks)
     config = InferenceConfig(
         box_size=args.box_size, long_side=args.long_side, batch_size=args.batch_size,
-        device="cpu", threads=args.threads,
+        device="cpu", threads=args.threads, refine=args.refine, refine_flip=False,
+        refine_int8=True, detect_every=args.detect_every,
     )  # fmt: skip
     assert model.network is not None
     parameters = sum(p.numel() for p in model.network.parameters()) / 1e6
@@ -222,19 +273,19 @@ def main() -> None:
     print(f"model: {note}, {parameters:.1f} M parameters")
     sizing = f"long side {args.long_side}" if args.long_side else f"box size {args.box_size}"
     print(f"{sizing}, batch {args.batch_size}, threads {args.threads or 'default'}, "
-          f"native decoder {native_available()}")  # fmt: skip
+          f"native decoder {native_available()}, refine {args.refine}, "
+          f"detect every {args.detect_every}")  # fmt: skip
     results = {}
     with tempfile.TemporaryDirectory(prefix="pipeline_speed_onnx_") as folder:
         for backend, estimator in estimators(model, config, args.backends, Path(folder)).items():
             estimator.heatmaps([first])  # warm-up: oneDNN plans, allocations
             results[backend] = measure(estimator, args, end, model_file)
+    multipose = None if args.no_multipose else multipose_fps(args, end)
+    if multipose is not None:
+        print(f"MultiPose: model-only {multipose['model']:.2f}, process "
+              f"{multipose['command']:.2f} frames/s")  # fmt: skip
     for backend, result in results.items():
-        growth = result["last"] - result["at_100"]
-        print(f"{backend}: model-only {result['model']:.2f}, end-to-end {result['fps']:.2f}, "
-              f"posecli video {result['command']:.2f} frames/s; end-to-end / model-only "
-              f"{result['fps'] / result['model']:.3f} (target >= 0.85); memory "
-              f"{result['at_100']:.0f} MB at frame {MEMORY_FRAME}, {result['last']:.0f} MB at "
-              f"frame {result['frames']:.0f}: growth {growth:+.1f} MB (< 50 MB)")  # fmt: skip
+        report(backend, result, multipose)
     if len(results) == 2:
         onnx, plain = results[ONNXRUNTIME], results[TORCH]
         ratios = {key: onnx[key] / plain[key] for key in ("model", "fps", "command") if plain[key]}
@@ -242,6 +293,23 @@ def main() -> None:
         print("onnxruntime / torch: " + ", ".join(
             f"{named[key]} {ratio:.2f}x" for key, ratio in ratios.items()
         ))  # fmt: skip
+
+
+def report(backend: str, result: dict[str, float], multipose: dict[str, float] | None) -> None:
+    """Print one backend's figures and, with MultiPose's, the time ratios to them."""
+    growth = result["last"] - result["at_100"]
+    print(f"{backend}: model-only {result['model']:.2f}, end-to-end {result['fps']:.2f}, "
+          f"posecli video {result['command']:.2f} frames/s; end-to-end / model-only "
+          f"{result['fps'] / result['model']:.3f} (target >= 0.85); memory "
+          f"{result['at_100']:.0f} MB at frame {MEMORY_FRAME}, {result['last']:.0f} MB at "
+          f"frame {result['frames']:.0f}: growth {growth:+.1f} MB (< 50 MB)")  # fmt: skip
+    if multipose is None:
+        return
+    times = {"end-to-end": (result["fps"], multipose["model"]),
+             "posecli video": (result["command"], multipose["command"])}  # fmt: skip
+    print(f"{backend} time / MultiPose's (target <= 1.0): " + ", ".join(
+        f"{name} {theirs / ours:.2f}x" for name, (ours, theirs) in times.items() if ours and theirs
+    ) + " (end-to-end against MultiPose's model-only)")  # fmt: skip
 
 
 if __name__ == "__main__":

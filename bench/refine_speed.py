@@ -29,9 +29,10 @@ import torch
 from model_speed import count_macs
 
 from posecli.backends import ONNXRUNTIME, TORCH, Runner, make_runner
+from posecli.boxes import CropBox
 from posecli.config import REFINER_PRESETS, InferenceConfig, Preprocessing
 from posecli.model import build_refiner
-from posecli.refine import CropBox, Refinement
+from posecli.refine import Refinement
 from posecli.weights import RefinerModel, load_refiner, prepare_network
 
 

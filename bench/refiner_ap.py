@@ -1,7 +1,7 @@
 """Accuracy of top-down refinement (issue 16) on the shared eval sets, in one table.
 
 For each set: the bottom-up model alone, the bottom-up model refined by ``--refiner`` with each
-``--instances`` N (``posecli eval --refine``'s path, ``runs.evaluate_model``), and the refiner on
+``--instances`` N (``posecli eval --refine``'s path, ``evaluate_model``), and the refiner on
 the annotated people's boxes (its ceiling: perfect people, λ 0). COCO keypoint AP, AP50, AR at
 ``--long-side`` single scale, no flip of the bottom-up pass (``--refine-flip`` adds rows with the
 refiner flip-tested), as ``posecli eval --long-side 384`` runs.
@@ -20,7 +20,7 @@ import torch
 
 from posecli.config import InferenceConfig
 from posecli.estimator import Estimator
-from posecli.runs import evaluate_model
+from posecli.evaluate import evaluate_model
 from posecli.train.refiner import box_ap
 from posecli.weights import load_model, load_refiner
 
@@ -34,8 +34,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="default", help="bottom-up model")
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--instances", nargs="+", type=int, default=[1])
-    parser.add_argument("--refine-flip", action="store_true",
-                        help="also rows with each crop refined mirrored too (refine_flip)")
+    parser.add_argument(
+        "--refine-flip",
+        action="store_true",
+        help="also rows with each crop refined mirrored too (refine_flip)",
+    )
     parser.add_argument("--long-side", type=int, default=384)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     return parser.parse_args()
@@ -54,8 +57,13 @@ def evaluate_set(args: argparse.Namespace, name: str) -> None:
     print(row("bottom-up", scores), flush=True)
     for instances in args.instances:
         for refine_flip in (False, True)[: 1 + args.refine_flip]:
-            refined = InferenceConfig(long_side=args.long_side, flip=False, refine=True,
-                                      instances=instances, refine_flip=refine_flip)
+            refined = InferenceConfig(
+                long_side=args.long_side,
+                flip=False,
+                refine=True,
+                instances=instances,
+                refine_flip=refine_flip,
+            )
             estimator = Estimator(model, refined, refiner=refiner)
             scores = evaluate_model(estimator, annotations, images).scores
             name = f"bottom-up + refiner N={instances}" + (" flip" if refine_flip else "")

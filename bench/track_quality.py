@@ -32,7 +32,10 @@ Usage (detections once, a few minutes on 2 CPU cores; then the bench, seconds):
 
 ``--every N`` keeps one frame in N (as ``posecli video --every N``); ``--tracker-file`` runs the
 ``Tracker`` of another ``track.py`` (e.g. ``git show COMMIT:posecli/track.py > old.py``); a
-tracker whose ``update`` takes no candidates gets the shown people only.
+tracker whose ``update`` takes no candidates gets the shown people only. ``--file-ids`` tracks
+nothing: the figures are those of the file's own people and ids, as the run tracked them (e.g.
+``posecli video --detect-every N``, whose tracking cannot be replayed from its output; used by
+``bench/follow_quality.py``).
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ def load_frames(path: Path) -> list[tuple[float, list[Pose]]]:
                 record = json.loads(line)
                 if "header" in record:
                     continue
-                people = [Pose(np.array(p["keypoints"]), p["score"]) for p in record["people"]]
+                people = [
+                    Pose(np.array(p["keypoints"]), p["score"], p.get("id"))
+                    for p in record["people"]
+                ]
                 frames.append((float(record["time"]), people))
     return frames
 
@@ -144,6 +150,20 @@ def track(frames, tracker, thresholds: tuple[float, float], every: int, candidat
             "frames": len(kept), "seconds": seconds}  # fmt: skip
 
 
+def file_tracks(frames: list[tuple[float, list[Pose]]], every: int) -> dict:
+    """The figures of :func:`track` for the people and ids of ``frames`` as they are."""
+    sightings: dict[int, list[tuple[float, np.ndarray]]] = defaultdict(list)
+    kept = frames[::every]
+    people = [pose for _, poses in kept for pose in poses]
+    for frame_time, poses in kept:
+        for pose in poses:
+            if pose.track_id is not None:
+                sightings[pose.track_id].append((frame_time, pose.keypoints))
+    unnamed = sum(pose.track_id is None for pose in people)
+    return {"sightings": sightings, "unnamed": unnamed, "shown": len(people),
+            "frames": len(kept), "seconds": 0.0}  # fmt: skip
+
+
 def jumps(sightings: dict[int, list[tuple[float, np.ndarray]]]) -> int:
     """Consecutive sightings of one id whose keypoints found in both (at least
     ``JUMP_KEYPOINTS``) moved, by their median, more than half the person's height (the taller
@@ -196,12 +216,19 @@ def main() -> None:
     )
     parser.add_argument("--smooth", action="store_true", help="One-Euro smoothing on")
     parser.add_argument("--tracker-file", type=Path, help="track.py whose Tracker to run")
+    parser.add_argument(
+        "--file-ids", action="store_true", help="no re-tracking: the file's own people and ids"
+    )
     args = parser.parse_args()
     if args.every < 1:
         parser.error("--every must be at least 1")
+    frames = load_frames(args.jsonl)
+    if args.file_ids:
+        print(f"{args.jsonl} (the file's own ids, --every {args.every})")
+        report(file_tracks(frames, args.every))
+        return
     module = load_tracker_module(args.tracker_file)
     tracker = module.Tracker(module.TrackerConfig(smooth=args.smooth))
-    frames = load_frames(args.jsonl)
     thresholds = (args.min_part_score, args.min_score)
     result = track(frames, tracker, thresholds, args.every, not args.no_candidates)
     source = args.tracker_file or "posecli.track"

@@ -7,7 +7,8 @@ torch tensor on the Estimator's device: the decoder's ``(B, 50, H/4, W/4)`` heat
 
 * ``torch``: the network itself (channels-last on CPU, fp16 on CUDA with ``--half``).
 * ``onnxruntime``: an ONNX Runtime CPU session of the model's ``.onnx`` file, or for a ``.pt``
-  model of its export, cached per network content (``posecli.onnxfile.cached_onnx``).
+  model of its export, cached per network content (``posecli.onnxfile.cached_onnx``; in
+  memory, with a warning, where the cache cannot be used).
 * ``auto``: onnxruntime for a model loaded from a file, on the CPU, when onnxruntime is
   installed; torch on CUDA, and for in-memory networks (a network in training changes: each
   version would be exported anew). On 2 CPU cores the bundled default model's network runs
@@ -29,7 +30,7 @@ import torch
 
 from posecli.config import BACKENDS
 from posecli.errors import CheckpointError, MissingDependencyError, UsageError
-from posecli.onnxfile import cached_onnx, graph_module, graph_names, session
+from posecli.onnxfile import graph_module, graph_names, onnx_source, session
 from posecli.weights import PoseModel, RefinerModel, prepare_network
 
 logger = logging.getLogger(__name__)
@@ -96,12 +97,11 @@ def make_runner(
     if model.network is None:  # an ONNX file
         assert model.file is not None
         return OnnxRunner(session(model.file, threads), names)
-    path = cached_onnx(model)
     try:
-        runtime = session(path, threads)
+        runtime = session(onnx_source(model), threads)
     except CheckpointError as error:  # a damaged cache entry: export it again
         logger.warning("re-exporting the cached ONNX model: %s", error)
-        runtime = session(cached_onnx(model, refresh=True), threads)
+        runtime = session(onnx_source(model, refresh=True), threads)
     return OnnxRunner(runtime, names)
 
 

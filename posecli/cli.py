@@ -1,12 +1,14 @@
 """The ``posecli`` command line: video, webcam, images, eval, train, label, export and info.
 
-This is the only module that imports typer and rich, prints, and exits: it parses options into
-the calls of ``posecli.runs`` and the trainer, shows their progress, and maps errors to exit
-codes. Library errors (``PoseCliError``) become one line on stderr and their exit code: 1 for
-runtime failures, 2 for bad usage; Ctrl-C exits with 130 and SIGTERM with 143 once the outputs
-hold the work already done.
+This is the only module that prints and exits, and with ``posecli.progress`` (its progress
+displays) the only one importing typer and rich: it parses options into the calls of the
+library (``streams``, ``images``, ``evaluate``, ``export``, ``info``) and the trainer, shows
+their progress, and maps errors to exit codes. Library errors (``PoseCliError``) become one
+line on stderr and their exit code: 1 for runtime failures, 2 for bad usage; Ctrl-C exits
+with 130 and SIGTERM with 143 once the outputs hold the work already done; standard output
+closed by its reader (``--json - | head``) exits quietly with 141.
 
-Commands import the heavy modules (torch, OpenCV, the pipeline) when they run, so that
+Commands import what needs torch (the networks, the pipeline, training) when they run, so that
 ``posecli --help`` and usage errors answer at once.
 """
 
@@ -18,34 +20,40 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from enum import Enum
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 from typer import Argument, Option
 
-from posecli import __version__, options, runs
+from posecli import __version__, inference, options, streams, training_options
 from posecli import batch as batch_jobs
 from posecli.config import LabelConfig, TrainConfig
-from posecli.errors import PoseCliError, ResumableInterruptError, UsageError
-from posecli.io import display
-from posecli.runs import ImageOutputs, InferenceOptions
+from posecli.errors import OutputClosedError, PoseCliError, ResumableInterruptError, UsageError
+from posecli.evaluate import annotated_images, detections_path, evaluate_model
+from posecli.export import export_checkpoint
+from posecli.images import ImageOutputs, check_image_outputs, detect_images
+from posecli.inference import InferenceOptions
+from posecli.info import installation_report
+from posecli.io import cameras, display
+from posecli.io.sources import ImageSource, VideoSource, expand_image_inputs
+from posecli.options import OutputFormat
+from posecli.outputs import check_outputs, list_written, openpose_folder, write_json_atomically
+from posecli.progress import (
+    Steps,
+    Update,
+    counted_progress,
+    frame_progress,
+    step_progress,
+    training_progress,
+)
+from posecli.report import make_report
 from posecli.signals import Termination, sigterm_as_interrupt
+from posecli.transforms import check_network_inputs
 
 if TYPE_CHECKING:
     from posecli.pipeline import PipelineProgress
@@ -83,37 +91,50 @@ def _typer_check(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return callback
 
 
-def _parameter(spec: options.OptionSpec) -> inspect.Parameter:
-    """The keyword-only command parameter of ``spec``: ``Annotated[kind, Option(...)]``."""
+def _annotated(spec: options.OptionSpec) -> Any:
+    """``Annotated[kind, Option(...)]`` of ``spec``."""
     callback = _typer_check(spec.check) if spec.check is not None else None
     option = Option(
         *spec.flags, help=spec.help, rich_help_panel=spec.panel, callback=callback, **spec.limits
     )
-    annotation = Annotated[spec.kind, option]
+    return Annotated[spec.kind, option]
+
+
+def _parameter(spec: options.OptionSpec) -> inspect.Parameter:
+    """The keyword-only command parameter of ``spec``."""
     keyword = inspect.Parameter.KEYWORD_ONLY
-    return inspect.Parameter(spec.name, keyword, default=spec.default, annotation=annotation)
+    return inspect.Parameter(spec.name, keyword, default=spec.default, annotation=_annotated(spec))
 
 
 def _with_options(
-    specs: Sequence[options.OptionSpec], build: Callable[..., Any], keyword: str, first=False
+    specs: Sequence[options.OptionSpec],
+    build: Callable[..., Any] | None = None,
+    keyword: str = "",
+    first: bool = False,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the options ``specs``, passed to it as ``keyword=build(**values)``.
+    """Give a command the options ``specs``: with ``build``, passed to it as
+    ``keyword=build(**values)`` (the command declares ``keyword``); without, as themselves (the
+    command declares them by name, their types plain).
 
-    The command declares ``keyword``; typer sees the individual options instead, after the
-    command's own (before them with ``first``). Logging is set up (its ``quiet``) before the
-    options are checked, so their warnings show as the command's would.
+    typer sees the individual options, after the command's own (before them with ``first``).
+    Logging is set up (its ``quiet``) before the options are checked, so their warnings show as
+    the command's would.
     """
     parameters = [_parameter(spec) for spec in specs]
+    replaced = {keyword} if build is not None else {spec.name for spec in specs}
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
         signature = inspect.signature(command, eval_str=True)
-        own = [p for name, p in signature.parameters.items() if name != keyword]
+        if not replaced <= signature.parameters.keys():
+            raise TypeError(f"{command.__name__} does not declare {replaced}")
+        own = [p for name, p in signature.parameters.items() if name not in replaced]
 
         @functools.wraps(command)
         def wrapper(**values: Any) -> None:
             _setup_logging(values.get("quiet", False))
-            shared = {spec.name: values.pop(spec.name) for spec in specs}
-            command(**{keyword: build(**shared)}, **values)
+            if build is not None:
+                values[keyword] = build(**{spec.name: values.pop(spec.name) for spec in specs})
+            command(**values)
 
         if first:  # the command's own options follow, keyword-only too
             own = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own]
@@ -130,20 +151,11 @@ with_inference_options = _with_options(
 with_stream_options = _with_options(
     options.STREAM_INFERENCE_OPTIONS, options.inference_options, "options"
 )
-Force = Annotated[bool, Option("--force", "-f", help="Overwrite existing outputs.")]
-Quiet = Annotated[bool, Option("--quiet", "-q", help="No progress, warnings or summary.")]
-_TRACKS_HELP = "JSON-lines tracks: one line per frame."
-Tracks = Annotated[Path | None, Option("--json", help=_TRACKS_HELP)]
-Smooth = Annotated[bool, Option("--smooth", help="One-Euro smoothing of tracked keypoints.")]
-_OPENPOSE_HELP = "Folder of the OpenPose JSON files (default: NAME_openpose/ beside the output)."
-OpenPoseDir = Annotated[Path | None, Option(help=_OPENPOSE_HELP)]
-
-
-class OutputFormat(str, Enum):
-    """Extra per-frame JSON formats."""
-
-    posecli = "posecli"
-    openpose = "openpose"
+with_batch_options = _with_options(
+    options.BATCH_INFERENCE_OPTIONS, options.inference_options, "options"
+)
+Force = _annotated(options.FORCE)
+Quiet = _annotated(options.QUIET)
 
 
 # Logging and progress
@@ -177,45 +189,23 @@ def _say(quiet: bool, message: str) -> None:
         stderr.print(message, markup=False)
 
 
-class _FpsColumn(ProgressColumn):
-    """Frames per second of the run so far (``PipelineProgress.fps``: the summary's figure)."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.fields.get("fps")
-        return Text(f"{speed:5.1f} fps" if speed else "  ... fps", style="progress.data.speed")
-
-
-#: The columns of a progress display: what it counts, then how fast and how long.
-_COUNT = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-_TIMES = (TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+def _frame_progress(
+    description: str, quiet: bool, skipped: Callable[[], int] = lambda: 0
+) -> AbstractContextManager[Callable[[PipelineProgress], None]]:
+    """Progress over frames on stderr (``posecli.progress``): a bar, or plain lines when stderr
+    is not a terminal; ``skipped()`` counts the inputs passed over as done."""
+    unit = "images" if description == "images" else "frames"
+    return frame_progress(stderr, description, quiet, unit=unit, skipped=skipped)
 
 
-@contextmanager
-def _progress_display(
-    description: str, quiet: bool, columns: Sequence[ProgressColumn], **fields: Any
-) -> Iterator[Callable[..., None]]:
-    """A rich progress display on stderr; yields ``update(completed=, total=, **fields)``.
-
-    Erased if the command fails, whose error is one line; after Ctrl-C it stays: it shows how
-    far the run got. Quiet: ``update`` does nothing.
-    """
-    if quiet:
-        yield lambda **changes: None
-        return
-    with Progress(*columns, console=stderr) as progress:
-        task = progress.add_task(description, total=None, **fields)
-        try:
-            yield functools.partial(progress.update, task)
-        except Exception:
-            progress.live.transient = True
-            raise
+def _progress(description: str, quiet: bool, unit: str) -> AbstractContextManager[Update]:
+    """Progress over ``unit`` on stderr; yields ``update(completed=, total=)``."""
+    return counted_progress(stderr, description, quiet, unit)
 
 
-@contextmanager
-def _frame_progress(description: str, quiet: bool) -> Iterator[Callable[[PipelineProgress], None]]:
-    """A progress display over frames (count, fps, ETA); yields a pipeline progress callback."""
-    with _progress_display(description, quiet, (*_COUNT, _FpsColumn(), *_TIMES)) as update:
-        yield lambda state: update(completed=state.frames, total=state.total, fps=state.fps)
+def _steps(description: str, quiet: bool, unit: str) -> AbstractContextManager[Steps]:
+    """Progress over ``unit`` on stderr; yields a library callback ``progress(done, total)``."""
+    return step_progress(stderr, description, quiet, unit)
 
 
 # video and webcam
@@ -223,80 +213,80 @@ def _frame_progress(description: str, quiet: bool) -> Iterator[Callable[[Pipelin
 
 @app.command()
 @with_stream_options
+@_with_options(options.VIDEO_OPTIONS)
 def video(
     source: Annotated[str, Argument(metavar="IN", help="Video file or URL ffmpeg reads.")],
-    out: Annotated[Path | None, Option("--out", "-o", help="Annotated H.264 MP4 to write.")] = None,
-    json_path: Tracks = None,
-    no_video: Annotated[
-        bool, Option("--no-video", help="Write no video, only --json / --format outputs.")
-    ] = False,
-    start: Annotated[float | None, Option(min=0.0, help="Start at this time, s.")] = None,
-    end: Annotated[float | None, Option(min=0.0, help="Stop at this time, s.")] = None,
-    every: Annotated[int, Option(min=1, help="Process one frame in N.")] = 1,
-    smooth: Smooth = False,
-    output_format: Annotated[
-        OutputFormat, Option("--format", help="openpose: also per-frame OpenPose JSON (COCO-18).")
-    ] = OutputFormat.posecli,
-    openpose_dir: OpenPoseDir = None,
-    force: Force = False,
-    quiet: Quiet = False,
     *,
+    out: Path | None,
+    json_path: Path | None,
+    csv_path: Path | None,
+    no_video: bool,
+    start: float | None,
+    end: float | None,
+    every: int,
+    smooth: bool,
+    output_format: OutputFormat,
+    openpose_dir: Path | None,
+    draw_threshold: float,
+    force: bool,
+    quiet: bool,
     options: InferenceOptions,
 ) -> None:
-    """Find and track people in a video: annotated MP4 (audio kept) and/or JSON tracks."""
-    from posecli.io.sources import VideoSource
-
+    """Find and track people in a video: annotated MP4 (audio kept), JSON tracks and/or CSV."""
     openpose = output_format is OutputFormat.openpose
-    outputs = runs.video_outputs(
-        source, out, json_path, no_video=no_video, openpose=openpose, openpose_dir=openpose_dir
-    )
-    runs.check_stream_outputs(outputs, force)
+    outputs = streams.video_outputs(
+        source, out, json_path, no_video=no_video, openpose=openpose, openpose_dir=openpose_dir,
+        table=csv_path,
+    )  # fmt: skip
+    streams.check_stream_outputs(outputs, force)
     with VideoSource(source, start=start, end=end, every=every) as frames:
-        estimator = runs.load_estimator(options)  # after the input is known to be readable
-        total = None if quiet else runs.expected_frames(frames)
-        settings = {"start": start, "end": end, "every": every, "smooth": smooth}
-        header = runs.tracks_header("video", source, frames.info, estimator, options, **settings)
+        check_network_inputs(options.inference, frames.info.height, frames.info.width)
+        estimator = inference.load_estimator(options)  # after the input is known to be readable
+        total = None if quiet else streams.expected_frames(frames)
+        settings = {"start": start, "end": end, "every": every, "smooth": smooth,
+                    "draw_threshold": draw_threshold}  # fmt: skip
+        header = streams.tracks_header("video", source, frames.info, estimator, options, **settings)
         with _frame_progress("video", quiet) as progress:
-            stats = runs.track_stream(
+            stats = streams.track_stream(
                 frames, estimator, outputs, smooth=smooth, force=force, video_info=frames.info,
-                total=total, progress=progress, header=header,
+                total=total, progress=progress, header=header, draw_threshold=draw_threshold,
             )  # fmt: skip
-    _say(quiet, f"{stats.frames} frames at {stats.fps:.1f} fps: {runs.written(*outputs.paths())}")
+    _say(quiet, f"{stats.frames} frames at {stats.fps:.1f} fps: {list_written(*outputs.paths())}")
 
 
 @app.command()
 @with_stream_options
+@_with_options(options.WEBCAM_OPTIONS)
 def webcam(
-    camera: Annotated[
-        str, Option(help="Camera index (0, 1…) or stream URL (also a video file).")
-    ] = "0",
-    out: Annotated[
-        Path | None, Option("--out", "-o", help="Record the annotated stream to this MP4.")
-    ] = None,
-    json_path: Tracks = None,
-    no_display: Annotated[bool, Option("--no-display", help="Show no window.")] = False,
-    smooth: Smooth = False,
-    force: Force = False,
-    quiet: Quiet = False,
     *,
+    camera: str,
+    out: Path | None,
+    json_path: Path | None,
+    csv_path: Path | None,
+    no_display: bool,
+    smooth: bool,
+    draw_threshold: float,
+    force: bool,
+    quiet: bool,
     options: InferenceOptions,
 ) -> None:
     """Live poses from a camera: a window with skeletons and FPS (q or Esc quits)."""
-    from posecli.io.cameras import CameraSource
-
-    outputs, show = runs.webcam_outputs(out, json_path, no_display=no_display)
-    runs.check_stream_outputs(outputs, force)
-    estimator = runs.load_estimator(options)
+    outputs, show = streams.webcam_outputs(out, json_path, no_display=no_display, table=csv_path)
+    streams.check_stream_outputs(outputs, force)
+    estimator = inference.load_estimator(options)
     stop = threading.Event()
     window = display.Window(stop) if show else None
-    header = runs.tracks_header("webcam", camera, None, estimator, options, smooth=smooth)
-    with CameraSource(camera) as frames, _frame_progress("webcam", quiet) as progress:
-        stats = runs.track_stream(
+    settings = {"smooth": smooth, "draw_threshold": draw_threshold}
+    header = streams.tracks_header("webcam", camera, None, estimator, options, **settings)
+    with cameras.CameraSource(camera) as frames, _frame_progress("webcam", quiet) as progress:
+        stats = streams.track_stream(
             frames, estimator, outputs, smooth=smooth, force=force, latency_first=True,
             progress=progress, window=window, stop=stop, header=header,
+            draw_threshold=draw_threshold,
         )  # fmt: skip
-    summary = runs.camera_summary(stats, frames.dropped)
-    _say(quiet, summary + (": " + runs.written(out, json_path) if out or json_path else ""))
+    summary = streams.camera_summary(stats, frames.dropped)
+    names = list_written(*outputs.paths())
+    _say(quiet, summary + (f": {names}" if names else ""))
 
 
 # images and eval
@@ -304,114 +294,119 @@ def webcam(
 
 @app.command()
 @with_inference_options
+@_with_options(options.IMAGES_OPTIONS)
 def images(
     inputs: Annotated[
         list[str],
         Argument(metavar="DIR|GLOB|FILE...", help="Image folders, glob patterns or files."),
     ],
-    json_path: Annotated[Path, Option("--json", help="COCO keypoint results file to write.")],
-    out_dir: Annotated[
-        Path | None, Option("--out-dir", help="Folder for annotated copies of the images.")
-    ] = None,
-    output_format: Annotated[
-        OutputFormat, Option("--format", help="openpose: also OpenPose JSON per image (COCO-18).")
-    ] = OutputFormat.posecli,
-    openpose_dir: OpenPoseDir = None,
-    strict: Annotated[
-        bool, Option("--strict", help="Stop at an unreadable image (default: skip it).")
-    ] = False,
-    force: Force = False,
-    quiet: Quiet = False,
     *,
+    json_path: Path,
+    out_dir: Path | None,
+    output_format: OutputFormat,
+    openpose_dir: Path | None,
+    strict: bool,
+    max_megapixels: float,
+    csv_path: Path | None,
+    draw_threshold: float,
+    force: bool,
+    quiet: bool,
     options: InferenceOptions,
 ) -> None:
-    """Find people in still images: COCO results JSON (+ image-id listing), annotated copies."""
-    from posecli.io.sources import ImageSource
-
+    """Find people in still images: COCO results JSON (+ image-id listing), annotated copies,
+    CSV."""
     openpose = None
     if output_format is OutputFormat.openpose or openpose_dir is not None:
-        openpose = runs.openpose_folder(openpose_dir, json_path)
-    outputs = ImageOutputs(json_path, out_dir, openpose)
-    frames = ImageSource(inputs, skip_unreadable=not strict)  # a missing input fails here
-    runs.check_image_outputs(frames.paths, outputs, force)
-    estimator = runs.load_estimator(options)
-    with _frame_progress("images", quiet) as progress:
-        results, stats = runs.detect_images(frames, estimator, outputs, force=force,
-                                            progress=progress)
+        openpose = openpose_folder(openpose_dir, json_path)
+    outputs = ImageOutputs(json_path, out_dir, openpose, table=csv_path)
+    limit = round(max_megapixels * 1e6)
+    frames = ImageSource(inputs, skip_unreadable=not strict, max_pixels=limit)  # missing: fails
+    check_image_outputs(frames.paths, outputs, force)
+    estimator = inference.load_estimator(options)
+    with _frame_progress("images", quiet, lambda: len(frames.skipped)) as progress:
+        results, stats = detect_images(
+            frames,
+            estimator,
+            outputs,
+            force=force,
+            progress=progress,
+            draw_threshold=draw_threshold,
+        )
     people = f"{len(results)} people in {stats.frames} images ({stats.fps:.1f} images/s)"
     skipped = f", {len(frames.skipped)} unreadable skipped" if frames.skipped else ""
-    written = runs.written(json_path, outputs.listing, out_dir, openpose)
+    written = list_written(json_path, outputs.listing, out_dir, openpose, csv_path)
     _say(quiet, f"{people}{skipped}: {written}")
 
 
 @app.command("eval")
 @with_inference_options
+@_with_options(options.EVAL_OPTIONS)
 def evaluate(
-    annotations: Annotated[Path, Option(help="COCO person_keypoints JSON (ground truth).")],
-    images_dir: Annotated[Path, Option("--images", help="Folder holding the annotated images.")],
-    metrics: Annotated[
-        Path | None, Option(help="Write the metrics here as JSON; detections go beside it.")
-    ] = None,
-    by_height: Annotated[
-        bool,
-        Option(
-            "--by-height",
-            help="Also print the share of people found (OKS ≥ 0.5 / 0.75) per band of their "
-            "height at the network input.",
-        ),
-    ] = False,
-    force: Force = False,
-    quiet: Quiet = False,
     *,
+    annotations: Path,
+    images_dir: Path,
+    metrics: Path | None,
+    by_height: bool,
+    force: bool,
+    quiet: bool,
     options: InferenceOptions,
 ) -> None:
     """COCO keypoint AP of a model on an annotated image set (same pipeline as `images`)."""
-    frames = runs.annotated_images(annotations, images_dir, sizes=by_height)
-    detections = runs.detections_path(metrics) if metrics is not None else None
-    runs.check_outputs([metrics, detections], force)
-    estimator = runs.load_estimator(options)
+    frames = annotated_images(annotations, images_dir, sizes=by_height, people=True)
+    detections = detections_path(metrics) if metrics is not None else None
+    check_outputs([metrics, detections], force)
+    estimator = inference.load_estimator(options)
     with _frame_progress("images", quiet) as progress:
-        evaluation = runs.evaluate_model(
+        evaluation = evaluate_model(
             estimator, annotations, images_dir, frames=frames, detections=detections,
             by_height=by_height, force=force, progress=progress,
         )  # fmt: skip
     for line in evaluation.lines():
         stdout.print(line, markup=False)
     if metrics is not None:
-        runs.write_json_atomically(metrics, evaluation.scores, force=force)
+        write_json_atomically(metrics, evaluation.scores, force=force)
     summary = f"{len(evaluation.results)} people in {evaluation.stats.frames} images, model "
     summary += estimator.model.name
     if estimator.refinement is not None:
         summary += f" refined by {estimator.refinement.refiner.name}"
-    _say(quiet, summary + (f": {runs.written(metrics, detections)}" if metrics else ""))
+    _say(quiet, summary + (f": {list_written(metrics, detections)}" if metrics else ""))
 
 
 @app.command()
 @_with_options(options.CLUSTER_OPTIONS, batch_jobs.Cluster, "cluster")
-@with_inference_options
+@with_batch_options
+@_with_options(options.BATCH_OPTIONS)
 def batch(
     inputs: Annotated[
         list[str], Argument(metavar="INPUTS...", help="Videos, images, folders or globs.")
     ],
-    out_dir: Annotated[Path, Option("--out", "-o", help="Folder of the outputs.")],
-    mp4: Annotated[
-        bool, Option("--mp4", help="Also write each video annotated: DIR/STEM.mp4.")
-    ] = False,
-    smooth: Smooth = False,
-    force: Force = False,
-    quiet: Quiet = False,
     *,
+    out_dir: Path,
+    mp4: bool,
+    table: bool,
+    output_format: OutputFormat,
+    start: float | None,
+    end: float | None,
+    every: int,
+    smooth: bool,
+    force: bool,
+    quiet: bool,
     options: InferenceOptions,
     cluster: batch_jobs.Cluster,
 ) -> None:
     """Many videos (DIR/STEM.jsonl each) and images (DIR/images.json) in one resumable job,
-    here or on a Ray cluster."""
-    plan = batch_jobs.plan_batch(inputs, out_dir, mp4=mp4, force=force)
-    with _progress_display("batch", quiet, (*_COUNT, *_TIMES)) as update:
-        summary = batch_jobs.run_batch(
-            plan, options, cluster, smooth=smooth,
-            progress=lambda state: update(completed=state.done, total=state.total),
-        )  # fmt: skip
+    here or on a Ray cluster; one job per DIR at a time."""
+    openpose = output_format is OutputFormat.openpose
+    outputs = batch_jobs.BatchOutputs(mp4=mp4, openpose=openpose, table=table)
+    settings = batch_jobs.VideoSettings(start, end, every, smooth)
+    with batch_jobs.batch_lock(out_dir):
+        plan = batch_jobs.plan_batch(inputs, out_dir, outputs=outputs, settings=settings,
+                                     force=force)  # fmt: skip
+        with _progress("batch", quiet, "inputs") as update:
+            summary = batch_jobs.run_batch(
+                plan, options, cluster,
+                progress=lambda state: update(completed=state.done, total=state.total),
+            )  # fmt: skip
     for line in summary.lines():
         _say(quiet, line)
     summary.check(plan.out_dir / batch_jobs.SUMMARY_NAME)
@@ -419,8 +414,9 @@ def batch(
 
 # train
 
+
 @app.command()
-@_with_options(options.TRAIN_OPTIONS, options.train_config, "config", first=True)
+@_with_options(training_options.TRAIN_OPTIONS, training_options.train_config, "config", first=True)
 def train(
     threads: Annotated[int, Option(min=0, help="CPU threads for torch (0: default).")] = 0,
     quiet: Quiet = False,
@@ -434,28 +430,9 @@ def train(
         import torch
 
         torch.set_num_threads(threads)
-    with _training_progress(quiet) as progress:
+    with training_progress(stderr, quiet, functools.partial(_say, quiet)) as progress:
         checkpoint = run_training(config, progress)
     _say(quiet, f"trained: {checkpoint}")
-
-
-@contextmanager
-def _training_progress(quiet: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """A progress display over optimiser steps, with the loss; validation AP printed."""
-    columns = (*_COUNT, TextColumn("loss {task.fields[loss]}"), *_TIMES)
-    with _progress_display("train", quiet, columns, loss="...") as update:
-
-        def on_record(record: dict[str, Any]) -> None:
-            event = record.get("event")
-            if event == "start":
-                update(total=record["total_steps"], completed=record["step"])
-            elif event == "batch":
-                update(completed=record["step"], loss=f"{record['loss']:.4g}")
-            elif event == "val":
-                scores = " ".join(f"{key} {record[key]:.3f}" for key in ("AP", "AP50", "AR"))
-                _say(quiet, f"epoch {record.get('epoch')}: {scores}")
-
-        yield on_record
 
 
 # label and export
@@ -465,7 +442,7 @@ Teachers = Annotated[Path, Option(help=_TEACHERS_HELP)]
 
 
 @app.command()
-@_with_options(options.LABEL_OPTIONS, LabelConfig, "config")
+@_with_options(training_options.LABEL_OPTIONS, LabelConfig, "config")
 def label(
     images_inputs: Annotated[
         list[str], Option("--images", help="Image folder, glob or file; repeat for more.")
@@ -478,12 +455,11 @@ def label(
     config: LabelConfig,
 ) -> None:
     """Pseudo-label photos with teacher models into COCO keypoints (resumable)."""
-    from posecli.io.sources import expand_image_inputs
     from posecli.train.label import check_label_output, label_images
 
     check_label_output(out, force)
     paths = expand_image_inputs(images_inputs)
-    with _labelling_progress(quiet) as progress:
+    with _steps("label", quiet, "images") as progress:
         written = label_images(paths, teachers, out, config, progress)
     _say(quiet, f"labelled {len(paths)} images: {written}")
 
@@ -498,86 +474,66 @@ def import_lspet(
 ) -> None:
     """LSPet's human joints as COCO keypoints, face points and bystanders from the teachers."""
     from posecli.train.label import check_label_output
+    from posecli.train.lspet import LSPET_LABELS
     from posecli.train.lspet import import_lspet as run_import
 
     _setup_logging(quiet)
     check_label_output(out, force)
-    with _labelling_progress(quiet) as progress:
-        written = run_import(dataset, teachers, out, LabelConfig(), progress)
+    with _steps("label", quiet, "images") as progress:
+        written = run_import(dataset, teachers, out, LSPET_LABELS, progress)
     _say(quiet, f"imported LSPet: {written}")
 
 
-@contextmanager
-def _labelling_progress(quiet: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress display over labelled images."""
-    with _progress_display("label", quiet, (*_COUNT, TimeRemainingColumn())) as update:
-        yield lambda done, total: update(completed=done, total=total)
-
-
 @app.command()
+@_with_options(options.EXPORT_OPTIONS)
 def export(
-    model: Annotated[
-        list[str],
-        Option(
-            "--model",
-            "-m",
-            help="Checkpoint path or model name; repeated: their weight average (one kind and "
-            "config).",
-        ),
-    ],
-    out: Annotated[Path, Option("--out", "-o", help="Checkpoint file to write.")],
-    half: Annotated[bool, Option("--half/--no-half", help="Store float tensors as fp16.")] = True,
-    file_format: Annotated[
-        str,
-        Option("--format", help="pt; onnx (an .onnx --out); onnx-int8 (a refiner, quantised)."),
-    ] = "pt",
-    calibration: Annotated[
-        list[str] | None,
-        Option(
-            "--calibration",
-            help="onnx-int8: images to calibrate on (folders, globs, files; repeatable).",
-        ),
-    ] = None,
-    force: Force = False,
-    quiet: Quiet = False,
+    *,
+    model: list[str],
+    out: Path,
+    half: bool,
+    file_format: str,
+    calibration: list[str] | None,
+    force: bool,
+    quiet: bool,
 ) -> None:
     """Copy a checkpoint for shipping (fp16, training state dropped, provenance kept) or ONNX,
     quantise a refiner to int8, or average several fine-tunes of one network into one."""
-    _setup_logging(quiet)
-    runs.check_outputs([out], force)
-    name, written = runs.export_checkpoint(
-        model, out, half=half, file_format=file_format, calibration=calibration or ()
-    )
+    check_outputs([out], force)
+    with _steps("export", quiet, "images") as progress:
+        name, written = export_checkpoint(
+            model, out, half=half, file_format=file_format, calibration=calibration or (),
+            progress=progress,
+        )  # fmt: skip
     _say(quiet, f"exported {name}: {written} ({written.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command()
+@_with_options(options.REPORT_OPTIONS)
 def report(
     tracks: Annotated[Path, Argument(metavar="TRACKS.jsonl", help="Tracks of video --json.")],
-    out: Annotated[Path | None, Option("--out", "-o", help="HTML page to write.")] = None,
-    png: Annotated[Path | None, Option(help="Folder for the figures as PNG files.")] = None,
-    video: Annotated[str | None, Option(help="The tracks' video, for the contact sheet.")] = None,
-    frames: Annotated[int, Option(min=0, help="Frames on the contact sheet (0: none).")] = 12,
-    smooth: Annotated[
-        bool, Option("--smooth/--no-smooth", help="Smooth keypoints before angles, as --smooth.")
-    ] = True,
-    force: Force = False,
-    quiet: Quiet = False,
+    *,
+    out: Path | None,
+    png: Path | None,
+    video: str | None,
+    frames: int,
+    smooth: bool,
+    draw_threshold: float | None,
+    force: bool,
+    quiet: bool,
 ) -> None:
     """A self-contained HTML page of a track file: contact sheet, trajectories, joint angles."""
-    from posecli.report import make_report
-
-    _setup_logging(quiet)
-    result, written = make_report(
-        tracks, out=out, png_dir=png, video=video, smooth=smooth, sheet_count=frames, force=force
-    )
-    _say(quiet, f"{len(result.people)} people, {len(written)} files: {runs.written(out, png)}")
+    with _steps("report", quiet, "figures") as progress:
+        result, written = make_report(
+            tracks, out=out, png_dir=png, video=video, smooth=smooth, sheet_count=frames,
+            force=force, threshold=draw_threshold, progress=progress,
+        )  # fmt: skip
+    _say(quiet, f"{len(result.people)} people, {len(written)} files: {list_written(out, png)}")
 
 
 @app.command()
 def info() -> None:
     """Versions, device, native decoder and known models."""
-    for line in runs.installation_report():
+    for line in installation_report():
         stdout.print(line, markup=False)
 
 
@@ -600,6 +556,16 @@ def _root(
     """Multi-person 2D pose estimation (Simple Pose / IMHN) for videos, webcams and images."""
 
 
+def _no_flag_types(command: click.Command) -> None:
+    """Show no value type (``<bool>``) beside the flags in ``--help`` (``--help`` included):
+    they take none. Typer prints one for every option unless its metavar is set."""
+    for parameter in command.get_params(click.Context(command)):
+        if getattr(parameter, "is_flag", False):  # typer's options are no click.Option
+            parameter.metavar = ""
+    for subcommand in getattr(command, "commands", {}).values():
+        _no_flag_types(subcommand)
+
+
 def _fail(message: str) -> None:
     """One line on stderr."""
     stderr.print(f"posecli: error: {' '.join(message.split())}", markup=False)
@@ -618,6 +584,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _run_command(args: list[str], termination: Termination) -> int:
     """:func:`run` without the SIGTERM handler: every error becomes one line and a code."""
     command = typer.main.get_command(app)
+    _no_flag_types(command)
     if not args:  # the root's help, as a usage error
         stderr.print(command.get_help(typer.Context(command, info_name="posecli")), markup=False)
         return EXIT_USAGE
@@ -631,6 +598,8 @@ def _run_command(args: list[str], termination: Termination) -> int:
         return error.exit_code
     except ResumableInterruptError as error:
         stderr.print(f"posecli: {error}", markup=False)
+        return error.exit_code
+    except OutputClosedError as error:  # `--json - | head`: quiet, as if killed by SIGPIPE
         return error.exit_code
     except PoseCliError as error:
         _fail(str(error))

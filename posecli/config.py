@@ -196,6 +196,24 @@ class InferenceConfig(Record):
     # with the 300-step smoke refiner on cocomini-train, keeping those ≥ 0.5 lowered AP from
     # 0.054 to 0.021 (they are mostly fragments of people the refiner merged into one)
     refine_keep_score: float = 1.0
+    # Video between bottom-up frames (issue 38, posecli.follow): with a tracker and a refiner the
+    # bottom-up network runs on one frame in detect_every (at once after a scene cut or when a
+    # followed person is lost); on the others the refiner runs on each live track's predicted
+    # box. 1: every frame bottom-up (images, eval); video, webcam and batch default to
+    # posecli.options.STREAM_DETECT_EVERY (10: bench/follow_quality.py, README.md)
+    detect_every: int = 1
+    # followed boxes: the predicted keypoints' extent × this (refine_box_scale plus room for the
+    # motion the velocity misses)
+    follow_box_scale: float = 1.4
+    # a followed person is lost when the mean of its 17 refined keypoint scores falls below
+    # both of: this (pedestrians_vtest: people 0.5–0.9, lost boxes 0.15–0.35) and
+    # follow_min_ratio × that of the pose followed (people the refiner never saw well stay)
+    follow_min_score: float = 0.4
+    follow_min_ratio: float = 0.7
+    # a scene cut: mean absolute difference of two consecutive frames' grey 64×36 thumbnails
+    # (0–255) above this (the shared videos' consecutive frames: at most 2.5 on
+    # pedestrians_vtest, 15 on street_mmpose_demo, 5 fps with a moving camera)
+    scene_cut: float = 40.0
     # Pose Residual Network of DecodeConfig.grouping "prn" (issue 20): checkpoint path or
     # registered name ("": the bundled "prn")
     prn: str = ""
@@ -207,19 +225,19 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "imhn-official": ModelConfig(),
     # 1 stack, 4.0 M parameters, 11.7 GFLOPs at 384×320: ~28 images/s on 2 otherwise idle CPU
     # cores (bench/model_speed.py), leaving room for decoding within 10 images/s.
-    "imhn-cpu": ModelConfig(
-        stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5)
-    ),
+    "imhn-cpu": ModelConfig(stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5)),
     # imhn-cpu fed by an ImageNet-pretrained EfficientNet-Lite0 (strides 4–32, added into the
     # stem output and the hourglass's way down): for training on small pseudo-labelled sets.
     "imhn-cpu-lite0": ModelConfig(
-        stacks=1, width=128, increase=32, head_width=64, dilations=(3, 4, 5),
+        stacks=1,
+        width=128,
+        increase=32,
+        head_width=64,
+        dilations=(3, 4, 5),
         encoder="efficientnet-lite0",
     ),
     # 0.5 M parameters: unit tests and overfitting checks, not for accuracy.
-    "imhn-tiny": ModelConfig(
-        stacks=1, width=32, increase=16, head_width=32, dilations=(2, 3)
-    ),
+    "imhn-tiny": ModelConfig(stacks=1, width=32, increase=16, head_width=32, dilations=(2, 3)),
 }
 
 
@@ -302,6 +320,10 @@ class AugmentConfig(Record):
     # refiner crops (issue 16): the person box jittered like a detector's errors
     box_scale_jitter: float = 0.2  # box side × U(1 ± this)
     box_shift_jitter: float = 0.1  # box centre moved by U(± this) × its width / height
+    # refiner crops distilled from a teacher (issue 35): heavy augmentations that fixed labels
+    # would contradict (posecli.train.distill)
+    occlusion_probability: float = 0.0  # one flat-coloured patch painted over the crop
+    blur_probability: float = 0.0  # Gaussian blur of σ U(0.5, 2) pixels
 
 
 @dataclass(frozen=True)
@@ -330,6 +352,9 @@ class TrainConfig(Record):
     prn: PRNConfig | None = None
     pretrained: bool = True  # a fresh network's EfficientNet-Lite0 encoder starts from ImageNet
     init: str | None = None  # checkpoint path or model name to start from (its shape wins)
+    # refiners (issue 35): this top-down teacher's ONNX file (PP-TinyPose 256×192) runs on each
+    # augmented crop and its heatmaps are the target of the box's person (posecli.train.distill)
+    teacher: str | None = None
     # ours: grow `init`'s network to this many hourglass stacks (0: keep its shape); new
     # stacks start as copies of its last stack (posecli.model.grow_stacks)
     init_stacks: int = 0
@@ -378,9 +403,12 @@ class TrainConfig(Record):
 class LabelConfig(Record):
     """How teachers are run and fused into pseudo-labels."""
 
-    # "thunder": top-down, MoveNet Thunder on each person box (hand-drawn where a folder has
-    # person_boxes.json, else MoveNet MultiPose's); "movenet", "openpose", "both": bottom-up fusion
-    teacher: str = "thunder"
+    # "tinypose": top-down, PP-TinyPose on each person box (hand-drawn where a folder has
+    # person_boxes.json, and PicoDet's); "thunder": MoveNet Thunder on the hand-drawn boxes, else
+    # on MoveNet MultiPose's (labels v2); "movenet", "openpose", "both": bottom-up fusion.
+    # bench/label_quality.py, cocomini-train, annotated boxes: label AP 0.497 for tinypose against
+    # 0.350 for thunder, kept keypoints' recall 0.823 against 0.640 (precision 0.873 / 0.913).
+    teacher: str = "tinypose"
     # Long sides of the MoveNet passes (multiples of 32); the teachers' README: 256–512 work,
     # 384 is the best single size on real COCO images.
     movenet_sizes: tuple[int, ...] = (256, 384, 512)
@@ -400,12 +428,14 @@ class LabelConfig(Record):
     # Two positions of a keypoint agree when exp(-d²/(2·area·κ²)) ≥ this (κ: COCO sigmas × 2):
     # the per-keypoint tolerance of COCO OKS, 0.5 is the midpoint of its falloff.
     agree_similarity: float = 0.5
-    # The keep rule, chosen for the default teacher with `bench/label_quality.py --sweep` on
-    # cocomini-train (annotated boxes as hand-drawn ones): the best label AP (0.351) with kept
-    # keypoints' precision ≥ 0.9 (0.913, recall 0.640). The bottom-up fusion's labels of the
-    # first milestones used 0.25 / 0.2 / 5 (precision 0.966, recall 0.421, label AP 0.199).
-    keep_keypoint: float = 0.2  # keypoint confidence needed to keep a keypoint (v=2)
-    confident_person: float = 0.1  # person score needed to label a person
+    # The keep rule, chosen for the default teacher (tinypose) with `bench/label_quality.py` on
+    # cocomini-train (annotated boxes as hand-drawn ones): keypoints ≥ 0.3, the training default
+    # of --min-keypoint-score, keep label AP 0.497 (precision 0.873, recall 0.823); kept at ≥ 0.45
+    # (or trained with --min-keypoint-score 0.45): precision 0.902, recall 0.759, label AP 0.420.
+    # Thunder's labels v2 used 0.2 / 0.1 / 3 (its best AP 0.351 at precision ≥ 0.9: 0.913,
+    # recall 0.640); the bottom-up fusion's labels of the first milestones 0.25 / 0.2 / 5.
+    keep_keypoint: float = 0.3  # keypoint confidence needed to keep a keypoint (v=2)
+    confident_person: float = 0.3  # person score needed to label a person
     min_keypoints: int = 3  # labelled people need at least this many kept keypoints
     ignore_person: float = 0.08  # less confident people above this become ignore regions
     duplicate_iou: float = 0.5  # uncertain people overlapping a labelled one this much: duplicates
@@ -420,6 +450,24 @@ class LabelConfig(Record):
     thunder_detected_crop_scale: float = 1.25  # on MultiPose's boxes
     thunder_box_size: int = 384  # long side of the MultiPose pass that finds the boxes
     thunder_box_score: float = 0.05  # MultiPose boxes scored below are not looked at
+    # Top-down (teacher "tinypose": PP-TinyPose 256×192, posecli.train.label.tinypose) on the
+    # union of hand-drawn boxes and PicoDet-S-320's, a PicoDet box with IoU ≥ tinypose_same_iou
+    # to a hand-drawn one, or lying inside one by tinypose_same_inside of its area, being that
+    # person (or part of it); the box grown to 3:4 and × tinypose_crop_scale (teachers' README:
+    # 1.25 best; PicoDet score ≥ 0.2 and NMS IoU 0.6 measured there).
+    tinypose_crop_scale: float = 1.25
+    picodet_score: float = 0.2  # PicoDet boxes scored below are not looked at
+    picodet_nms_iou: float = 0.6  # PicoDet boxes overlapping a better one more are dropped
+    tinypose_same_iou: float = 0.5
+    # Without it, 190 of crosswalk_crowds' 462 ignore regions and 273 of the first 275
+    # openimages_people images' 405 lay mostly inside a labelled person (masking part of them);
+    # on cocomini-train's annotated boxes 7 of the 8 such regions were no other annotated person.
+    tinypose_same_inside: float = 0.7
+    # Top-down people whose box score (hand-drawn 1, PicoDet its score; none for bottom-up
+    # teachers) is ≥ this but who fail the keep rule are still written as people (iscrowd 0,
+    # their kept keypoints, maybe none) rather than ignore regions (issue 37). On cocomini-train,
+    # 94 % of PicoDet's boxes scored ≥ 0.6 are annotated people, 35–60 % of those at 0.2–0.6.
+    box_person_score: float = 0.6
     nms_oks: float = 0.5  # top-down people with OKS ≥ this to a better one are duplicates
     threads: int = 1  # onnxruntime intra-op threads per teacher
     chunk_size: int = 50  # images labelled between two saves of the partial file

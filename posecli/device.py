@@ -6,14 +6,15 @@ import re
 
 import torch
 
-from posecli.errors import UsageError
+from posecli.errors import DeviceError, UsageError
 
 
 def resolve_device(spec: str) -> torch.device:
     """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Raises:
-        UsageError: an unknown name, or CUDA (or that CUDA index) is not available.
+        UsageError: an unknown name.
+        DeviceError: CUDA (or that CUDA index) is not available.
     """
     text = spec.strip().lower()
     if text == "auto":
@@ -24,10 +25,10 @@ def resolve_device(spec: str) -> torch.device:
     if match is None:
         raise UsageError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
-        raise UsageError(f"device {spec!r} requested but CUDA is not available")
+        raise DeviceError(f"device {spec!r} requested but CUDA is not available")
     index = int(match.group(1) or 0)
     if index >= torch.cuda.device_count():
-        raise UsageError(
+        raise DeviceError(
             f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
         )
     return torch.device("cuda", index)

@@ -28,6 +28,11 @@ class InputError(PoseCliError):
     """An input (image, video, camera, annotation file) is missing, unreadable or corrupt."""
 
 
+class DeviceError(PoseCliError):
+    """The device asked for (CUDA, a GPU index) is not on this machine: its environment, like a
+    missing camera (exit code 1)."""
+
+
 class OutputError(PoseCliError):
     """An output cannot be written, or exists and overwriting was not allowed."""
 
@@ -52,3 +57,11 @@ class ResumableInterruptError(PoseCliError):
     """Stopped by Ctrl-C after saving what resumes the work (exit code 130)."""
 
     exit_code = 130
+
+
+class OutputClosedError(OutputError):
+    """Standard output was closed by its reader (``--json - | head``): the run stops like an
+    interrupt, its other outputs finalised with the work done; the CLI exits quietly with 141
+    (128 + SIGPIPE), as a tool killed by SIGPIPE would."""
+
+    exit_code = 141

@@ -46,8 +46,8 @@ from posecli.spec import CHANNEL_FLIP_ORDER, NUM_CHANNELS, STRIDE
 from posecli.transforms import (
     GridTransform,
     InputGeometry,
-    input_geometry,
-    long_side_geometry,
+    check_network_inputs,
+    network_geometry,
     normalise,
     pad_image,
     resize_image,
@@ -152,6 +152,11 @@ def _check_config(config: InferenceConfig) -> None:
         raise UsageError(f"decode stride must be 1, 2 or 4, got {config.decode_stride}")
     if config.instances < 0:
         raise UsageError(f"instances must be 0 (all) or positive, got {config.instances}")
+    if config.detect_every < 1 or not config.follow_box_scale > 0:
+        raise UsageError(
+            f"detect every must be at least 1 and the follow box scale positive, got "
+            f"{config.detect_every} and {config.follow_box_scale}"
+        )
 
 
 def _check_image(image: object, index: int) -> np.ndarray:
@@ -257,6 +262,21 @@ class Estimator:
             poses = self.refinement.refine(image, poses)
         return _shown(poses, self.decode_config.min_person_score)
 
+    @property
+    def can_follow(self) -> bool:
+        """Whether :meth:`follow` can run: the people are refined (issue 38)."""
+        return self.refinement is not None
+
+    def follow(self, image: np.ndarray, people: Sequence[Pose]) -> tuple[list[Pose], int]:
+        """``people`` predicted from earlier frames found again in the RGB uint8 ``(H, W, 3)``
+        ``image`` by the refiner alone (``Refinement.follow``): the people found, highest score
+        first (those below ``min_person_score`` not shown), and how many the refiner lost.
+        Needs :attr:`can_follow`."""
+        if self.refinement is None:
+            raise UsageError("following people needs refinement (--refine)")
+        found, lost = self.refinement.follow(image, people)
+        return _shown(found, self.decode_config.min_person_score), lost
+
     def _refinement(self, refiner: RefinerModel | None) -> Refinement:
         """The refinement stage, with ``refiner`` or the one ``config.refiner`` names (when it
         names none the bundled ``"refiner"``, or ``"refiner-int8"`` with ``config.refine_int8``
@@ -288,6 +308,7 @@ class Estimator:
         """Heatmaps of ``(N, H, W, 3)`` RGB uint8 images of one size, averaged over scales."""
         height, width = images.shape[1:3]
         stride = self.config.decode_stride
+        check_network_inputs(self.config, height, width)  # before anything of their size
         reference = self.geometry(height, width, 1.0)
         grid = reference.grid_shape(stride)
         total = torch.zeros((len(images), NUM_CHANNELS, *grid), device=self.device)  # (N, 50, h, w)
@@ -301,14 +322,7 @@ class Estimator:
     def geometry(self, height: int, width: int, scale: float = 1.0) -> InputGeometry:
         """Network input sizes of a ``height × width`` image at one search scale: longer side
         ``scale × long_side`` if set, else height ``scale × box_size``."""
-        config = self.config
-        if config.long_side:
-            return long_side_geometry(
-                height, width, scale * config.long_side, pad_multiple=config.pad_multiple
-            )
-        return input_geometry(
-            height, width, scale * config.box_size, pad_multiple=config.pad_multiple
-        )
+        return network_geometry(self.config, height, width, scale)
 
     def _scale_heatmaps(self, images: np.ndarray, geometry: InputGeometry) -> torch.Tensor:
         """Stride-4 heatmaps of the valid region at one scale, flip-averaged when configured.

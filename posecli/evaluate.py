@@ -2,6 +2,10 @@
 
 Results use the COCO results format: one dict per person ``{"image_id": int, "category_id": 1,
 "keypoints": [x, y, score] * 17 (COCO order, image pixels), "score": float}``.
+
+:func:`evaluate_model` measures an Estimator on an annotated set through the same pipeline as
+``posecli images`` (``posecli.images.detect_images``): ``posecli eval``, the trainer's validation
+and the benchmarks all evaluate through it, so there is one evaluation path.
 """
 
 from __future__ import annotations
@@ -11,14 +15,22 @@ import io
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posecli.errors import InputError
+from posecli.images import ImageOutputs, detect_images
+from posecli.io.sources import ImageSource
 from posecli.spec import NUM_COCO_KEYPOINTS
+
+if TYPE_CHECKING:
+    from posecli.estimator import Estimator
+    from posecli.pipeline import PipelineStats, ProgressCallback
 
 #: Summary figures returned, in the order of ``COCOeval.stats`` for keypoints.
 SUMMARY_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR")
@@ -138,6 +150,14 @@ def check_images(ground_truth: COCO, path: str | Path, *, sizes: bool = False) -
             raise InputError(f"{path}: images[{index}] needs a positive 'width' and 'height'")
 
 
+def check_people(ground_truth: COCO, path: str | Path) -> None:
+    """InputError unless someone outside a crowd is annotated with keypoints: the ground truth
+    AP measures finding (COCO ignores the others); without it AP is undefined, not 0."""
+    people = ground_truth.dataset["annotations"]
+    if not any(not p.get("iscrowd") and p.get("num_keypoints", 0) > 0 for p in people):
+        raise InputError(f"{path} annotates no person with keypoints: AP is undefined")
+
+
 def coco_keypoint_ap(
     annotations: str | Path, results: list[dict], image_ids: list[int] | None = None
 ) -> dict[str, float]:
@@ -241,3 +261,77 @@ def _check_results(results: list[dict], ground_truth: COCO) -> None:
             )
         if result["image_id"] not in known_images:
             raise InputError(f"result {number} is for image {result['image_id']}, not annotated")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate_model` measured: COCO keypoint metrics, the detections, the run."""
+
+    scores: dict[str, Any]
+    results: list[dict[str, Any]]
+    stats: PipelineStats
+
+    def lines(self) -> list[str]:
+        """The metrics as ``posecli eval`` prints them: one per key, then one per height band."""
+        lines = [f"{key:<5} {self.scores[key]:.4f}" for key in SUMMARY_KEYS]
+        for band in self.scores.get("by_height", []):
+            low, high = band["low"], band["high"]
+            heights = f"{low:.0f}–{high:.0f}" if high is not None else f"≥ {low:.0f}"
+            found = f"found {band['found50']:.2f} at OKS 0.5, {band['found75']:.2f} at 0.75"
+            lines.append(f"height {heights} px: {band['people']} people, {found}")
+        return lines
+
+
+def detections_path(metrics: Path) -> Path:
+    """``METRICS.detections.json`` beside the metrics file."""
+    return metrics.with_name(f"{metrics.stem}.detections.json")
+
+
+def annotated_images(
+    annotations: str | Path, images_dir: str | Path, *, sizes: bool = False, people: bool = False
+) -> ImageSource:
+    """The images of an annotation file, with its image ids, every entry and file checked
+    (before the model loads): InputError for a bad entry or a missing image, and with
+    ``people`` for a file that annotates no one (``evaluate.check_people``: AP undefined)."""
+    ground_truth = load_annotations(annotations)
+    check_images(ground_truth, annotations, sizes=sizes)
+    if people:
+        check_people(ground_truth, annotations)
+    ids_by_path = {
+        (Path(images_dir) / image["file_name"]).resolve(): image_id
+        for image_id, image in ground_truth.imgs.items()
+    }
+    if not ids_by_path:
+        raise InputError(f"{annotations} lists no images")
+    frames = ImageSource(sorted(ids_by_path))
+    frames.ids = [(ids_by_path[path.resolve()], path.name) for path in frames.paths]
+    return frames
+
+
+def evaluate_model(
+    estimator: Estimator,
+    annotations: str | Path,
+    images_dir: str | Path,
+    *,
+    frames: ImageSource | None = None,
+    detections: Path | None = None,
+    by_height: bool = False,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Evaluation:
+    """COCO keypoint AP (``evaluate.SUMMARY_KEYS``) of ``estimator`` on an annotated set, the
+    same pipeline as ``posecli images``; ``by_height`` adds ``scores["by_height"]``.
+
+    ``frames`` is :func:`annotated_images`'s answer when the caller checked the set already;
+    ``detections`` also saves the COCO results there.
+    """
+    if frames is None:
+        frames = annotated_images(annotations, images_dir, sizes=by_height)
+    outputs = ImageOutputs(results=detections, list_images=False)
+    results, stats = detect_images(frames, estimator, outputs, force=force, progress=progress)
+    scores: dict[str, Any] = coco_keypoint_ap(annotations, results)
+    if by_height:
+        scores["by_height"] = recall_by_height(
+            annotations, results, lambda height, width: estimator.geometry(height, width).factor_y
+        )
+    return Evaluation(scores, results, stats)

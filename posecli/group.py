@@ -3,13 +3,13 @@
 For one image, its heatmaps and the people the greedy decoder found in them:
 
 1. **Boxes** (``boxes``): each greedy person's keypoint extent at the PRN grid's aspect, × the
-   ``prn_box_scale`` (1.25), at least ``prn_min_box`` pixels tall (``posecli.refine.person_box``,
+   ``prn_box_scale`` (1.25), at least ``prn_min_box`` pixels tall (``posecli.boxes.person_box``,
    as the refiner's boxes). People with fewer than two keypoints get none and stay as they are.
    Boxes from the person-mask channel were measured too (``bench/oracle_ap.py --boxes mask``):
    touching people share one mask blob, so one box holds several of them and all but one are lost.
 2. **Crops** (``keypoints``): the 17 keypoint maps (COCO order) sampled bilinearly at the cell
    centres of every box's ``crop_height × crop_width`` grid (zero outside the maps), the crop's
-   cells laid on the box as ``posecli.refine.crop_affine`` lays crop pixels, all boxes of the image
+   cells laid on the box as ``posecli.boxes.crop_affine`` lays crop pixels, all boxes of the image
    in one batch through the PRN.
 3. **Picks**: per box and keypoint type, the most probable cell of the PRN's softmax, kept when its
    probability is ≥ ``prn_min_probability`` × the uniform one; it snaps to the nearest peak of
@@ -17,7 +17,7 @@ For one image, its heatmaps and the people the greedy decoder found in them:
    ``posecli.decode.reference.find_all_peaks``) within ``prn_snap_cells`` PRN cells, whose value
    is the keypoint's confidence; with no peak there the keypoint is missing.
 4. **People**: a box's person scores its greedy person's score × the mean confidence of its
-   keypoints (``posecli.refine.refined_score``); those with fewer than two keypoints are dropped,
+   keypoints (``posecli.boxes.refined_score``); those with fewer than two keypoints are dropped,
    the rest go through OKS-NMS at ``prn_nms_oks`` (two boxes of one person's fragments pick the
    same person), best first.
 
@@ -33,12 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posecli.config import GROUPINGS, DecodeConfig
-from posecli.decode.reference import Peaks, find_all_peaks
-from posecli.errors import DecoderError, UsageError
-from posecli.model import cell_probabilities
-from posecli.pose import Pose
-from posecli.refine import (
+from posecli.boxes import (
     MIN_BOX_KEYPOINTS,
     CropBox,
     crop_affine,
@@ -47,6 +42,11 @@ from posecli.refine import (
     refined_score,
     to_image,
 )
+from posecli.config import GROUPINGS, DecodeConfig
+from posecli.decode.reference import Peaks, find_all_peaks
+from posecli.errors import DecoderError, UsageError
+from posecli.model import cell_probabilities
+from posecli.pose import Pose
 from posecli.spec import COCO_TO_NETWORK, KEYPOINT_CHANNELS, NUM_CHANNELS, NUM_COCO_KEYPOINTS
 from posecli.transforms import GridTransform
 from posecli.weights import PRNModel

@@ -46,6 +46,7 @@ from posecli.errors import CheckpointError, MissingDependencyError, OutputError,
 from posecli.io.files import error_reason, write_atomically
 from posecli.model import IMHN, REFINER_KIND, output_layout
 from posecli.model.imhn import STEM_STRIDE
+from posecli.onnxtensors import float_initializers
 from posecli.spec import NUM_COCO_KEYPOINTS
 
 if TYPE_CHECKING:
@@ -214,8 +215,8 @@ class _Feeds:
         return feed
 
 
-def session(source: Path, threads: int = 0, optimise: bool = True) -> Any:
-    """An onnxruntime CPU session of the ONNX file ``source``.
+def session(source: Path | bytes, threads: int = 0, optimise: bool = True) -> Any:
+    """An onnxruntime CPU session of the ONNX file ``source`` (or of its bytes).
 
     ``threads``: intra-op threads (0: onnxruntime's default, one per physical core); workers do
     not spin while waiting, which keeps them from starving the pipeline's other threads and
@@ -233,11 +234,28 @@ def session(source: Path, threads: int = 0, optimise: bool = True) -> Any:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimise:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    model = source if isinstance(source, bytes) else str(source)
     try:
-        return ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own types for corrupt files
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"cannot read ONNX model {source}: {first}") from error
+        name = "exported in memory" if isinstance(source, bytes) else str(source)
+        raise CheckpointError(f"cannot read ONNX model {name}: {first}") from error
+
+
+def check_finite(source: Path) -> None:
+    """CheckpointError when a floating-point weight (initializer) of the ONNX file ``source``
+    holds NaN or infinity: the twin of the checkpoint's check (such a network finds no one).
+    Read with :func:`posecli.onnxtensors.float_initializers`, without importing ``onnx``."""
+    try:
+        for name, values in float_initializers(source.read_bytes()):
+            if not np.isfinite(values).all():
+                raise CheckpointError(
+                    f"ONNX model {source.name} holds NaN or infinite values in {name}: it is "
+                    "corrupt, or its training diverged"
+                )
+    except (OSError, ValueError) as error:  # the session read it already: rare
+        raise CheckpointError(f"cannot read ONNX model {source}: {error}") from error
 
 
 def read_header(runtime: Any, source: Path) -> dict[str, Any]:
@@ -286,8 +304,12 @@ def check_graph(runtime: Any, config: ModelConfig | RefinerConfig, source: Path)
 
 
 def cache_folder() -> Path:
-    """``$XDG_CACHE_HOME/posecli/onnx``, by default ``~/.cache/posecli/onnx``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    """``$XDG_CACHE_HOME/posecli/onnx``, by default ``~/.cache/posecli/onnx`` (OutputError
+    when neither names a folder)."""
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError as error:  # no HOME, and no home in the password database
+        raise OutputError(f"no folder for the ONNX cache: {error}") from error
     return Path(base) / "posecli" / "onnx"
 
 
@@ -325,6 +347,18 @@ def cached_onnx(
         raise OutputError(f"cannot create the ONNX cache {folder}: {reason}") from error
     logger.info("exporting %s to ONNX once: %s", model.name, path)
     return export_onnx(model, path)
+
+
+def onnx_source(model: PoseModel | RefinerModel, refresh: bool = False) -> Path | bytes:
+    """What onnxruntime loads for ``model``'s network: its :func:`cached_onnx` file, or where
+    the cache cannot be read or written (no permission, no home, a full disk) the export in
+    memory, with a warning: the run goes on, only without the cache."""
+    try:
+        return cached_onnx(model, refresh=refresh)
+    except (OutputError, OSError) as error:
+        reason = error_reason(error) if isinstance(error, OSError) else str(error)
+        logger.warning("ONNX cache not usable (%s): exporting %s in memory", reason, model.name)
+        return onnx_bytes(model)
 
 
 def _import(name: str) -> Any:

@@ -2,10 +2,10 @@
 
 Each :class:`OptionSpec` says what one command-line option is (name, type, default, help,
 limits); ``posecli.cli`` turns the tables into typer options and passes the parsed values to
-:func:`inference_options` or :func:`train_config`, which build the frozen config records the
-library runs on. Keeping the tables here keeps ``cli.py`` to parsing, progress and exit codes,
-and lets any other front end (a batch runner, a notebook) build the same records from the same
-names and defaults.
+:func:`inference_options` (or ``posecli.training_options.train_config``), which build the
+frozen config records the library runs on. Keeping the tables here keeps ``cli.py`` to
+parsing, progress and exit codes, and lets any other front end (a batch runner, a notebook)
+build the same records from the same names and defaults.
 """
 
 from __future__ import annotations
@@ -13,23 +13,21 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from posecli.batch import Cluster
+from posecli.batch.cluster import CONNECT_TIMEOUT, Cluster
 from posecli.config import (
     BACKENDS,
     GROUPINGS,
-    MODEL_PRESETS,
-    PRN_PRESETS,
-    REFINER_PRESETS,
     DecodeConfig,
     InferenceConfig,
-    LabelConfig,
-    TrainConfig,
 )
 from posecli.errors import UsageError
-from posecli.runs import MIN_INPUT_SIZE, InferenceOptions
+from posecli.inference import MIN_INPUT_SIZE, InferenceOptions
+from posecli.io.draw import DEFAULT_DRAW_THRESHOLD
+from posecli.io.sources import MAX_IMAGE_PIXELS
 
 #: The default of an option that must be given.
 REQUIRED = inspect.Parameter.empty
@@ -98,58 +96,177 @@ _SCALES = ",".join(f"{scale:g}" for scale in _INFERENCE.scales)
 #: The options of every inference command (images, eval, batch; video and webcam change one
 #: default: :data:`STREAM_INFERENCE_OPTIONS`).
 INFERENCE_OPTIONS = (
-    option("model", str, "default", "Registered model name or checkpoint path.", "--model", "-m",
-           **_PANEL),
+    option(
+        "model",
+        str,
+        "default",
+        "Registered model name or checkpoint path.",
+        "--model",
+        "-m",
+        **_PANEL,
+    ),
     option("device", str, _INFERENCE.device, "auto, cpu, cuda or cuda:N.", **_PANEL),
     option("half", bool, _INFERENCE.half, "fp16 inference (CUDA only).", "--half", **_PANEL),
-    option("scales", str, _SCALES, "Search scales, e.g. 1 or 0.5,1,1.5,2 (heatmaps averaged).",
-           check=parse_scales, **_PANEL),
-    option("flip", bool, _INFERENCE.flip, "Also run the mirrored image.", "--flip/--no-flip",
-           **_PANEL),
-    option("box_size", int, _INFERENCE.box_size, "Network input height at scale 1, pixels.",
-           **_SIZES),
-    option("long_side", int, _INFERENCE.long_side, "Resize so the longer image side is N at "
-           "scale 1; overrides --box-size (0: off).", **{**_SIZES, "min": 0}),
+    option(
+        "scales",
+        str,
+        _SCALES,
+        "Search scales, e.g. 1 or 0.5,1,1.5,2 (heatmaps averaged).",
+        check=parse_scales,
+        **_PANEL,
+    ),
+    option(
+        "flip", bool, _INFERENCE.flip, "Also run the mirrored image.", "--flip/--no-flip", **_PANEL
+    ),
+    option(
+        "box_size", int, _INFERENCE.box_size, "Network input height at scale 1, pixels.", **_SIZES
+    ),
+    option(
+        "long_side",
+        int,
+        _INFERENCE.long_side,
+        "Resize so the longer image side is N at scale 1; overrides --box-size (0: off).",
+        **{**_SIZES, "min": 0},
+    ),
     option("batch_size", int, _INFERENCE.batch_size, "Frames per forward pass.", min=1, **_PANEL),
-    option("peak_threshold", float, _DECODE.peak_threshold, "Minimum keypoint heatmap peak (> 0).",
-           min=0.0, **_PANEL),
-    option("part_threshold", float, _DECODE.part_threshold,
-           "Body-part heatmap value a link must exceed.", min=0.0, **_PANEL),
-    option("min_score", float, _DECODE.min_person_score,
-           "Drop people whose score (the one reported, 0–1) is lower.", min=0.0, max=1.0, **_PANEL),
-    option("min_part_score", float, _DECODE.min_mean_part_score,
-           "Decoder: drop people whose total score per keypoint is lower.", min=0.0, **_PANEL),
-    option("max_people", int, _DECODE.max_people, "Keep the N best people (0: all).", min=0,
-           **_PANEL),
-    option("grouping", str, _DECODE.grouping, "greedy (assembly along body parts) or prn (the "
-           "Pose Residual Network picks each person's peaks in its box).", check=check_grouping,
-           **_PANEL),
-    option("prn", str, _INFERENCE.prn, "PRN checkpoint path or registered name for --grouping "
-           "prn (default: the bundled prn).", "--prn", **_PANEL),
-    option("backend", str, _INFERENCE.backend, "auto (onnxruntime on CPU, torch on CUDA), torch "
-           "or onnxruntime.", check=check_backend, **_PANEL),
-    option("threads", int, _INFERENCE.threads, "CPU threads of the backend (0: its default).",
-           min=0, **_PANEL),
-    option("refine", bool, True, "Refine the people top-down with --refiner (default: the "
-           "bundled refiner) and merge.", "--refine/--no-refine", **_PANEL),
-    option("refiner", str, _INFERENCE.refiner, "Refiner checkpoint path or registered name "
-           "(default: the bundled refiner).", "--refiner", **_PANEL),
-    option("instances", int, _INFERENCE.instances,
-           "Instance selectors run per box (0: all the refiner has).", min=0, **_PANEL),
-    option("refine_flip", bool, _INFERENCE.refine_flip, "Also refine each person mirrored and "
-           "average.", "--refine-flip/--no-refine-flip", **_PANEL),
-    option("refine_int8", bool, _INFERENCE.refine_int8, "Bundled refiner on onnxruntime: run "
-           "its int8 file (faster, AP level).", "--refine-int8/--no-refine-int8", **_PANEL),
+    option(
+        "peak_threshold",
+        float,
+        _DECODE.peak_threshold,
+        "Minimum keypoint heatmap peak (> 0).",
+        min=0.0,
+        **_PANEL,
+    ),
+    option(
+        "part_threshold",
+        float,
+        _DECODE.part_threshold,
+        "Body-part heatmap value a link must exceed.",
+        min=0.0,
+        **_PANEL,
+    ),
+    option(
+        "min_score",
+        float,
+        _DECODE.min_person_score,
+        "Drop people whose score (the one reported, 0–1) is lower.",
+        min=0.0,
+        max=1.0,
+        **_PANEL,
+    ),
+    option(
+        "min_part_score",
+        float,
+        _DECODE.min_mean_part_score,
+        "Decoder: drop people whose total score per keypoint is lower.",
+        min=0.0,
+        **_PANEL,
+    ),
+    option(
+        "max_people", int, _DECODE.max_people, "Keep the N best people (0: all).", min=0, **_PANEL
+    ),
+    option(
+        "grouping",
+        str,
+        _DECODE.grouping,
+        "greedy (assembly along body parts) or prn (the "
+        "Pose Residual Network picks each person's peaks in its box).",
+        check=check_grouping,
+        **_PANEL,
+    ),
+    option(
+        "prn",
+        str,
+        _INFERENCE.prn,
+        "PRN checkpoint path or registered name for --grouping prn (default: the bundled prn).",
+        "--prn",
+        **_PANEL,
+    ),
+    option(
+        "backend",
+        str,
+        _INFERENCE.backend,
+        "auto (onnxruntime on CPU, torch on CUDA), torch or onnxruntime.",
+        check=check_backend,
+        **_PANEL,
+    ),
+    option(
+        "threads",
+        int,
+        _INFERENCE.threads,
+        "CPU threads of the backend (0: its default).",
+        min=0,
+        **_PANEL,
+    ),
+    option(
+        "refine",
+        bool,
+        True,
+        "Refine the people top-down with --refiner (default: the bundled refiner) and merge.",
+        "--refine/--no-refine",
+        **_PANEL,
+    ),
+    option(
+        "refiner",
+        str,
+        _INFERENCE.refiner,
+        "Refiner checkpoint path or registered name (default: the bundled refiner).",
+        "--refiner",
+        **_PANEL,
+    ),
+    option(
+        "instances",
+        int,
+        _INFERENCE.instances,
+        "Instance selectors run per box (0: all the refiner has).",
+        min=0,
+        **_PANEL,
+    ),
+    option(
+        "refine_flip",
+        bool,
+        _INFERENCE.refine_flip,
+        "Also refine each person mirrored and average.",
+        "--refine-flip/--no-refine-flip",
+        **_PANEL,
+    ),
+    option(
+        "refine_int8",
+        bool,
+        _INFERENCE.refine_int8,
+        "Bundled refiner on onnxruntime: run its int8 file (faster, AP level).",
+        "--refine-int8/--no-refine-int8",
+        **_PANEL,
+    ),
 )
 
 #: The options of the streaming commands (video, webcam): those of :data:`INFERENCE_OPTIONS`,
 #: but for speed the refiner's flip test off and its int8 file on by default
 #: (``InferenceConfig.refine_flip``, ``InferenceConfig.refine_int8``).
 _STREAM_DEFAULTS = {"refine_flip": False, "refine_int8": True}
+
+#: ``--detect-every`` of video, webcam and batch videos (issue 38, ``posecli.follow``): measured
+#: on the shared videos, see README.md "Following people between bottom-up frames".
+STREAM_DETECT_EVERY = 10
+
+#: The option of the commands that track (video, webcam, batch): ``InferenceConfig.detect_every``.
+DETECT_EVERY_OPTION = option(
+    "detect_every",
+    int,
+    STREAM_DETECT_EVERY,
+    "Tracking: run the bottom-up network on one frame "
+    "in N (and after scene cuts and lost people); follow the people with the refiner in between "
+    "(1: every frame; with --refine only).",
+    min=1,
+    **_PANEL,
+)
 STREAM_INFERENCE_OPTIONS = tuple(
     replace(spec, default=_STREAM_DEFAULTS[spec.name]) if spec.name in _STREAM_DEFAULTS else spec
     for spec in INFERENCE_OPTIONS
-)
+) + (DETECT_EVERY_OPTION,)
+
+#: The options of ``posecli batch``: those of images, and ``--detect-every`` for its videos.
+BATCH_INFERENCE_OPTIONS = (*INFERENCE_OPTIONS, DETECT_EVERY_OPTION)
 
 
 def inference_options(
@@ -163,10 +280,12 @@ def inference_options(
     min_part_score: float = _DECODE.min_mean_part_score,
     max_people: int = _DECODE.max_people,
     grouping: str = _DECODE.grouping,
+    detect_every: int = _INFERENCE.detect_every,
     **inference: Any,
 ) -> InferenceOptions:
     """The record of :data:`INFERENCE_OPTIONS` values (UsageError for settings no run can use);
-    the other keywords are ``InferenceConfig`` fields."""
+    the other keywords are ``InferenceConfig`` fields. People are followed between bottom-up
+    frames by the refiner: without ``refine`` ``detect_every`` is 1."""
     decode = DecodeConfig(
         peak_threshold=peak_threshold,
         part_threshold=part_threshold,
@@ -175,151 +294,230 @@ def inference_options(
         max_people=max_people,
         grouping=grouping,
     )
-    configs = InferenceConfig(scales=parse_scales(scales), refine=refine, **inference), decode
+    detect_every = detect_every if refine else 1
+    inference.update(scales=parse_scales(scales), refine=refine, detect_every=detect_every)
+    configs = InferenceConfig(**inference), decode
     return InferenceOptions(model, *configs)
-
-
-_TRAIN = TrainConfig(annotations="", images="")
-_AUGMENT = _TRAIN.augment
-_PRESETS = (
-    f"{', '.join(MODEL_PRESETS)}; or a top-down refiner: {', '.join(REFINER_PRESETS)}; or a "
-    f"Pose Residual Network (--images not read): {', '.join(PRN_PRESETS)}"
-)
-
-#: The options of ``posecli train``, turned into a ``TrainConfig`` by :func:`train_config`.
-TRAIN_OPTIONS = (
-    option("annotations", list[Path], REQUIRED,
-           "COCO person_keypoints JSON to train on; repeat to join several."),
-    option("images_dir", list[Path], REQUIRED,
-           "Folder of the training images, one per --annotations.", "--images"),
-    option("val_annotations", Path | None, None, "COCO validation set: AP after each epoch."),
-    option("val_images", Path | None, None, "Validation images (default: beside the annotations)."),
-    option("preset", str | None, None,
-           f"Network shape: {_PRESETS} (default: {_TRAIN.preset}; not with --init)."),
-    option("init", str | None, None, "Start from this checkpoint or model name."),
-    option("init_stacks", int, _TRAIN.init_stacks, "Grow the --init network to this many "
-           "hourglass stacks, new ones copied from its last (0: keep its shape).", min=0),
-    option("init_instances", int, _TRAIN.init_instances, "Grow the --init refiner to this many "
-           "instance selectors, new modulation blocks the identity (0: keep its N).", min=0),
-    option("init_crop", str, "", "Train the --init refiner on crops of this size, HxW "
-           "(e.g. 256x192, multiples of 32; its weights fit any crop; empty: its own)."),
-    option("epochs", int, _TRAIN.epochs, "Passes over the images.", min=1),
-    option("max_steps", int, _TRAIN.max_steps, "Stop after this many steps (0: all epochs).",
-           min=0),
-    option("batch_size", int, _TRAIN.batch_size, "Images per step.", min=1),
-    option("input_size", int, _TRAIN.input_size, "Square training crop, multiple of 64.", min=64),
-    option("lr", float, _TRAIN.lr, "Learning rate.", min=0.0),
-    option("optimizer", str, _TRAIN.optimizer, "sgd or adamw."),
-    option("loss", str, _TRAIN.loss.kind,
-           "focal (focal L2) or l2; the paper trains l2, then focal."),
-    option("warmup_steps", int, _TRAIN.warmup_steps, "Linear learning-rate warm-up steps.", min=0),
-    option("checkpoint_every_steps", int, _TRAIN.checkpoint_every_steps,
-           "Also checkpoint every N steps (0: each epoch only).", "--checkpoint-every", min=0),
-    option("workers", int, _TRAIN.workers, "Data-loading processes.", min=0),
-    option("device", str, _TRAIN.device, "auto, cpu, cuda or cuda:N."),
-    option("seed", int, _TRAIN.seed, "Data order, augmentation, initial weights."),
-    option("out", Path, Path(_TRAIN.out), "Run folder.", "--out", "-o"),
-    option("resume", bool, False, "Continue the run in --out where it stopped.", "--resume"),
-    option("scale_min", float, _AUGMENT.scale_min,
-           "Smallest random zoom (1: the long side fills the crop).", min=0.05),
-    option("scale_max", float, _AUGMENT.scale_max, "Largest random zoom.", min=0.05),
-    option("mosaic", float, _AUGMENT.mosaic_probability,
-           "Probability of a 2×2 mosaic of four images (people at half size)."),
-    option("min_keypoint_score", float, _TRAIN.min_keypoint_score, "Pseudo-labels: keypoints "
-           "scored below are masked out (neither taught present nor absent); at most the "
-           "--keep-keypoint the labels were made with, or those kept keypoints are lost.",
-           min=0.0, max=1.0),
-    option("amp", bool, _TRAIN.amp,
-           "Mixed precision: fp16 on CUDA; bf16 on CPUs with native bf16, except refiners "
-           "(faster in fp32 there)."),
-    option("pretrained", bool, _TRAIN.pretrained,
-           "Start a fresh network's EfficientNet-Lite0 encoder from ImageNet."),
-)
-
-
-def train_config(
-    *,
-    annotations: list[Path],
-    images_dir: list[Path],
-    val_annotations: Path | None = None,
-    val_images: Path | None = None,
-    preset: str | None = None,
-    init: str | None = None,
-    out: Path = Path(_TRAIN.out),
-    loss: str = _TRAIN.loss.kind,
-    scale_min: float = _AUGMENT.scale_min,
-    scale_max: float = _AUGMENT.scale_max,
-    mosaic: float = _AUGMENT.mosaic_probability,
-    init_crop: str = "",
-    **fields: Any,
-) -> TrainConfig:
-    """The ``TrainConfig`` of :data:`TRAIN_OPTIONS` values; UsageError for a bad combination.
-    The other keywords are ``TrainConfig`` fields."""
-    if init is not None and preset is not None:
-        raise UsageError(
-            f"--preset {preset} and --init exclude each other: the network is --init's "
-            "(grow it with --init-stacks)"
-        )
-    if len(annotations) != len(images_dir) or not annotations:
-        raise UsageError(
-            f"{len(annotations)} --annotations but {len(images_dir)} --images: give one image "
-            "folder per annotation file, in the same order"
-        )
-    sets = [(str(a), str(i)) for a, i in zip(annotations, images_dir, strict=True)]
-    augment = replace(_AUGMENT, scale_min=scale_min, scale_max=scale_max, mosaic_probability=mosaic)
-    crop_height, crop_width = parse_crop(init_crop)
-    return TrainConfig(
-        annotations=sets[0][0],
-        images=sets[0][1],
-        more_datasets=tuple(sets[1:]),
-        out=str(out),
-        val_annotations=str(val_annotations) if val_annotations else None,
-        val_images=str(val_images) if val_images else None,
-        preset=preset or ("" if init else _TRAIN.preset),  # "": none, the network is --init's
-        init=init,
-        loss=replace(_TRAIN.loss, kind=loss),
-        augment=augment,
-        init_crop_height=crop_height,
-        init_crop_width=crop_width,
-        **fields,
-    )
-
-
-def parse_crop(text: str) -> tuple[int, int]:
-    """``"HxW"`` as ``(H, W)`` (``""``: ``(0, 0)``, the network's own); UsageError otherwise."""
-    if not text:
-        return 0, 0
-    height, _, width = text.lower().partition("x")
-    if not (height.isdigit() and width.isdigit()):
-        raise UsageError(f"--init-crop {text!r} is not HEIGHTxWIDTH, e.g. 256x192")
-    return int(height), int(width)
-
-
-_LABEL = LabelConfig()
-
-#: The options of ``posecli label``: ``LabelConfig`` fields.
-LABEL_OPTIONS = (
-    option("teacher", str, _LABEL.teacher, "thunder (top-down on person boxes: hand-drawn ones "
-           "from a person_boxes.json beside the images, else MoveNet MultiPose's), or movenet, "
-           "openpose or both (bottom-up passes fused)."),
-    option("keep_keypoint", float, _LABEL.keep_keypoint,
-           "Keypoint confidence (0–1) needed to keep a keypoint."),
-    option("confident_person", float, _LABEL.confident_person,
-           "Person score (0–1) needed to label a person."),
-    option("min_keypoints", int, _LABEL.min_keypoints,
-           "Kept keypoints (1–17) a labelled person needs."),
-)
 
 
 _CLUSTER, _RAY = Cluster(), {"panel": "Cluster"}
 
-#: Where ``posecli batch`` runs: ``posecli.batch.Cluster`` fields.
+#: Where ``posecli batch`` runs: ``posecli.batch.Cluster`` fields (checked there, once).
 CLUSTER_OPTIONS = (
-    option("address", str | None, _CLUSTER.address, "Run on Ray: auto (the cluster this machine "
-           "is part of), local (a new Ray instance here) or a head's HOST:PORT (default: in "
-           "this process, no Ray).", "--ray", **_RAY),
-    option("workers", int, _CLUSTER.workers,
-           "Videos or pose actors at once on Ray (0: one per CPU of the cluster).", min=0, **_RAY),
-    option("gpus_per_worker", float, _CLUSTER.gpus_per_worker,
-           "GPUs each Ray worker reserves (e.g. 0.5: two per GPU).", min=0.0, **_RAY),
+    option(
+        "address",
+        str | None,
+        _CLUSTER.address,
+        "Run on Ray: auto (the cluster this machine "
+        "is part of), local (a new Ray instance here) or a head's HOST:PORT (default: in "
+        "this process, no Ray).",
+        "--ray",
+        **_RAY,
+    ),
+    option(
+        "workers",
+        int | None,
+        _CLUSTER.workers,
+        "With --ray: videos or pose actors at once (default or 0: one per CPU of the cluster).",
+        **_RAY,
+    ),
+    option(
+        "gpus_per_worker",
+        float | None,
+        _CLUSTER.gpus_per_worker,
+        "With --ray: GPUs each Ray worker reserves (e.g. 0.5: two per GPU; default 0).",
+        **_RAY,
+    ),
+    option(
+        "timeout",
+        float | None,
+        _CLUSTER.timeout,
+        f"With --ray: seconds to wait for Ray to connect or start (default {CONNECT_TIMEOUT:g}).",
+        "--ray-timeout",
+        **_RAY,
+    ),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands' own options (``posecli.cli`` gives each command its table, in this order)
+
+
+class OutputFormat(str, Enum):
+    """Extra per-frame JSON formats (``--format``)."""
+
+    posecli = "posecli"
+    openpose = "openpose"
+
+
+FORCE = option("force", bool, False, "Overwrite existing outputs.", "--force", "-f")
+QUIET = option("quiet", bool, False, "No progress, warnings or summary.", "--quiet", "-q")
+_TRACKS = option(
+    "json_path",
+    Path | None,
+    None,
+    "JSON-lines tracks: one line per frame (-: standard output).",
+    "--json",
+)
+_TABLE = option(
+    "csv_path",
+    Path | None,
+    None,
+    "CSV table: one row per person per frame (-: standard output; see README).",
+    "--csv",
+)
+_DRAW = option(
+    "draw_threshold",
+    float,
+    DEFAULT_DRAW_THRESHOLD,
+    "Draw the keypoints scored above this (0–1), and limbs between two of them.",
+    "--draw-threshold",
+    min=0.0,
+    max=1.0,
+)
+_SMOOTH = option("smooth", bool, False, "One-Euro smoothing of tracked keypoints.", "--smooth")
+_SPAN = (
+    option("start", float | None, None, "Start at this time, s.", min=0.0),
+    option("end", float | None, None, "Stop at this time, s.", min=0.0),
+    option("every", int, 1, "Process one frame in N.", min=1),
+)
+_OPENPOSE_DIR = option(
+    "openpose_dir",
+    Path | None,
+    None,
+    "Folder of the OpenPose JSON files (default: NAME_openpose/ beside the output).",
+)
+
+
+def _output_format(help: str) -> OptionSpec:
+    return option("output_format", OutputFormat, OutputFormat.posecli, help, "--format")
+
+
+VIDEO_OPTIONS = (
+    option("out", Path | None, None, "Annotated H.264 MP4 to write.", "--out", "-o"),
+    _TRACKS,
+    _TABLE,
+    option(
+        "no_video",
+        bool,
+        False,
+        "Write no video, only --json / --csv / --format outputs.",
+        "--no-video",
+    ),
+    *_SPAN,
+    _SMOOTH,
+    _output_format("openpose: also per-frame OpenPose JSON (COCO-18)."),
+    _OPENPOSE_DIR,
+    _DRAW,
+    FORCE,
+    QUIET,
+)
+WEBCAM_OPTIONS = (
+    option("camera", str, "0", "Camera index (0, 1…) or stream URL (also a video file)."),
+    option("out", Path | None, None, "Record the annotated stream to this MP4.", "--out", "-o"),
+    _TRACKS,
+    _TABLE,
+    option("no_display", bool, False, "Show no window.", "--no-display"),
+    _SMOOTH,
+    _DRAW,
+    FORCE,
+    QUIET,
+)
+IMAGES_OPTIONS = (
+    option("json_path", Path, REQUIRED, "COCO keypoint results file to write.", "--json"),
+    option("out_dir", Path | None, None, "Folder for annotated copies of the images.", "--out-dir"),
+    _output_format("openpose: also OpenPose JSON per image (COCO-18)."),
+    _OPENPOSE_DIR,
+    option("strict", bool, False, "Stop at an unreadable image (default: skip it).", "--strict"),
+    option(
+        "max_megapixels",
+        float,
+        MAX_IMAGE_PIXELS / 1e6,
+        "Larger images are unreadable, refused before decoding (0: any).",
+        min=0.0,
+    ),
+    _TABLE,
+    _DRAW,
+    FORCE,
+    QUIET,
+)
+EVAL_OPTIONS = (
+    option("annotations", Path, REQUIRED, "COCO person_keypoints JSON (ground truth)."),
+    option("images_dir", Path, REQUIRED, "Folder holding the annotated images.", "--images"),
+    option(
+        "metrics", Path | None, None, "Write the metrics here as JSON; detections go beside it."
+    ),
+    option(
+        "by_height",
+        bool,
+        False,
+        "Also print the share of people found (OKS ≥ 0.5 / 0.75) "
+        "per band of their height at the network input.",
+        "--by-height",
+    ),
+    FORCE,
+    QUIET,
+)
+BATCH_OPTIONS = (
+    option("out_dir", Path, REQUIRED, "Folder of the outputs.", "--out", "-o"),
+    option("mp4", bool, False, "Also write each video annotated: DIR/STEM.mp4.", "--mp4"),
+    option("table", bool, False, "Also write CSV tables: DIR/STEM.csv, DIR/images.csv.", "--csv"),
+    _output_format(
+        "openpose: also OpenPose JSON (COCO-18) per video frame "
+        "(DIR/STEM_openpose/) and per image (DIR/images_openpose/)."
+    ),
+    *_SPAN,
+    _SMOOTH,
+    FORCE,
+    QUIET,
+)
+EXPORT_OPTIONS = (
+    option(
+        "model",
+        list[str],
+        REQUIRED,
+        "Checkpoint path or model name; repeated: their weight average (one kind and config).",
+        "--model",
+        "-m",
+    ),
+    option("out", Path, REQUIRED, "Checkpoint file to write.", "--out", "-o"),
+    option("half", bool, True, "Store float tensors as fp16.", "--half/--no-half"),
+    option(
+        "file_format",
+        str,
+        "pt",
+        "pt; onnx (an .onnx --out); onnx-int8 (a refiner, quantised).",
+        "--format",
+    ),
+    option(
+        "calibration",
+        list[str] | None,
+        None,
+        "onnx-int8: images to calibrate on (folders, globs, files; repeatable).",
+        "--calibration",
+    ),
+    FORCE,
+    QUIET,
+)
+REPORT_OPTIONS = (
+    option("out", Path | None, None, "HTML page to write.", "--out", "-o"),
+    option("png", Path | None, None, "Folder for the figures as PNG files."),
+    option("video", str | None, None, "The tracks' video, for the contact sheet."),
+    option("frames", int, 12, "Frames on the contact sheet (0: none).", min=0),
+    option(
+        "smooth", bool, True, "Smooth keypoints before angles, as --smooth.", "--smooth/--no-smooth"
+    ),
+    option(
+        "draw_threshold",
+        float | None,
+        None,
+        "Keypoints scored above this are drawn, found "
+        "and measured (default: the tracks' --draw-threshold, else "
+        f"{DEFAULT_DRAW_THRESHOLD:g}).",
+        "--draw-threshold",
+        min=0.0,
+        max=1.0,
+    ),
+    FORCE,
+    QUIET,
 )

@@ -4,19 +4,33 @@ Frames flow through four stages connected by bounded queues, so memory stays fla
 the input is::
 
     reader thread ──▶ inference (calling thread) ──▶ decoder thread ──▶ writer thread
-    source frames     Estimator.heatmaps, batched     Estimator.poses      track, draw, sinks
+    source frames     Estimator.heatmaps, batched     Estimator.poses,     draw, sinks
+                      (bottom-up frames)              track (or follow)
 
 * The **reader** iterates the source (ffmpeg decodes in its own process; camera sources grab on
   their own thread). In latency-first mode (webcams) it keeps only the newest frame waiting for
   inference: stale frames are dropped, never queued, and every queue holds one frame.
 * **Inference** runs on the calling thread, ``InferenceConfig.batch_size`` frames at a time;
-  torch releases the GIL while it computes.
+  torch releases the GIL while it computes. It runs the bottom-up network on the frames its
+  :class:`posecli.follow.BottomUpSchedule` says are due: all of them, unless the run tracks
+  with a refining estimator and ``InferenceConfig.detect_every`` > 1 (issue 38).
 * The **decoder** turns heatmaps into poses in image pixels, and refines them top-down when the
   estimator refines (``posecli.refine``); the native decoder and torch release the GIL, so this
   overlaps the next forward pass. For a tracker that takes low-score candidates
   (``candidate_min_score``, see ``posecli.track``) it decodes a second time at that threshold.
-* The **writer** gives people track ids, draws them and hands each frame to the sinks (video
-  encoder, JSON writers, display) in source order, then reports progress.
+  Then it gives people track ids. A frame without heatmaps is followed instead
+  (:class:`posecli.follow.Follower`: the refiner on the boxes of the people tracked in the
+  previous frame), unless a followed person was lost in the previous frame: then it runs the
+  bottom-up network on the frame itself and decodes it.
+* The **writer** draws the people and hands each frame to the sinks (video encoder, JSON
+  writers, display) in source order, then reports progress.
+
+Cross-frame state: everything that depends on earlier frames lives on one thread each and sees
+frames in source order: the schedule of bottom-up frames (frame count, last thumbnail for scene
+cuts) on the inference thread; the tracker's tracks and the follower's "lost" flag on the
+decoder thread, so that following frame ``t`` sees the tracks of frame ``t − 1``. With
+``detect_every`` 1 (or no tracker, or no refiner) every frame is a bottom-up frame and the
+output is that of tracking each frame's detected people in order.
 
 Failure and interruption:
 
@@ -47,6 +61,7 @@ import numpy as np
 
 from posecli.config import DecodeConfig
 from posecli.estimator import Estimator, Heatmaps, decode_heatmaps
+from posecli.follow import BottomUpSchedule, Follower
 from posecli.io.sources import SourceFrame
 from posecli.pose import Frame, Pose
 
@@ -100,6 +115,15 @@ def candidate_decode_config(estimator: object, tracker: object) -> DecodeConfig 
         return None
     floor = min(floor, decode.min_mean_part_score)
     return replace(decode, min_mean_part_score=floor, max_people=0)
+
+
+def follow_every(estimator: object, tracker: object) -> int:
+    """One frame in how many the bottom-up network runs on: the estimator's
+    ``config.detect_every`` where people are tracked (``tracker`` has ``followed``) and the
+    estimator can follow them (``can_follow``: it refines), else 1."""
+    if not hasattr(tracker, "followed") or not getattr(estimator, "can_follow", False):
+        return 1
+    return estimator.config.detect_every  # type: ignore[attr-defined]
 
 
 #: ``draw(image, poses) -> annotated``: ``(H, W, 3)`` uint8 RGB in, a new annotated image out.
@@ -169,9 +193,8 @@ class _Work:
     """One frame on its way through the stages (heatmaps are released once decoded)."""
 
     source: SourceFrame
-    heatmaps: Heatmaps | None = None
-    poses: list[Pose] | None = None
-    candidates: list[Pose] | None = None  # low-score people for the tracker, when it takes them
+    heatmaps: Heatmaps | None = None  # None: a frame not due for the bottom-up network
+    poses: list[Pose] | None = None  # tracked when the run tracks
 
 
 class _End:
@@ -207,6 +230,9 @@ class _Run:
         self.sinks = list(sinks)
         self.tracker = tracker
         self.candidate_decode = candidate_decode_config(estimator, tracker)
+        every = follow_every(estimator, tracker)
+        self.schedule = BottomUpSchedule(every, estimator.config.scene_cut)
+        self.follower = Follower(estimator, tracker) if every > 1 else None  # type: ignore[arg-type]
         self.draw = draw
         self.latency_first = latency_first
         self.total = total
@@ -327,11 +353,18 @@ class _Run:
                     break
                 batch.append(item)
             if batch:
-                heatmaps = self.estimator.heatmaps([work.source.image for work in batch])
-                for work, maps in zip(batch, heatmaps, strict=True):
-                    work.heatmaps = maps
-                    self.put(self.heatmaps_queue, work)
+                self._infer_due(batch)
         self.put(self.heatmaps_queue, _END)
+
+    def _infer_due(self, batch: list[_Work]) -> None:
+        """Heatmaps of the frames of ``batch`` due for the bottom-up network; all to the decoder."""
+        due = [work for work in batch if self.schedule.due(work.source.image)]
+        if due:
+            heatmaps = self.estimator.heatmaps([work.source.image for work in due])
+            for work, maps in zip(due, heatmaps, strict=True):
+                work.heatmaps = maps
+        for work in batch:
+            self.put(self.heatmaps_queue, work)
 
     def _get_nowait(self) -> object | None:
         """The next waiting frame without blocking (to fill a batch), or ``None``."""
@@ -341,26 +374,34 @@ class _Run:
             return None
 
     def decode(self) -> None:
-        """Decoder thread: heatmaps → poses in image pixels."""
+        """Decoder thread: heatmaps → poses in image pixels, tracked (or followed)."""
         self._stage(self.heatmaps_queue, self._decode_one, self.poses_queue)
 
     def _decode_one(self, work: _Work) -> None:
+        source, follower = work.source, self.follower
+        if follower is not None and work.heatmaps is None:
+            if not follower.lost:
+                work.poses = follower.follow(source.image, source.time)
+                return
+            work.heatmaps = self.estimator.heatmaps([source.image])[0]
         assert work.heatmaps is not None
-        work.poses = self.estimator.poses(work.heatmaps, work.source.image)
-        if self.candidate_decode is not None:
-            work.candidates = decode_heatmaps(work.heatmaps, self.candidate_decode)
-        work.heatmaps = None
+        poses = self.estimator.poses(work.heatmaps, source.image)
+        if self.tracker is not None:
+            extra = {}
+            if self.candidate_decode is not None:
+                extra["candidates"] = decode_heatmaps(work.heatmaps, self.candidate_decode)
+            poses = self.tracker.update(poses, source.time, **extra)
+        if follower is not None:
+            follower.detected()
+        work.poses, work.heatmaps = poses, None
 
     def write(self) -> None:
-        """Writer thread: tracking, drawing and the sinks, in source order."""
+        """Writer thread: drawing and the sinks, in source order."""
         self._stage(self.poses_queue, self._write_one, None)
 
     def _write_one(self, work: _Work) -> None:
         source = work.source
         poses = work.poses or []
-        if self.tracker is not None:
-            extra = {} if work.candidates is None else {"candidates": work.candidates}
-            poses = self.tracker.update(poses, source.time, **extra)
         height, width = source.image.shape[:2]
         frame = Frame(source.index, source.time, width, height, poses, source.name, source.image_id)
         image = self.draw(source.image, poses) if self.draw is not None else source.image

@@ -6,11 +6,14 @@ down, with integer values at pixel centres.
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from posecli.spec import COCO_SIGMAS, NUM_COCO_KEYPOINTS, coco_to_network
+from posecli.spec import COCO_KEYPOINTS, COCO_SIGMAS, NUM_COCO_KEYPOINTS, coco_to_network
 
 
 @dataclass
@@ -71,9 +74,7 @@ class Frame:
     image_id: int | None = None
 
 
-def keypoint_similarity(
-    xy_a: np.ndarray, xy_b: np.ndarray, area: float | np.ndarray
-) -> np.ndarray:
+def keypoint_similarity(xy_a: np.ndarray, xy_b: np.ndarray, area: float | np.ndarray) -> np.ndarray:
     """COCO per-keypoint similarity ``exp(-d² / (2·area·(2σ)²))``: the terms that OKS averages.
 
     The one OKS kernel of posecli (tracking, refinement merge, pseudo-label fusion).
@@ -149,6 +150,45 @@ def frame_to_track_line(frame: Frame) -> dict:
             for pose in frame.poses
         ],
     }
+
+
+#: The columns of a CSV export (``--csv``), one row per person per frame: ``frame`` (index in
+#: the source, an image's position), ``time`` (s), ``image_id`` and ``file_name`` (still images;
+#: empty for video frames), ``track_id`` (empty when untracked), ``score`` (person, 0–1), then
+#: ``NAME_x``, ``NAME_y``, ``NAME_score`` for the 17 COCO keypoints in COCO order (image pixels;
+#: a keypoint not found is 0, 0, 0).
+CSV_COLUMNS: tuple[str, ...] = (
+    "frame", "time", "image_id", "file_name", "track_id", "score",
+    *(f"{name}_{value}" for name in COCO_KEYPOINTS for value in ("x", "y", "score")),
+)  # fmt: skip
+
+
+def frame_to_csv_rows(frame: Frame) -> list[list[object]]:
+    """The rows of :data:`CSV_COLUMNS` of a frame, one per person (none for an empty frame);
+    numbers rounded as in the JSON outputs, ``""`` for what does not apply."""
+    common = [int(frame.index), round(float(frame.time), 6)]
+    common += ["" if frame.image_id is None else int(frame.image_id), frame.name]
+    return [
+        [
+            *common,
+            "" if pose.track_id is None else int(pose.track_id),
+            round(float(pose.score), 4),
+            *(value for row in _keypoint_rows(pose.keypoints) for value in row),
+        ]
+        for pose in frame.poses
+    ]
+
+
+def frames_to_csv(frames: Iterable[Frame], *, columns: bool = False) -> bytes:
+    """The CSV rows of ``frames`` (:func:`frame_to_csv_rows`), after a line naming
+    :data:`CSV_COLUMNS` with ``columns``: UTF-8, RFC 4180 quoting, ``\\n`` line ends."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    if columns:
+        writer.writerow(CSV_COLUMNS)
+    for frame in frames:
+        writer.writerows(frame_to_csv_rows(frame))
+    return text.getvalue().encode()
 
 
 def frame_to_openpose(frame: Frame) -> dict:

@@ -2,15 +2,17 @@
 
 For one image and the people the IMHN found in it:
 
-1. **Boxes** (``person_box``, ``crop_boxes``): each person's keypoint extent (found keypoints),
-   widened or heightened about its centre to the refiner's crop aspect (width / height), then
-   enlarged by ``refine_box_scale`` (1.25) and made at least ``refine_min_box`` pixels tall.
-   People with fewer than two found keypoints get no box and stay as they are.
-2. **Crops** (``crop_affine``, ``crop_people``, ``refiner_crops``): the box is mapped onto the
-   ``crop_height × crop_width`` crop by a scale and a translation, pixel centres to pixel
-   centres (``cv2.warpAffine``, bilinear, the checkpoint's pad value outside the image): crop
-   pixel ``u`` ↔ image ``x = centre_x + (u − (crop_width − 1) / 2) · width / crop_width``.
-   ``to_image`` is its exact inverse.
+1. **Boxes** (``posecli.boxes.person_box``, ``crop_boxes``): each person's keypoint extent
+   (found keypoints), widened or heightened about its centre to the refiner's crop aspect
+   (width / height), then enlarged by ``refine_box_scale`` (1.25) and made at least
+   ``refine_min_box`` pixels tall. People with fewer than two found keypoints get no box and
+   stay as they are.
+2. **Crops** (``posecli.boxes.crop_affine``, ``crop_people``, ``refiner_crops``): the box is
+   mapped onto the ``crop_height × crop_width`` crop by a scale and a translation, pixel
+   centres to pixel centres (``cv2.warpAffine``, bilinear, the checkpoint's pad value outside
+   the image): crop pixel ``u`` ↔ image
+   ``x = centre_x + (u − (crop_width − 1) / 2) · width / crop_width``;
+   ``posecli.boxes.to_image`` is its exact inverse.
 3. **Refiner**: every crop goes through the network once per instance selector λ (``instances``
    of them, default all N), ``refine_batch_size`` crops per forward pass; ``heatmap_keypoints``
    gives ``[x, y, score]`` in crop pixels, mapped back to image pixels.
@@ -39,68 +41,26 @@ import numpy as np
 import torch
 
 from posecli.backends import TORCH, choose_backend, make_runner
+from posecli.boxes import (
+    MIN_BOX_KEYPOINTS,
+    CropBox,
+    crop_affine,
+    oks_nms,
+    person_box,
+    pose_area,
+    pose_oks,
+    refined_score,
+    to_image,
+)
 from posecli.config import InferenceConfig
 from posecli.errors import UsageError
 from posecli.model import heatmap_keypoints
-from posecli.pose import Pose, keypoint_similarity
+from posecli.pose import Pose
 from posecli.spec import COCO_FLIP_ORDER
 from posecli.transforms import normalise
 from posecli.weights import RefinerModel
 
 logger = logging.getLogger(__name__)
-
-#: People need at least this many found keypoints for a box.
-MIN_BOX_KEYPOINTS = 2
-
-
-@dataclass(frozen=True)
-class CropBox:
-    """A person box in image pixels: centre and size, ``width / height`` = the crop's aspect."""
-
-    centre_x: float
-    centre_y: float
-    width: float
-    height: float
-
-
-def person_box(
-    keypoints: np.ndarray, aspect: float, scale: float = 1.25, min_height: float = 0.0
-) -> CropBox | None:
-    """The crop box of one person (module docstring, step 1), or ``None`` below two keypoints.
-
-    Args:
-        keypoints: ``(17, 3)`` ``[x, y, score]`` image pixels; found where ``score > 0``.
-        aspect: crop width / crop height.
-        scale: enlargement of the aspect-fixed extent.
-        min_height: smallest box height, pixels.
-    """
-    found = keypoints[keypoints[:, 2] > 0, :2]  # (k, 2)
-    if len(found) < MIN_BOX_KEYPOINTS:
-        return None
-    low, high = found.min(axis=0), found.max(axis=0)  # (2,) each
-    centre = (low + high) / 2
-    width, height = float(high[0] - low[0]), float(high[1] - low[1])
-    height = max(height, width / aspect) * scale
-    height = max(height, min_height, 1.0)
-    return CropBox(float(centre[0]), float(centre[1]), height * aspect, height)
-
-
-def crop_affine(box: CropBox, crop_height: int, crop_width: int) -> np.ndarray:
-    """``(2, 3)`` float64 ``M`` with ``crop = M[:, :2] @ image + M[:, 2]`` (pixel centres)."""
-    factor = crop_width / box.width  # = crop_height / box.height: one scale for both axes
-    return np.array(
-        [
-            [factor, 0.0, (crop_width - 1) / 2 - factor * box.centre_x],
-            [0.0, factor, (crop_height - 1) / 2 - factor * box.centre_y],
-        ]
-    )
-
-
-def to_image(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Map ``(..., 2)`` crop pixels ``[x, y]`` through the inverse of ``affine`` (any
-    invertible ``(2, 3)`` image → crop map) to ``(..., 2)`` float64 image pixels."""
-    linear, offset = affine[:, :2], affine[:, 2]
-    return (np.asarray(points, dtype=np.float64) - offset) @ np.linalg.inv(linear).T
 
 
 def crop_people(
@@ -141,22 +101,6 @@ def refiner_crops(
     return affines, crop_people(image, affines, height, width, pad)
 
 
-def pose_oks(a: np.ndarray, b: np.ndarray, area: float, min_score: float) -> float:
-    """COCO OKS of two ``(17, 3)`` poses over the keypoints both found with ``score ≥
-    min_score`` (0 when none), at object area ``area`` (pixels²)."""
-    both = (a[:, 2] >= min_score) & (b[:, 2] >= min_score) & (a[:, 2] > 0) & (b[:, 2] > 0)
-    if not both.any():
-        return 0.0
-    similarity = keypoint_similarity(a[:, :2], b[:, :2], max(area, 1.0))  # (17,)
-    return float(similarity[both].mean())
-
-
-def pose_area(pose: Pose) -> float:
-    """Area of the box of a pose's found keypoints, pixels² (the OKS scale of the merge)."""
-    _, _, width, height = pose.bbox
-    return width * height
-
-
 @dataclass(frozen=True)
 class RefinedPose:
     """A refiner's pose: from the box of bottom-up person ``source``, instance selector
@@ -165,20 +109,6 @@ class RefinedPose:
     pose: Pose
     source: int
     instance: int
-
-
-def oks_nms(poses: Sequence[Pose], threshold: float, min_score: float) -> list[int]:
-    """Indices of ``poses``, highest score first, without those with OKS ≥ ``threshold`` to a
-    better one kept."""
-    kept: list[int] = []
-    for index in sorted(range(len(poses)), key=lambda i: -poses[i].score):
-        pose = poses[index]
-        if all(
-            pose_oks(pose.keypoints, poses[k].keypoints, pose_area(poses[k]), min_score) < threshold
-            for k in kept
-        ):
-            kept.append(index)
-    return kept
 
 
 def merge_poses(
@@ -210,12 +140,13 @@ def merge_poses(
     return sorted([r.pose for r in kept] + leftovers, key=lambda p: -p.score)
 
 
-def refined_score(keypoints: np.ndarray, box_score: float, score_keypoint: float) -> float:
-    """``box_score`` × the mean of the ``(17, 3)`` keypoints' scores above ``score_keypoint``
-    (0 when none is)."""
-    scores = keypoints[:, 2]
-    above = scores[scores > score_keypoint]
-    return float(box_score * above.mean()) if len(above) else 0.0
+def still_seen(now: np.ndarray, then: np.ndarray, config: InferenceConfig) -> bool:
+    """Whether the refiner still sees a followed person: the mean of the 17 scores of its
+    ``(17, 3)`` refined keypoints ``now`` is at least ``follow_min_score``, or at least
+    ``follow_min_ratio`` × that of the pose followed, ``then`` (a person it never saw well, and
+    still sees as well, stays followed)."""
+    mean_now = float(now[:, 2].mean())
+    return mean_now >= min(config.follow_min_score, config.follow_min_ratio * then[:, 2].mean())
 
 
 class Refinement:
@@ -250,20 +181,24 @@ class Refinement:
         self.runner = make_runner(refiner, self.backend, self.device, dtype, config.threads)
 
     @torch.inference_mode()
-    def keypoints(self, image: np.ndarray, boxes: Sequence[CropBox]) -> np.ndarray:
+    def keypoints(
+        self, image: np.ndarray, boxes: Sequence[CropBox], instances: int = 0
+    ) -> np.ndarray:
         """Refined keypoints of every box and instance selector.
 
         Args:
             image: RGB uint8 ``(H, W, 3)``.
             boxes: person boxes in its pixels.
+            instances: λ run per box, the first ones (0: the configured ``instances``).
 
         Returns:
             ``(len(boxes), instances, 17, 3)`` float64 ``[x, y, score]``, image pixels.
         """
+        instances = instances or self.instances
         affines, crops = refiner_crops(image, boxes, self.refiner)  # crops (P, h, w, 3)
-        count = len(boxes) * self.instances
-        crop_index = np.repeat(np.arange(len(boxes)), self.instances)  # (count,) box of each run
-        selector = np.tile(np.arange(self.instances), len(boxes))  # (count,) λ of each run
+        count = len(boxes) * instances
+        crop_index = np.repeat(np.arange(len(boxes)), instances)  # (count,) box of each run
+        selector = np.tile(np.arange(instances), len(boxes))  # (count,) λ of each run
         found = np.zeros((count, 17, 3), dtype=np.float64)
         step = self.config.refine_batch_size
         for start in range(0, count, step):
@@ -273,7 +208,7 @@ class Refinement:
             found[chosen] = heatmap_keypoints(maps).cpu().numpy()  # (b, 17, 3) crop pixels
         for run in range(count):
             found[run, :, :2] = to_image(found[run, :, :2], affines[crop_index[run]])
-        return found.reshape(len(boxes), self.instances, 17, 3)
+        return found.reshape(len(boxes), instances, 17, 3)
 
     def heatmaps(self, crops: np.ndarray, selectors: np.ndarray) -> torch.Tensor:
         """The refiner's ``(b, 17, h/4, w/4)`` heatmaps of normalised ``(b, 3, h, w)`` crops for
@@ -304,6 +239,41 @@ class Refinement:
                 if pose is not None:
                     refined.append(RefinedPose(pose, index, instance))
         return merge_poses(poses, refined, {index for index, _ in boxes}, self.config)
+
+    def follow(self, image: np.ndarray, people: Sequence[Pose]) -> tuple[list[Pose], int]:
+        """``people`` (predicted from earlier frames, COCO-17 image pixels) found again in one
+        RGB uint8 ``(H, W, 3)`` image (issue 38) by the λ = 0 pose the refiner places in each
+        one's box (step 1 at ``follow_box_scale``).
+
+        Returns:
+            The people found, highest score first, after OKS-NMS (``refine_nms_oks``: a
+            duplicate of a better one is dropped, not lost), and how many the refiner lost: no
+            box, a pose step 4 drops, or one it no longer sees (:func:`still_seen`).
+
+        A found person's score is the one they had × how much better or worse the refiner sees
+        them now (the mean keypoint score of step 4, now over then), at most 1: when they had a
+        refined pose, the score step 4 gives it on the same bottom-up box score.
+        """
+        config = self.config
+        aspect = self.refiner.config.crop_width / self.refiner.config.crop_height
+        boxes = [
+            person_box(person.keypoints, aspect, config.follow_box_scale, config.refine_min_box)
+            for person in people
+        ]
+        boxed = [index for index, box in enumerate(boxes) if box is not None]
+        if not boxed:
+            return [], len(people)
+        refined = self.keypoints(image, [boxes[i] for i in boxed], instances=1)[:, 0]  # (B, 17, 3)
+        found = []
+        for index, keypoints in zip(boxed, refined, strict=True):
+            person = people[index]
+            if still_seen(keypoints, person.keypoints, config):
+                before = refined_score(person.keypoints, 1.0, config.refine_score_keypoint)
+                box_score = min(person.score / before, 1.0) if before > 0 else 0.0
+                pose = self.refined_pose(keypoints, box_score)
+                found += [pose] if pose is not None else []
+        kept = oks_nms(found, config.refine_nms_oks, config.refine_keypoint_threshold)
+        return [found[index] for index in kept], len(people) - len(found)
 
     def refined_pose(self, keypoints: np.ndarray, box_score: float) -> Pose | None:
         """The pose of ``(17, 3)`` refined image-pixel keypoints from a box scored

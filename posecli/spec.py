@@ -58,9 +58,9 @@ def _keypoint_flip_order() -> tuple[int, ...]:
     order = []
     for name in KEYPOINTS:
         if name.startswith("left_"):
-            name = "right_" + name[len("left_"):]
+            name = "right_" + name[len("left_") :]
         elif name.startswith("right_"):
-            name = "left_" + name[len("right_"):]
+            name = "left_" + name[len("right_") :]
         order.append(KEYPOINTS.index(name))
     return tuple(order)
 

@@ -196,6 +196,7 @@ class _Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # px/s of the whole pose
     missed: int = 0  # frames since last detected
     smoother: OneEuroFilter | None = None
+    score: float = 0.0  # the score of the person last shown
 
     def predicted(self, time: float, horizon: float) -> np.ndarray:
         """``(17, 3)`` template moved forward to ``time`` at the track's velocity (at most
@@ -227,6 +228,18 @@ class Tracker:
         """Forget every track (ids still never repeat); the next frame counts as the first."""
         self._tracks = []
         self._first_frame = True
+
+    def followed(self, time: float) -> list[Pose]:
+        """The people the last :meth:`update` saw, predicted at ``time`` (issue 38,
+        ``posecli.follow``): each track's template (its last pose, plus keypoints remembered
+        from earlier ones) moved by its velocity, with its id (``None`` if unconfirmed) and the
+        score of the person it last showed. Lost tracks are not followed."""
+        horizon = self.config.lost_seconds
+        return [
+            Pose(track.predicted(time, horizon).astype(np.float32), track.score, track.track_id)
+            for track in self._tracks
+            if track.missed == 0
+        ]
 
     def update(
         self, poses: Sequence[Pose], time: float, candidates: Sequence[Pose] = ()
@@ -383,6 +396,7 @@ class Tracker:
 
     @staticmethod
     def _output(pose: Pose, track: _Track, time: float) -> Pose:
+        track.score = pose.score
         keypoints = pose.keypoints
         if track.smoother is not None:
             keypoints = keypoints.copy()

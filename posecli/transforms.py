@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from posecli.config import Preprocessing
+from posecli.config import InferenceConfig, Preprocessing
 from posecli.errors import InputError, UsageError
 from posecli.spec import STRIDE
 
@@ -42,6 +42,12 @@ from posecli.spec import STRIDE
 #: network input (and its memory) bounded for absurd shapes; 4:1 leaves every common photo and
 #: video format (up to 32:9) untouched. Tall images need no cap: their long side is the height.
 MAX_ASPECT_RATIO = 4.0
+
+#: Largest network input of one image at one search scale, pixels (4096 × 4096). The default
+#: network takes about 0.35 GB per megapixel of input on the CPU (``posecli images`` of a 1×1
+#: image: 0.48 GB at --long-side 512, 0.76 GB at 1024), so this bounds a run near 6 GB, where
+#: --long-side 8192 asked for 25 GB; a larger input is refused before anything is allocated.
+MAX_NETWORK_PIXELS = 4096 * 4096
 
 COLOUR_ORDERS = ("RGB", "BGR")
 
@@ -196,6 +202,41 @@ def _resized_geometry(
         padded_height=_round_up(height, pad_multiple),
         padded_width=_round_up(width, pad_multiple),
     )
+
+
+def check_network_input(geometry: InputGeometry) -> None:
+    """UsageError when ``geometry``'s network input passes :data:`MAX_NETWORK_PIXELS`: the
+    sizing options (--long-side, --box-size, --scales) ask too much of this image."""
+    pixels = geometry.padded_height * geometry.padded_width
+    if pixels > MAX_NETWORK_PIXELS:
+        raise UsageError(
+            f"a {geometry.image_width}×{geometry.image_height} image would become a network "
+            f"input of {geometry.padded_width}×{geometry.padded_height} pixels "
+            f"({pixels / 1e6:.0f} MP, at most {MAX_NETWORK_PIXELS / 1e6:.1f} MP): lower "
+            "--long-side, --box-size or --scales"
+        )
+
+
+def network_geometry(
+    config: InferenceConfig, height: int, width: int, scale: float = 1.0
+) -> InputGeometry:
+    """Network input sizes of a ``height × width`` image at one search scale of ``config``:
+    longer side ``scale × long_side`` if set, else height ``scale × box_size``."""
+    if config.long_side:
+        target = scale * config.long_side
+        return long_side_geometry(height, width, target, pad_multiple=config.pad_multiple)
+    target = scale * config.box_size
+    return input_geometry(height, width, target, pad_multiple=config.pad_multiple)
+
+
+def check_network_inputs(config: InferenceConfig, height: int, width: int) -> None:
+    """:func:`check_network_input` of a ``height × width`` image at every search scale of
+    ``config`` and at scale 1 (the grid the scales are averaged on): before any work of that
+    size, and for a video before the model loads (a size of 0, unknown: nothing to check)."""
+    if not (height and width):
+        return
+    for scale in (1.0, *config.scales):
+        check_network_input(network_geometry(config, height, width, scale))
 
 
 def resize_image(image: np.ndarray, geometry: InputGeometry) -> np.ndarray:

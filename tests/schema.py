@@ -151,8 +151,17 @@ TRACK_HEADER_SCHEMA: dict = {
     "properties": {
         "header": {
             "type": "object",
-            "required": ["format", "version", "posecli", "command", "source", "fps", "model",
-                         "model_name", "options"],
+            "required": [
+                "format",
+                "version",
+                "posecli",
+                "command",
+                "source",
+                "fps",
+                "model",
+                "model_name",
+                "options",
+            ],
             "properties": {
                 "format": {"type": "string"},
                 "version": {"type": "integer", "minimum": 1},

@@ -18,7 +18,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import numpy as np
 import pytest
 from conftest import run_ffmpeg
 
-from posecli.batch import unique_stems
+from posecli.batch import LOCK_NAME, batch_lock, unique_stems
 from posecli.cli import run
 
 #: Small inputs, a quick run, and people found in test patterns (low thresholds).
@@ -114,7 +116,7 @@ def test_batch_equals_video_and_images_commands_and_resumes(
     }
 
 
-def test_a_corrupt_input_fails_alone_and_is_listed(
+def test_a_corrupt_input_fails_alone_is_listed_and_retried_by_the_next_run(
     inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     broken = tmp_path / "in"
@@ -131,10 +133,24 @@ def test_a_corrupt_input_fails_alone_and_is_listed(
     assert sorted(_outputs(out)) == ["images.images.json", "images.json", "run.jsonl", "walk.jsonl"]
     listing = json.loads((out / "images.images.json").read_text())
     assert "error" in listing[-1] and listing[-1]["file_name"] == "img9.png"
-    assert run(["batch", str(broken), "--out", str(out), "-q", *OPTIONS]) == 1  # retried only
+    assert run(["batch", str(broken), "--out", str(out), "-q", *OPTIONS]) == 1  # both retried
     summary = json.loads((out / "batch_summary.json").read_text())
-    assert [Path(entry["input"]).name for entry in summary["failed"]] == ["broken.mp4"]
-    assert len(summary["skipped"]) == 6
+    assert {Path(entry["input"]).name for entry in summary["failed"]} == failed
+    assert len(summary["skipped"]) == 5 and "img9.png" not in str(summary["skipped"])
+    shutil.copy(inputs / "a" / "run.mp4", broken / "broken.mp4")  # both mended
+    _images(tmp_path / "mended", 4)
+    shutil.copy(tmp_path / "mended" / "img4.png", broken / "img9.png")
+    assert run(["batch", str(broken), "--out", str(out), "-q", *OPTIONS]) == 0
+    summary = json.loads((out / "batch_summary.json").read_text())
+    done = {Path(entry["input"]).name for entry in summary["done"]}
+    assert (done, summary["failed"], len(summary["skipped"])) == (failed, [], 5)
+    assert (out / "broken.jsonl").read_bytes().split(b"\n")[1:] == (
+        (out / "run.jsonl").read_bytes().split(b"\n")[1:]  # the same frames; headers: sources
+    )
+    results = tmp_path / "single" / "images.json"  # the earlier images' results kept, in order
+    assert run(["images", str(broken), "--json", str(results), "-q", *OPTIONS]) == 0
+    for name in ("images.json", "images.images.json"):
+        assert (out / name).read_bytes() == (results.parent / name).read_bytes()
 
 
 def test_outputs_in_part_are_refused_before_the_model_loads(
@@ -148,9 +164,10 @@ def test_outputs_in_part_are_refused_before_the_model_loads(
     assert "images.json exists but not every output" in capsys.readouterr().err
     assert run([*args, "--ray", "local", "--workers", "-1"]) == 2
     assert run(["batch", str(inputs / "a"), "--out", str(out), "--workers", "2"]) == 2
-    assert "--workers and --gpus-per-worker need --ray" in capsys.readouterr().err
-    assert run(["batch", str(tmp_path / "missing.mp4"), "--out", str(out)]) == 1
+    assert "--workers, --gpus-per-worker and --ray-timeout need --ray" in capsys.readouterr().err
+    assert run(["batch", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "new")]) == 1
     assert "input not found" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 def test_without_ray_installed_the_error_names_the_extra(
@@ -165,6 +182,136 @@ def test_without_ray_installed_the_error_names_the_extra(
 def test_duplicate_stems_are_numbered_in_order() -> None:
     paths = [Path("a/x.mp4"), Path("b/x.mov"), Path("c/y.mp4"), Path("d/x.mp4")]
     assert unique_stems(paths) == ["x", "x-2", "y", "x-3"]
+    assert unique_stems([Path("images.mp4")], {"images"}) == ["images-2"]
+
+
+def test_frame_range_and_openpose_equal_the_video_and_images_commands(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = ["--start", "0.2", "--end", "0.7", "--every", "2"]
+    out, single = tmp_path / "out", tmp_path / "single"
+    images = sorted((inputs / "a").glob("*.png"))
+    args = ["batch", str(inputs / "a" / "walk.mp4"), *map(str, images), "--out", str(out)]
+    assert run([*args, "--format", "openpose", *settings, "-q", *OPTIONS]) == 0
+    video = [str(inputs / "a" / "walk.mp4"), "--no-video", "--json", str(single / "walk.jsonl")]
+    assert run(["video", *video, "--format", "openpose", *settings, "-q", *OPTIONS]) == 0
+    results = ["--json", str(single / "images.json"), "--format", "openpose"]
+    assert run(["images", *map(str, images), *results, "-q", *OPTIONS]) == 0
+    produced = sorted(path.relative_to(out) for path in out.rglob("*") if path.is_file())
+    expected = sorted(path.relative_to(single) for path in single.rglob("*") if path.is_file())
+    assert [str(path) for path in produced if path.name != "batch_summary.json"] == [
+        str(path) for path in expected
+    ]
+    assert len(list((out / "walk_openpose").iterdir())) == 3  # frames 2, 4, 6 of 0.2 s–0.7 s
+    for path in expected:
+        assert (out / path).read_bytes() == (single / path).read_bytes(), path
+    capsys.readouterr()
+    bad = ["batch", str(inputs / "a"), "--out", str(tmp_path / "o"), "--model", "no-such-model"]
+    assert run([*bad, "--start", "2", "--end", "1"]) == 2  # before the model
+    assert "--end (1.0) must be after --start (2.0)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_ray_settings_are_checked_once_and_need_ray(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["batch", str(inputs / "a"), "--out", str(tmp_path / "out")]
+    for setting in (["--workers", "0"], ["--gpus-per-worker", "0"], ["--ray-timeout", "5"]):
+        assert run([*args, *setting]) == 2, setting
+        assert "need --ray" in capsys.readouterr().err
+    for setting in (["--workers", "-1"], ["--gpus-per-worker", "nan"], ["--ray-timeout", "0"]):
+        assert run([*args, "--ray", "local", *setting]) == 2, setting
+        assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+class _SilentRay(types.ModuleType):
+    """A ``ray`` whose ``init`` never answers (until released), like one dialling a host that
+    does not answer."""
+
+    def __init__(self) -> None:
+        super().__init__("ray")
+        self.released = threading.Event()
+
+    def init(self, **settings: object) -> None:
+        self.released.wait(60)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_a_ray_that_does_not_answer_times_out_in_one_line(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    silent = _SilentRay()
+    monkeypatch.setitem(sys.modules, "ray", silent)
+    args = ["batch", str(inputs / "a" / "run.mp4"), "--out", str(tmp_path / "out")]
+    started = time.monotonic()
+    try:
+        assert run([*args, "--ray", "auto", "--ray-timeout", "0.5", *OPTIONS]) == 1
+    finally:
+        silent.released.set()
+    assert time.monotonic() - started < 10
+    error = capsys.readouterr().err
+    assert error == "posecli: error: cannot reach the Ray cluster auto: no answer in 0.5 s\n"
+    assert sorted(os.listdir(tmp_path / "out")) == ["batch_summary.json"]  # nothing locked
+
+
+def test_an_address_where_nothing_listens_fails_at_once_in_one_line(
+    inputs: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("ray")
+    args = ["batch", str(inputs / "a" / "run.mp4"), "--out", str(tmp_path), "--ray"]
+    started = time.monotonic()
+    job = subprocess.run([sys.executable, "-m", "posecli", *args, f"127.0.0.1:{_free_port()}"],
+                         env=_ray_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert job.returncode == 1 and time.monotonic() - started < 30
+    assert job.stderr.count("\n") == 1 and "cannot reach the Ray cluster 127.0.0.1:" in job.stderr
+
+
+def test_one_job_per_folder_and_a_killed_job_leaves_no_lock(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["batch", str(inputs / "a" / "run.mp4"), "--out", str(out), "-q", *OPTIONS]
+    with batch_lock(out):  # as a job running into it
+        assert run([*args, "--model", "no-such-model"]) == 1  # refused before the model
+    assert capsys.readouterr().err == (
+        f"posecli: error: another posecli batch job is writing into {out} (one job per folder "
+        "at a time)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                               "from posecli.batch import batch_lock\n"
+                               "with batch_lock(__import__('pathlib').Path(sys.argv[1])):\n"
+                               " print('locked', flush=True); time.sleep(60)", str(out)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    assert run(args) == 1
+    holder.kill()  # SIGKILL: no cleanup; its lock file stays
+    holder.wait()
+    holder.stdout.close()
+    assert (out / LOCK_NAME).exists()
+    assert run(args) == 0
+    assert sorted(_outputs(out)) == ["run.jsonl"]  # no hidden files: lock and staging gone
+
+
+def test_sigterm_writes_the_summary_with_the_inputs_left_and_exits_143(tmp_path: Path) -> None:
+    _video(tmp_path / "in" / "a.mp4", 4)
+    _video(tmp_path / "in" / "b.mp4", 600, pattern="testsrc2")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "posecli", "batch", str(tmp_path / "in"), "--out", str(out)]
+    job = subprocess.Popen([*command, "-q", *OPTIONS], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "a.jsonl").exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.02)
+    job.send_signal(signal.SIGTERM)
+    _, error = job.communicate(timeout=60)
+    assert job.returncode == 143, error
+    summary = json.loads((out / "batch_summary.json").read_text())
+    assert [Path(entry["input"]).name for entry in summary["done"]] == ["a.mp4"]
+    assert summary["interrupted"] is True and summary["failed"] == []
+    assert [Path(name).name for name in summary["pending"]] == ["b.mp4"]
+    assert sorted(_outputs(out)) == ["a.jsonl"]  # nothing partial, no staging, no lock
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,23 +431,24 @@ def test_on_a_two_node_cluster_outputs_equal_the_single_process_commands(
     job = _posecli([*_batch_args(inputs, out), "--ray", cluster, "--workers", "2", "-q"])
     _, error = job.communicate(timeout=300)
     assert job.returncode == 0, error
+    assert error == ""  # quiet: not a line of Ray's (its pose actors warned of their arguments)
     assert _outputs(out) == _expected(inputs, tmp_path)
     summary = json.loads((out / "batch_summary.json").read_text())
     assert (len(summary["done"]), summary["failed"]) == (6, [])
 
 
 def _kill_a_video_worker(out: Path, job: subprocess.Popen) -> int:
-    """SIGKILL the Ray worker writing a video (its pid is in its staged file's name) once it
-    wrote some frames; return that pid."""
+    """SIGKILL the Ray worker writing a video (its pid is in its staged file's name, in the
+    video's folder in the staging folder) once it wrote some frames; return that pid."""
     staging = out / ".posecli-batch"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and job.poll() is None:
-        for entry in os.listdir(staging) if staging.is_dir() else []:
-            match = re.fullmatch(r"\.\.long\.jsonl\.(\d+)-[0-9a-f]{8}\.part\.\d+-[0-9a-f]{8}\.part",
-                                 entry)  # fmt: skip
-            if match and (staging / entry).stat().st_size > 2000:  # header and some frames
-                os.kill(int(match[1]), signal.SIGKILL)
-                return int(match[1])
+        for entry in staging.glob("long.*/.long.jsonl.*.part"):
+            match = re.fullmatch(r"\.long\.jsonl\.(\d+)-[0-9a-f]{8}\.part", entry.name)
+            with contextlib.suppress(OSError):  # renamed or removed meanwhile
+                if match and entry.stat().st_size > 2000:  # header and some frames
+                    os.kill(int(match[1]), signal.SIGKILL)
+                    return int(match[1])
         time.sleep(0.05)
     raise AssertionError("no video worker to kill: " + (job.stderr.read() if job.stderr else ""))
 

@@ -28,7 +28,7 @@ from schema import (
     validate_json,
 )
 
-from posecli import runs
+from posecli import inference
 from posecli.cli import run
 from posecli.config import MODEL_PRESETS, InferenceConfig
 from posecli.estimator import Estimator
@@ -377,13 +377,13 @@ def test_images_with_a_glob_and_ids_by_position(fast: list[str], tmp_path: Path)
 @pytest.fixture
 def estimators(monkeypatch: pytest.MonkeyPatch) -> list[Estimator]:
     """Every Estimator the commands load in the test, in order."""
-    load_estimator, loaded = runs.load_estimator, []
+    load_estimator, loaded = inference.load_estimator, []
 
-    def recording(options: runs.InferenceOptions) -> Estimator:
+    def recording(options: inference.InferenceOptions) -> Estimator:
         loaded.append(load_estimator(options))
         return loaded[-1]
 
-    monkeypatch.setattr(runs, "load_estimator", recording)
+    monkeypatch.setattr(inference, "load_estimator", recording)
     return loaded
 
 

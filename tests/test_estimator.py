@@ -402,3 +402,57 @@ def test_half_precision_on_cuda_matches_float32() -> None:
     (result,) = half.heatmaps([image])
     assert result.maps.dtype == np.float32
     np.testing.assert_allclose(result.maps, full.maps, atol=1e-2)
+
+
+def test_following_finds_people_in_their_predicted_boxes_and_counts_the_lost(
+    skeleton, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posecli.boxes import person_box
+    from posecli.config import RefinerConfig
+    from posecli.model import build_refiner
+    from posecli.pose import Pose
+    from posecli.refine import Refinement
+    from posecli.weights import RefinerModel
+
+    tiny = RefinerConfig(crop_height=64, crop_width=64, head_width=16, embedding=8)
+    refiner = RefinerModel.from_network(build_refiner(tiny), tiny)
+    config = replace(CPU, refine=True, refine_flip=False)
+    estimator = Estimator(wrap(BrightnessNetwork()), config, refiner=refiner)
+    one_point = np.zeros((17, 3), dtype=np.float32)
+    one_point[0] = [30, 30, 0.9]
+    people = [
+        Pose(skeleton(60, 50, 60), 0.6),  # A: seen as well as before
+        Pose(skeleton(140, 50, 60), 0.5),  # B: the refiner no longer sees them: lost
+        Pose(skeleton(62, 50, 60), 0.3),  # C: found on A: a duplicate, dropped, not lost
+        Pose(one_point, 0.9),  # D: no box: lost
+        Pose(skeleton(220, 50, 60, confidence=0.25), 0.2),  # E: never seen well, still as well
+    ]
+    seen = {0: 0.8, 1: 0.2, 2: 0.7, 4: 0.22}  # mean refined keypoint score, by person
+    calls = []
+
+    def refined(self, image, boxes, instances=0):
+        calls.append((boxes, instances))
+        found = np.array([people[i].keypoints for i in seen], dtype=np.float64)  # (4, 17, 3)
+        found[2] = people[0].keypoints  # C's box holds A
+        found[:, :, :2] += 2.0  # everybody moved 2 px
+        found[:, :, 2] = np.array(list(seen.values()))[:, None]
+        return found[:, None]  # (4, 1, 17, 3): λ = 0 only
+
+    monkeypatch.setattr(Refinement, "keypoints", refined)
+    image = np.zeros((120, 300, 3), dtype=np.uint8)
+    found, lost = estimator.follow(image, people)
+    ((boxes, instances),) = calls
+    assert instances == 1 and len(boxes) == 4  # D has too few keypoints for a box
+    wider = person_box(people[0].keypoints, 1.0, config.follow_box_scale, config.refine_min_box)
+    assert boxes[0] == wider and config.follow_box_scale > config.refine_box_scale
+    assert lost == 2  # B and D; C is A's duplicate
+    assert [pose.score for pose in found] == pytest.approx([0.6 / 0.9 * 0.8, 0.2 / 0.25 * 0.22])
+    np.testing.assert_allclose(found[0].keypoints[:, 0], people[0].keypoints[:, 0] + 2)
+    strict = Estimator(wrap(BrightnessNetwork()), config, DecodeConfig(min_person_score=0.2),
+                       refiner=refiner)  # fmt: skip
+    calls.clear()
+    shown, lost = strict.follow(image, people)
+    assert len(shown) == 1 and lost == 2  # E is followed but not shown below --min-score
+    assert not Estimator(wrap(BrightnessNetwork()), CPU).can_follow
+    with pytest.raises(UsageError, match="refine"):
+        Estimator(wrap(BrightnessNetwork()), CPU).follow(image, people)

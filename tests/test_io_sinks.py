@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Callable
@@ -12,17 +13,19 @@ import numpy as np
 import pytest
 from schema import COCO_RESULT_SCHEMA, OPENPOSE_SCHEMA, TRACK_LINE_SCHEMA, validate_json
 
-from posecli.errors import OutputError
+from posecli.errors import OutputClosedError, OutputError
 from posecli.io.ffmpeg import probe_video
 from posecli.io.sinks import (
     CocoResultsSink,
+    CsvSink,
     ImageDirectorySink,
     JsonLinesSink,
     OpenPoseSink,
     VideoSink,
 )
 from posecli.io.sources import VideoSource
-from posecli.pose import Frame, Pose
+from posecli.pose import CSV_COLUMNS, Frame, Pose
+from posecli.spec import COCO_KEYPOINTS
 
 
 def _copy(source_path: Path, out: Path, *, limit: int | None = None, **options) -> VideoSink:
@@ -288,6 +291,102 @@ def test_json_lines_are_on_disk_before_close(tmp_path: Path, skeleton) -> None:
     sink.write(_frame(0, skeleton))
     assert sink._temporary.read_bytes().count(b"\n") == 1  # flushed per line
     sink.close()
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        rows = list(reader)
+    assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+    return rows
+
+
+def test_csv_columns_are_the_documented_ones() -> None:
+    assert CSV_COLUMNS[:6] == ("frame", "time", "image_id", "file_name", "track_id", "score")
+    assert len(CSV_COLUMNS) == 6 + 17 * 3
+    assert CSV_COLUMNS[6:9] == ("nose_x", "nose_y", "nose_score")
+    assert CSV_COLUMNS[-3:] == ("right_ankle_x", "right_ankle_y", "right_ankle_score")
+
+
+def test_csv_one_row_per_person_per_frame(tmp_path: Path, skeleton) -> None:
+    out = tmp_path / "people.csv"
+    frames = [_frame(index, skeleton, people=index % 3) for index in range(5)]
+    frames[2].poses[1].track_id = None  # untracked: no id
+    frames[2].poses[1].keypoints[3] = 0  # left ear not found
+    with CsvSink(out) as sink:
+        for frame in frames:
+            sink.write(frame)
+    rows = _read_csv(out)
+    assert [int(row["frame"]) for row in rows] == [1, 2, 2, 4]  # 0, 1, 2, 0, 1 people
+    assert [row["track_id"] for row in rows] == ["1", "1", "", "1"]
+    assert {row["image_id"] for row in rows} == {row["file_name"] for row in rows} == {""}
+    second = rows[2]
+    pose = frames[2].poses[1]
+    assert float(second["time"]) == pytest.approx(0.08)
+    assert float(second["score"]) == pytest.approx(pose.score, abs=1e-4)
+    for k, name in enumerate(COCO_KEYPOINTS):
+        values = [float(second[f"{name}_{v}"]) for v in ("x", "y", "score")]
+        assert values == pytest.approx(pose.keypoints[k], abs=0.01)
+    assert second["left_ear_score"] == "0.0"
+    pandas = pytest.importorskip("pandas")
+    table = pandas.read_csv(out)
+    assert tuple(table.columns) == CSV_COLUMNS and len(table) == 4
+    assert table["nose_x"].tolist() == pytest.approx([float(r["nose_x"]) for r in rows])
+
+
+def test_csv_of_still_images_names_them(tmp_path: Path, skeleton) -> None:
+    out = tmp_path / "people.csv"
+    photo = _frame(0, skeleton, people=1)
+    photo.name, photo.image_id, photo.time = "000000000042.jpg, a copy", 42, 0.0
+    with CsvSink(out) as sink:
+        sink.write(photo)
+    (row,) = _read_csv(out)
+    assert (row["image_id"], row["file_name"]) == ("42", "000000000042.jpg, a copy")
+
+
+def test_csv_abort_keeps_the_complete_rows_and_no_temporary(tmp_path: Path, skeleton) -> None:
+    out = tmp_path / "people.csv"
+    sink = CsvSink(out)
+    sink.write(_frame(0, skeleton))
+    sink._file.write(b"1,0.04,,,1,0.8,12")  # a row cut short by the interrupt
+    assert not out.exists()  # written under a temporary name until finalised
+    assert sink.abort() == out
+    assert len(_read_csv(out)) == 2
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(OutputError, match="exists"):
+        CsvSink(out)
+
+
+def test_dash_is_standard_output(
+    tmp_path: Path, skeleton, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with JsonLinesSink("-", header={"format": "posecli-tracks"}) as sink:
+        sink.write(_frame(0, skeleton))
+    with CsvSink("-") as table:
+        table.write(_frame(1, skeleton))
+    lines = capfd.readouterr().out.splitlines()
+    assert json.loads(lines[0]) == {"header": {"format": "posecli-tracks"}}
+    validate_json(json.loads(lines[1]), TRACK_LINE_SCHEMA)
+    assert tuple(lines[2].split(",")) == CSV_COLUMNS and len(lines) == 5
+    assert os.listdir(tmp_path) == []  # no file named "-", no temporary
+
+
+def test_standard_output_closed_by_its_reader_stops_quietly(skeleton) -> None:
+    read_end, write_end = os.pipe()
+    saved = os.dup(1)
+    try:
+        os.dup2(write_end, 1)
+        sink = JsonLinesSink("-")
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(write_end)
+    os.close(read_end)  # the reader leaves: `| head`
+    with pytest.raises(OutputClosedError) as raised:
+        sink.write(_frame(0, skeleton))
+    assert raised.value.exit_code == 141
+    assert sink.abort() == Path("-")
 
 
 def test_coco_results(tmp_path: Path, skeleton) -> None:

@@ -1,4 +1,5 @@
-"""Pseudo-labelling: fusion of teacher passes, flips, PAF grouping, COCO output and resume."""
+"""Pseudo-labelling: fusion of teacher passes, flips, PAF grouping, TinyPose's crops and decoding,
+COCO output and resume."""
 
 from __future__ import annotations
 
@@ -27,13 +28,27 @@ from posecli.spec import COCO_FLIP_ORDER, COCO_KEYPOINTS, KEYPOINTS
 from posecli.train.label.fusion import (
     Detection,
     PersonLabel,
+    box_iou,
     detection_oks,
     fuse_passes,
     oks_nms,
     select_labels,
 )
 from posecli.train.label.openpose import OPENPOSE_LIMBS, OPENPOSE_PAF_OFFSET, group_openpose
-from posecli.train.label.teachers import MoveNet, Teachers, Thunder, square_crop
+from posecli.train.label.teachers import MoveNet, Teachers, Thunder, open_session, square_crop
+from posecli.train.label.tinypose import (
+    PICODET_FILE,
+    TINYPOSE_FILE,
+    TINYPOSE_INPUT,
+    PicoDet,
+    TinyPose,
+    box_nms,
+    crop_affine,
+    dark_decode,
+    grid_heatmaps,
+    merge_boxes,
+    unflip_heatmaps,
+)
 from posecli.train.label.writer import (
     annotation_record,
     load_person_boxes,
@@ -159,6 +174,27 @@ def test_hand_drawn_boxes_without_a_labelled_person_become_ignore_regions():
     labels = select_labels([sure], np.stack([matching, elsewhere]), (480, 640), CONFIG)
     assert [label.ignore for label in labels] == [False, True]
     np.testing.assert_allclose(labels[1].box, elsewhere)
+
+
+def test_people_on_trusted_boxes_stay_people_with_the_keypoints_they_have():
+    sure = make_person(50, 50, 200, score=0.8)
+    unsure = make_person(400, 100, 60, score=0.3, keypoint_score=0.1)
+    keypoints = unsure.keypoints.copy()
+    keypoints[:2, 2] = 0.9  # two confident keypoints: fewer than min_keypoints
+    small = Detection(keypoints, unsure.box, 0.3, box_score=0.9)
+    faint = Detection(unsure.keypoints, unsure.box + [100, 0, 100, 0], 0.3, box_score=0.2)
+    echo = Detection(sure.keypoints * [1, 1, 0.1], sure.box + 5, 0.5, box_score=1.0)
+    config = replace(CONFIG, box_person_score=0.5)
+    labels = select_labels([sure, small, faint, echo], np.zeros((0, 4)), (480, 640), config)
+    assert [label.ignore for label in labels] == [False, False, True]
+    record = annotation_record(labels[1], config.area_per_box)
+    assert record["iscrowd"] == 0 and record["num_keypoints"] == 2
+    np.testing.assert_allclose(labels[1].keypoints[:2, :2], keypoints[:2, :2])
+    np.testing.assert_allclose(labels[2].box, faint.box)  # known as nothing: ignore region
+    without = select_labels(
+        [sure, small], np.zeros((0, 4)), (480, 640), replace(config, box_person_score=1.01)
+    )
+    assert [label.ignore for label in without] == [False, True]
 
 
 # --------------------------------------------------------------------------- flips
@@ -554,3 +590,166 @@ def test_top_down_teacher_finds_the_annotated_person_on_its_box_and_on_multipose
         assert people, "Thunder found nobody"
         best = best_oks(people, truth)
         assert best > 0.8, f"OKS {best:.2f} with boxes {boxes}"
+
+
+# --------------------------------------------------------------------------- TinyPose
+
+
+class SpotTinyPose:
+    """A stand-in TinyPose session: a Gaussian (σ 1.5 cells, peak 0.9) in the left-wrist channel
+    at the brightest crop pixel / 4 (the trained heatmap frame), every other channel zero."""
+
+    def get_inputs(self):
+        class Input:
+            name = "image"
+
+        return [Input()]
+
+    def run(self, outputs, feeds):
+        crop = feeds["image"][0]  # (3, 256, 192) ImageNet-normalised
+        row, column = np.unravel_index(np.argmax(crop.sum(axis=0)), crop.shape[1:])
+        rows, columns = np.mgrid[0:64, 0:48]
+        maps = np.zeros((1, 17, 64, 48), dtype=np.float32)
+        squared = (columns - column / 4) ** 2 + (rows - row / 4) ** 2
+        maps[0, COCO_KEYPOINTS.index("left_wrist")] = 0.9 * np.exp(-squared / (2 * 1.5**2))
+        return [maps]
+
+
+def test_crop_is_the_box_grown_to_three_by_four_and_scaled():
+    tall = crop_affine(np.array([10.0, 20.0, 50.0, 100.0]), 1.25, TINYPOSE_INPUT)  # 40 × 80
+    np.testing.assert_allclose(tall @ [30.0, 60.0, 1.0], [95.5, 127.5])  # centre on centre
+    assert tall[0, 0] == tall[1, 1] == pytest.approx(256 / (80 * 1.25))
+    # the crop's outer pixel edges show the 3:4 box × 1.25: 75 × 100 around the centre
+    np.testing.assert_allclose(tall @ [30 - 37.5, 60 - 50, 1.0], [-0.5, -0.5])
+    np.testing.assert_allclose(tall @ [30 + 37.5, 60 + 50, 1.0], [191.5, 255.5])
+    wide = crop_affine(np.array([0.0, 0.0, 120.0, 30.0]), 1.25, TINYPOSE_INPUT)  # 120 × 30
+    assert wide[0, 0] == pytest.approx(192 / (120 * 1.25))
+
+
+def test_tinypose_maps_its_crop_back_to_image_pixels():
+    image = np.zeros((120, 200, 3), dtype=np.uint8)
+    image[70, 150] = 255
+    found = TinyPose(SpotTinyPose()).keypoints(image, np.array([[120.0, 40, 170, 110]]), flip=False)
+    assert found.shape == (1, 17, 3)
+    wrist = found[0, COCO_KEYPOINTS.index("left_wrist")]
+    # one image pixel spans 256 / 87.5 ≈ 2.9 crop pixels: the spot's maximum is within that
+    np.testing.assert_allclose(wrist[:2], [150, 70], atol=0.5)
+    assert 0.8 <= wrist[2] <= 0.9  # the map's maximum: its peak sampled ≤ half a cell off
+    assert np.delete(found[0, :, 2], COCO_KEYPOINTS.index("left_wrist")).max() == 0
+    assert TinyPose(SpotTinyPose()).keypoints(image, np.zeros((0, 4))).shape == (0, 17, 3)
+
+
+def test_flip_test_swaps_left_and_right_and_mirrors_back_one_cell_over():
+    maps = np.zeros((1, 17, 64, 48), dtype=np.float32)
+    left, right = COCO_KEYPOINTS.index("left_wrist"), COCO_KEYPOINTS.index("right_wrist")
+    maps[0, left, 10, 5] = 1.0
+    maps[0, COCO_KEYPOINTS.index("nose"), 3, 47] = 0.5  # mirrored to column 0, which keeps it
+    back = unflip_heatmaps(maps)
+    assert back[0, right, 10, 48 - 5] == 1.0 and back[0, right].sum() == 1.0
+    assert back[0, left].sum() == 0
+    assert back[0, COCO_KEYPOINTS.index("nose"), 3, :2].tolist() == [0.5, 0.5]
+
+    crops = np.zeros((2, 256, 192, 3), dtype=np.uint8)
+    crops[0, 60, 100] = crops[1, 200, 20] = 255
+    tinypose = TinyPose(SpotTinyPose())
+    plain = tinypose.heatmaps(crops, flip=False)
+    tested = tinypose.heatmaps(crops)
+    assert tested.shape == (2, 17, 64, 48) and tested.dtype == np.float32
+    mirrored = tinypose.heatmaps(crops[:, :, ::-1], flip=False)
+    np.testing.assert_allclose(tested, (plain + unflip_heatmaps(mirrored)) / 2, atol=1e-6)
+    # the mirrored pass's left wrist is the right wrist here, within a cell of the spot
+    row, column = np.unravel_index(tested[0, right].argmax(), (64, 48))
+    assert (row, column) == (15, 25)
+    with pytest.raises(ValueError, match="256, 192"):
+        tinypose.heatmaps(crops[:, :128])
+
+
+def test_dark_decoding_finds_the_sub_cell_peak():
+    rows, columns = np.mgrid[0:64, 0:48]
+    centres = [(20.3, 30.6), (7.8, 50.25), (0.0, 12.0)]  # (x, y); the last on the border
+    maps = np.stack(
+        [np.exp(-((columns - x) ** 2 + (rows - y) ** 2) / (2 * 2.0**2)) for x, y in centres]
+    )[None].astype(np.float32)  # (1, 3, 64, 48)
+    decoded = dark_decode(maps)[0]  # (3, 3) [column, row, score]
+    np.testing.assert_allclose(decoded[:2, :2], [centres[0], centres[1]], atol=0.05)
+    np.testing.assert_allclose(decoded[2], [0.0, 12.0, 1.0])  # no Taylor step at the border
+    np.testing.assert_allclose(decoded[:, 2], maps[0].reshape(3, -1).max(axis=1), rtol=1e-6)
+
+
+def test_heatmaps_resampled_to_posecli_cells_keep_the_peak_in_place():
+    rows, columns = np.mgrid[0:64, 0:48]
+    squared = (columns - 100 / 4) ** 2 + (rows - 60 / 4) ** 2  # crop pixel (100, 60)
+    maps = np.zeros((1, 17, 64, 48), dtype=np.float32)
+    maps[0, 0] = np.exp(-squared / (2 * 2.0**2))
+    same = grid_heatmaps(maps, (256, 192), 64, 48)
+    assert same.shape == (1, 17, 64, 48) and same.dtype == np.float32
+    # posecli's cell j is centred on crop pixel 4j + 1.5
+    np.testing.assert_allclose(dark_decode(same)[0, 0, :2] * 4 + 1.5, [100, 60], atol=0.15)
+    half = grid_heatmaps(maps, (128, 96), 32, 24)  # a 128×96 crop resized up to 256×192
+    expected = (np.array([100, 60]) + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(dark_decode(half)[0, 0, :2] * 4 + 1.5, expected, atol=0.15)
+
+
+def test_detected_boxes_join_the_hand_drawn_ones_without_duplicates():
+    hand = np.array([[0.0, 0.0, 10.0, 20.0]])
+    # apart, the same person, apart, inside it (its upper body), half inside
+    detected = np.array(
+        [[50.0, 50, 60, 70], [0.5, 0, 10.5, 21], [100, 0, 120, 40], [1, 1, 9, 9], [5, 0, 15, 8]]
+    )
+    scores = np.array([0.9, 0.8, 0.3, 0.7, 0.6])
+    boxes, box_scores = merge_boxes(hand, detected, scores, 0.5, 0.7)
+    np.testing.assert_allclose(
+        boxes, [[0, 0, 10, 20], [50, 50, 60, 70], [100, 0, 120, 40], [5, 0, 15, 8]]
+    )
+    np.testing.assert_allclose(box_scores, [1.0, 0.9, 0.3, 0.6])
+    boxes, box_scores = merge_boxes(np.zeros((0, 4)), detected, scores, 0.5, 0.7)
+    assert len(boxes) == 5
+    overlapping = np.array([[0.0, 0, 10, 20], [1.0, 0, 11, 20], [30.0, 0, 40, 20]])
+    assert box_nms(overlapping, np.array([0.5, 0.9, 0.4]), 0.6).tolist() == [1, 2]
+
+
+def require_tinypose() -> None:
+    require_teachers()
+    for name in (TINYPOSE_FILE, PICODET_FILE):
+        if not (TEACHERS_DIR / name).is_file():
+            pytest.skip(f"{name} not found in {TEACHERS_DIR}")
+
+
+def test_tinypose_and_picodet_find_the_annotated_person():
+    require_tinypose()
+    truth, image = eval_person()
+    x, y, width, height = truth["bbox"]
+    annotated = np.array([[x, y, x + width, y + height]])
+    tinypose = TinyPose(open_session(TEACHERS_DIR / TINYPOSE_FILE))
+    found = tinypose.keypoints(image, annotated)[0]
+    assert best_oks([Detection(found, annotated[0], 1.0)], truth) > 0.85
+    boxes, scores = PicoDet(open_session(TEACHERS_DIR / PICODET_FILE)).detect(image, 0.2, 0.6)
+    assert len(boxes) and box_iou(boxes[:1], annotated)[0, 0] > 0.7 and scores[0] > 0.5
+    people = Teachers(TEACHERS_DIR, LabelConfig(teacher="tinypose")).people(image, None)
+    assert people[0].box_score == pytest.approx(scores[0]) and best_oks(people, truth) > 0.85
+
+
+def test_label_command_takes_the_tinypose_teacher(tmp_path, capsys):
+    require_tinypose()
+    from posecli.cli import run
+
+    image = EVAL_SET / "images" / "000000000785.jpg"
+    out = tmp_path / "labels.json"
+    command = ["label", "--images", str(image), "--out", str(out), "--teachers", str(TEACHERS_DIR)]
+    assert run([*command, "--teacher", "tinypose", "--quiet"]) == 0
+    labels = json.loads(out.read_text())
+    assert labels["info"]["label_settings"]["teacher"] == "tinypose"
+    assert [a["num_keypoints"] for a in labels["annotations"] if not a["iscrowd"]][0] >= 15
+
+
+def test_label_command_refuses_an_unknown_teacher_before_loading_any(tmp_path, capsys):
+    from posecli.cli import run
+
+    (image,) = write_images(tmp_path / "images", 1)
+    out = tmp_path / "labels.json"
+    command = ["label", "--images", str(image), "--out", str(out), "--teachers", str(tmp_path)]
+    assert run([*command, "--teacher", "tinypose-xl", "--quiet"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "tinypose-xl" in lines[0] and "tinypose" in lines[0]
+    assert run([*command, "--threads", "0", "--quiet"]) == 2
+    assert not out.exists() and not partial_path(out).exists()

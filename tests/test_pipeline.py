@@ -355,3 +355,140 @@ def test_a_stopped_run_counts_the_frames_it_never_finished() -> None:
     stats = run_pipeline(frames(300), StandInEstimator(), [stop_at_twenty], stop=stop)
     assert 20 < stats.read < 300
     assert stats.read == stats.frames + stats.dropped  # the frame read as it stopped: dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# Following people between bottom-up frames (issue 38)
+
+
+class World:
+    """A scripted video: ``people[i]`` the x positions of the people in frame ``i``,
+    ``brightness[i]`` its background; pixel ``(0, 0)`` carries the frame index."""
+
+    def __init__(self, people: list[list[float]], brightness: list[int] | None = None) -> None:
+        self.people = people
+        self.brightness = brightness or [60] * len(people)
+
+    def frames(self) -> list[SourceFrame]:
+        source = []
+        for index, value in enumerate(self.brightness):
+            image = np.full((36, 64, 3), value, dtype=np.uint8)
+            image[0, 0] = index
+            source.append(SourceFrame(image=image, index=index, time=index / 10))
+        return source
+
+
+class FollowingEstimator(StandInEstimator):
+    """Bottom-up: the world's people of the frame (``bottom_up`` lists the frames it ran on);
+    following: each followed person whose predicted x is within 6 px of one of the frame's
+    people is found there, the others are lost."""
+
+    def __init__(self, world: World, detect_every: int, *, refines: bool = True) -> None:
+        super().__init__()
+        self.config = InferenceConfig(detect_every=detect_every)
+        self.world = world
+        self.can_follow = refines
+        self.bottom_up: list[int] = []
+        self.followed: list[int] = []
+
+    def heatmaps(self, images: list[np.ndarray]) -> list[StandInHeatmaps]:
+        self.bottom_up += [int(image[0, 0, 0]) for image in images]
+        return super().heatmaps(images)
+
+    def poses(self, heatmaps: StandInHeatmaps, image: np.ndarray | None = None) -> list[Pose]:
+        return [person_at(x) for x in self.world.people[heatmaps.value]]
+
+    def follow(self, image: np.ndarray, people: list[Pose]) -> tuple[list[Pose], int]:
+        index = int(image[0, 0, 0])
+        self.followed.append(index)
+        here = self.world.people[index]
+        found = []
+        for person in people:
+            near = [x for x in here if abs(x - person.keypoints[0, 0]) <= 6]
+            found += [person_at(near[0])] if near else []
+        return found, len(people) - len(found)
+
+
+def _follow(world: World, detect_every: int, **changes) -> tuple[FollowingEstimator, Recorder]:
+    estimator, sink = FollowingEstimator(world, detect_every, **changes), Recorder()
+    run_pipeline(world.frames(), estimator, [sink], tracker=Tracker())
+    return estimator, sink
+
+
+def _ids_at(frame: Frame, x_range: tuple[float, float]) -> list[int | None]:
+    return [p.track_id for p in frame.poses if x_range[0] <= p.keypoints[0, 0] <= x_range[1]]
+
+
+def test_a_moving_person_keeps_one_id_with_the_network_on_every_fifth_frame() -> None:
+    world = World([[10.0 + 3 * i] for i in range(20)])
+    estimator, sink = _follow(world, 5)
+    assert estimator.bottom_up == [0, 5, 10, 15]  # the network's calls
+    assert estimator.followed == [i for i in range(20) if i % 5]
+    assert [[p.track_id for p in frame.poses] for frame in sink.frames] == [[1]] * 20
+    walked = [frame.poses[0].keypoints[0, 0] for frame in sink.frames]
+    assert walked == [10 + 3 * i for i in range(20)]  # each frame's own position
+
+
+def test_a_person_entering_between_bottom_up_frames_is_found_at_the_next_one() -> None:
+    world = World([[10.0 + i] + ([200.0 - i] if i >= 7 else []) for i in range(16)])
+    estimator, sink = _follow(world, 5)
+    assert estimator.bottom_up == [0, 5, 10, 15]
+    newcomer = [_ids_at(frame, (150, 250)) for frame in sink.frames]
+    assert newcomer[:10] == [[]] * 10  # not looked for before frame 10
+    assert newcomer[10] == [None]  # found, unconfirmed (TrackerConfig.min_hits)
+    assert newcomer[11:] == [[2]] * 5  # followed and confirmed
+    assert all(_ids_at(frame, (0, 100)) == [1] for frame in sink.frames)
+
+
+def test_a_scene_cut_triggers_a_bottom_up_frame() -> None:
+    world = World([[10.0 + i] for i in range(12)], brightness=[60] * 7 + [200] * 5)
+    estimator, sink = _follow(world, 5)
+    assert estimator.bottom_up == [0, 5, 7, 10]
+    assert all(len(frame.poses) == 1 for frame in sink.frames)
+
+
+def test_a_lost_person_triggers_a_bottom_up_frame_and_is_not_shown_meanwhile() -> None:
+    walker = [[10.0 + i] for i in range(12)]
+    world = World([walker[i] + ([100.0] if i < 7 else []) for i in range(12)])
+    world.people[7] = [10.0 + 7, 150.0]  # the second person jumps away: the refiner loses them
+    estimator, sink = _follow(world, 5)
+    assert sorted(estimator.bottom_up) == [0, 5, 8, 10]  # frame 8 at once (by the decoder)
+    assert [len(frame.poses) for frame in sink.frames] == [2] * 7 + [1] + [1] * 4
+    assert all(_ids_at(frame, (0, 50)) == [1] for frame in sink.frames)
+
+
+@pytest.mark.parametrize("changes", [{"detect_every": 1}, {"detect_every": 5, "refines": False}])
+def test_without_following_every_frame_is_bottom_up_and_tracked_as_before(changes) -> None:
+    world = World([[10.0 + 3 * i] + ([80.0] if 4 <= i < 9 else []) for i in range(14)])
+    detect_every = changes.pop("detect_every")
+    estimator, sink = _follow(world, detect_every, **changes)
+    assert estimator.bottom_up == list(range(14)) and estimator.followed == []
+    tracker = Tracker()  # today's path: each frame's people, tracked in order
+    people = [estimator.poses(StandInHeatmaps(i), None) for i in range(14)]
+    expected = [tracker.update(poses, i / 10) for i, poses in enumerate(people)]
+    for frame, poses in zip(sink.frames, expected, strict=True):
+        assert [p.track_id for p in frame.poses] == [p.track_id for p in poses]
+        for got, want in zip(frame.poses, poses, strict=True):
+            np.testing.assert_array_equal(got.keypoints, want.keypoints)
+
+
+def test_detect_every_defaults_to_following_for_the_tracking_commands_only() -> None:
+    from types import SimpleNamespace
+
+    from posecli import options
+    from posecli.streams import tracks_header
+
+    def default(specs) -> list[int]:
+        return [spec.default for spec in specs if spec.name == "detect_every"]
+
+    every = options.STREAM_DETECT_EVERY
+    assert every > 1 and default(options.STREAM_INFERENCE_OPTIONS) == [every]
+    assert default(options.BATCH_INFERENCE_OPTIONS) == [every]
+    assert default(options.INFERENCE_OPTIONS) == []  # images, eval: every image bottom-up
+    assert InferenceConfig().detect_every == 1  # the library's default: as before
+    chosen = options.inference_options(detect_every=every)
+    assert chosen.inference.detect_every == every
+    assert options.inference_options(refine=False, detect_every=every).inference.detect_every == 1
+    estimator = SimpleNamespace(model=SimpleNamespace(name="stand-in"))
+    header = tracks_header("video", "in.mp4", None, estimator, chosen)  # type: ignore[arg-type]
+    assert header["options"]["detect_every"] == every  # the track file records it

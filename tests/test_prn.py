@@ -13,6 +13,7 @@ import torch
 from coco_synthetic import person_annotation, person_keypoints, write_coco
 from tiny_model import save_tiny_checkpoint
 
+from posecli.boxes import person_box
 from posecli.config import DecodeConfig, InferenceConfig, PRNConfig, TrainConfig
 from posecli.errors import CheckpointError, DecoderError, UsageError
 from posecli.estimator import Estimator, Heatmaps
@@ -20,7 +21,6 @@ from posecli.group import PRNGrouping
 from posecli.model import build_prn
 from posecli.options import inference_options
 from posecli.pose import Pose
-from posecli.refine import person_box
 from posecli.spec import coco_to_network
 from posecli.train.prn import PRNSampleDataset
 from posecli.train.targets import render_heatmaps

@@ -15,22 +15,14 @@ import torch
 from coco_synthetic import write_people_set
 from tiny_model import save_tiny_checkpoint
 
+from posecli.boxes import CropBox, crop_affine, person_box, to_image
 from posecli.cli import run
 from posecli.config import AugmentConfig, InferenceConfig, Preprocessing, RefinerConfig, TrainConfig
 from posecli.errors import CheckpointError, UsageError
 from posecli.estimator import Estimator
 from posecli.model import build_refiner, grow_instances, heatmap_keypoints, resize_crop
 from posecli.pose import Pose
-from posecli.refine import (
-    CropBox,
-    RefinedPose,
-    Refinement,
-    crop_affine,
-    crop_people,
-    merge_poses,
-    person_box,
-    to_image,
-)
+from posecli.refine import RefinedPose, Refinement, crop_people, merge_poses
 from posecli.spec import COCO_FLIP_ORDER
 from posecli.train.refiner import (
     RefinerCropDataset,

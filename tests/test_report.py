@@ -243,6 +243,47 @@ def test_header_gives_fps_model_and_options(tmp_path: Path) -> None:
     assert any("not smoothed again" in note for note in report.notes)
 
 
+def test_keypoints_under_the_draw_threshold_are_not_found(tmp_path: Path) -> None:
+    """The refiner reports all 17 keypoints, weak ones with low scores: those at or under the
+    draw threshold (the tracks', else 0.1) are neither found nor measured."""
+    frames = synthetic_frames()[:20]
+    for frame in frames[::2]:
+        frame.poses[0].keypoints[K["left_knee"], 2] = 0.05  # drawn by no default skeleton
+    for frame in frames[1::4]:
+        frame.poses[0].keypoints[K["left_ankle"], 2] = 0.2
+    path = write_tracks(tmp_path / "weak.jsonl", frames)
+
+    def person_one_of(report):
+        return next(m for m in report.people if m.track.track_id == 1)
+
+    default = build_report(read_tracks(path), smooth=False, sheet_count=0)
+    one = person_one_of(default)
+    assert dict(default.summary)["keypoints found"] == "scored above 0.1"
+    assert one.share[K["left_knee"]] == pytest.approx(0.5)
+    assert one.share[K["left_ankle"]] == pytest.approx(1.0)
+    knee = one.angles["left knee"]
+    assert np.isnan(knee[::2]).all() and not np.isnan(knee[1::2]).any()
+    assert "score > 0.1" in keypoint_share_figure(one).axes[0].get_xlabel()
+    everything = person_one_of(build_report(read_tracks(path), smooth=False, sheet_count=0,
+                                            threshold=0.0))  # fmt: skip
+    assert everything.share[K["left_knee"]] == pytest.approx(1.0)
+    header = {"options": {"draw_threshold": 0.3}}
+    recorded = write_tracks(tmp_path / "recorded.jsonl", frames, header)
+    strict = person_one_of(build_report(read_tracks(recorded), smooth=False, sheet_count=0))
+    assert strict.threshold == 0.3
+    assert strict.share[K["left_ankle"]] == pytest.approx(0.75)  # 0.2 in 5 of 20 frames
+    assert np.isnan(strict.angles["left knee"][1::4]).all()  # its ankle under 0.3 there
+
+
+def test_report_progress_counts_pictures_and_figures(tracks_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    report = build_report(
+        read_tracks(tracks_path), sheet_count=3, progress=lambda *state: calls.append(state)
+    )
+    total = 3 + 1 + 3 * len(report.people)  # pictures, the sheet, three figures per person
+    assert calls == [(done, total) for done in range(1, total + 1)]
+
+
 # ---------------------------------------------------------------------------------------------
 # figures
 

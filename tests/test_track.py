@@ -364,3 +364,19 @@ def test_the_pipeline_hands_low_score_people_to_the_tracker_and_shows_the_others
     )
     assert candidate_decode_config(object(), tracker) is None
     assert candidate_decode_config(estimator, object()) is None
+
+
+def test_followed_people_are_the_tracks_seen_last_moved_by_their_velocity(skeleton) -> None:
+    tracker = Tracker(TrackerConfig(min_hits=2))
+    walker, stranger = _walk(skeleton, 3, [(100.0, 10.0, 150.0)]), skeleton(400, 200, 150)
+    tracker.update([walker[0][0], Pose(stranger, 0.5)], 0.0)
+    tracker.update([walker[1][0]], 1 / FPS)  # the stranger is lost, not followed
+    followed = tracker.followed(2 / FPS)
+    assert [(p.track_id, p.score) for p in followed] == [(1, 0.9)]
+    assert followed[0].keypoints.dtype == np.float32
+    # velocity 100 px/s, blended with 0 (velocity_blend 0.5): 50 px/s × 0.1 s ahead
+    np.testing.assert_allclose(followed[0].keypoints[:, 0], walker[1][0].keypoints[:, 0] + 5)
+    newcomer = Pose(skeleton(700, 200, 150), 0.4)
+    assert tracker.update([walker[2][0], newcomer], 2 / FPS)[1].track_id is None
+    followed = tracker.followed(3 / FPS)  # unconfirmed people are followed too, to be confirmed
+    assert [(p.track_id, p.score) for p in followed] == [(1, 0.9), (None, 0.4)]

@@ -321,7 +321,6 @@ def test_from_network_wraps_in_eval_mode() -> None:
         PoseModel.from_network(network, SMALL)
 
 
-
 def test_loaded_cpu_network_uses_channels_last(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "tiny.pt", build_network(TINY), TINY, Preprocessing(), {})
     weight = load_model(path).network.pre.conv1.weight

@@ -43,19 +43,19 @@ def test_the_wheel_holds_the_default_model_and_the_native_decoder(wheel: Path) -
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
 
 
-def test_an_installed_wheel_runs_images_with_the_default_model(
-    wheel: Path, tmp_path: Path
-) -> None:
+def test_an_installed_wheel_runs_images_with_the_default_model(wheel: Path, tmp_path: Path) -> None:
     if not EVAL_IMAGES.is_dir():
         pytest.skip(f"shared eval images not found at {EVAL_IMAGES}")
     venv = tmp_path / "venv"
     assert _run(sys.executable, "-m", "venv", "--without-pip", venv).returncode == 0
     python = venv / "bin" / "python"
-    site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
-                .stdout.strip())
+    site = Path(
+        _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").stdout.strip()
+    )
     (site / "borrowed.pth").write_text(sysconfig.get_path("purelib") + "\n")  # dependencies
-    installed = _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps",
-                     "-q", wheel)
+    installed = _run(
+        sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", wheel
+    )
     assert installed.returncode == 0, installed.stderr[-2000:]
     where = _run(python, "-c", "import posecli.weights as w; print(w.WEIGHTS_DIR)", cwd=tmp_path)
     assert Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr

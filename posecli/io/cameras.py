@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,13 +24,24 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def _opencv_silenced() -> Iterator[None]:
-    """OpenCV's own logging off (it writes straight to stderr), restored afterwards."""
+    """OpenCV's own logging off, and the FFmpeg inside it (``[tcp @ 0x…] Connection refused``)
+    kept off the terminal: both write straight to file descriptor 2, which goes to a temporary
+    file meanwhile, its lines logged at debug level. Restored afterwards."""
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            cv2.utils.logging.setLogLevel(level)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                logger.debug("camera backend: %s", line)
 
 
 def _open_failure(camera: int | str) -> str:

@@ -27,6 +27,10 @@ _SHIFT = 4
 _SIDE_COLOURS = {"left": LEFT_COLOUR_RGB, "right": RIGHT_COLOUR_RGB, "centre": CENTRE_COLOUR_RGB}
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
+#: Keypoints scored above this are drawn (``--draw-threshold``), and counted as found by
+#: ``posecli report``.
+DEFAULT_DRAW_THRESHOLD = 0.1
+
 
 def line_thickness(height: int, width: int) -> int:
     """Limb width in pixels for an image of this size (1 px up to 360 px, 3 px at 720p…)."""
@@ -54,7 +58,7 @@ def draw_poses(
     image: np.ndarray,
     poses: Sequence[Pose],
     *,
-    min_confidence: float = 0.1,
+    min_confidence: float = DEFAULT_DRAW_THRESHOLD,
     show_ids: bool = True,
 ) -> np.ndarray:
     """Draw each pose's skeleton, keypoints and (when tracked and ``show_ids``) its id.

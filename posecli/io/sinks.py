@@ -1,4 +1,4 @@
-"""Where results go: annotated H.264 video, JSON-lines tracks, COCO results, OpenPose JSON, images.
+"""Where results go: annotated H.264 video, JSON-lines tracks, CSV, COCO results, OpenPose, images.
 
 Every sink writes to a temporary name beside its output and renames it when complete, never
 overwrites an existing output unless ``force=True``, and is a context manager:
@@ -10,12 +10,13 @@ overwrites an existing output unless ``force=True``, and is a context manager:
 
 Leaving a ``with`` block calls :meth:`close`, or :meth:`abort` when an exception (including
 ``KeyboardInterrupt``) is propagating. A COCO results file is one JSON document, which a part of
-the images would fake: it is kept only after an interrupt, and discarded after an error.
+the images would fake: it is kept only after an interrupt (or a closed standard output), and
+discarded after an error.
 These calls are idempotent and thread-safe with respect to ``write`` (a call waits for a write
 in progress to finish); failures while saving are logged as one line each, without traceback.
 
-Temporary files and output checks: :mod:`posecli.io.files`; the video sink's ffmpeg commands:
-:mod:`posecli.io.mp4`, the frame stream it pipes to ffmpeg: :mod:`posecli.io.matroska`.
+Temporary files, output checks: :mod:`posecli.io.files`; the video sink's ffmpeg commands:
+:mod:`posecli.io.mp4`, its frame stream: :mod:`posecli.io.matroska`.
 """
 
 from __future__ import annotations
@@ -34,18 +35,26 @@ from typing import Any
 import cv2
 import numpy as np
 
-from posecli.errors import OutputError
+from posecli.errors import OutputClosedError, OutputError
 from posecli.io.ffmpeg import FfmpegProcess, probe_video, rational_rate
 from posecli.io.files import (
     check_output,
     error_reason,
+    open_through,
     remove_quietly,
     temporary_path,
     write_atomically,
+    written_through,
 )
 from posecli.io.matroska import MatroskaFrames
 from posecli.io.mp4 import add_audio, encoder_args, track_timescale
-from posecli.pose import Frame, frame_to_openpose, frame_to_track_line, to_coco_result
+from posecli.pose import (
+    Frame,
+    frame_to_openpose,
+    frame_to_track_line,
+    frames_to_csv,
+    to_coco_result,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,59 +125,58 @@ class Sink:
 
 
 # ---------------------------------------------------------------------------------------------
-# JSON lines
+# Lines per frame: JSON-lines tracks, CSV
 
 
-class JsonLinesSink(Sink):
-    """Per-frame track lines (``.jsonl``, :func:`posecli.pose.frame_to_track_line`), after a
-    first line ``{"header": {...}}`` when a ``header`` is given (source, fps, model, options).
-
-    Each :meth:`write` hands one whole line to the operating system (the file is unbuffered),
-    so an interrupted or failed run keeps every complete line; :meth:`abort` cuts a line left
-    half-written, if any — a truncation, which works on a full disk too.
+class _LinesSink(Sink):
+    """A text file written frame by frame (``encode(frame)``: its lines), after a first line:
+    each :meth:`write` hands a frame's lines to the operating system at once (the file is
+    unbuffered), so an interrupted or failed run keeps every complete line; :meth:`abort` cuts
+    a line left half-written, if any — a truncation, which works on a full disk too.
+    ``-`` (standard output), ``/dev/null``, a FIFO… (``files.written_through``) are written in
+    place, never truncated or replaced; a pipe's reader leaving raises ``OutputClosedError``.
     """
 
-    def __init__(
-        self, path: str | Path, *, force: bool = False, header: Mapping[str, Any] | None = None
-    ) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, *, force: bool, first: bytes | None) -> None:
+        self.path, self.lines = Path(path), 0  # lines: frames written
+        self._temporary: Path | None = None
         check_output(self.path, force=force)
-        self._temporary = temporary_path(self.path)
-        self._file = open(self._temporary, "wb", buffering=0)  # noqa: SIM115 — kept open
-        self._complete_bytes = 0
-        self.lines = 0
+        if written_through(self.path):  # stdout: a duplicate of fd 1, sys.stdout left alone
+            self._file = open_through(self.path)
+        else:
+            self._temporary = temporary_path(self.path)
+            self._file = open(self._temporary, "wb", buffering=0)  # noqa: SIM115 — kept open
         super().__init__()
-        if header is not None:  # the first line: how the tracks were made
-            self._write_header(header)
-
-    def _write_header(self, header: Mapping[str, Any]) -> None:
-        """Write the header line; OutputError (nothing left behind) if it does not fit."""
-        line = _json_line({"header": dict(header)})
-        try:
-            _write_all(self._file, line)
+        try:  # the first line; if it does not fit, nothing is left behind
+            _write_all(self._file, first or b"")
         except OSError as error:
             self._file.close()
-            remove_quietly(self._temporary)
-            raise OutputError(f"cannot write {self.path}: {error_reason(error)}") from error
-        self._complete_bytes = len(line)
+            if self._temporary is not None:
+                remove_quietly(self._temporary)
+            raise self._error(error) from error
+        self._complete_bytes = len(first or b"")
+
+    def _error(self, error: OSError, kept: str = "") -> OutputError:
+        """The OutputError of a failed write (``OutputClosedError``: a pipe's reader left)."""
+        if self._temporary is None and isinstance(error, BrokenPipeError):
+            return OutputClosedError(f"{self.path}: closed by its reader")
+        return OutputError(f"cannot write {self.path}: {error_reason(error)}{kept}")
 
     def write(self, frame: Frame, image: np.ndarray | None = None) -> None:
-        """Append the line of ``frame`` (its poses in image pixels, COCO-17 order).
+        """Append the lines of ``frame`` (its poses in image pixels, COCO-17 order).
 
         Raises:
-            OutputError: the line could not be written (disk full…); the lines before it stay.
+            OutputError: the lines could not be written (disk full…); the lines before stay.
         """
-        line = _json_line(frame_to_track_line(frame))
+        data = self.encode(frame)
         with self._lock:
             self._check_open()
             try:
-                _write_all(self._file, line)
+                _write_all(self._file, data)
             except OSError as error:
-                raise OutputError(
-                    f"cannot write {self.path}: {error_reason(error)} "
-                    f"(the {self.lines} complete lines before are kept)"
-                ) from error
-            self._complete_bytes += len(line)
+                kept = f" (the complete lines of {self.lines} frames before are kept)"
+                raise self._error(error, kept) from error
+            self._complete_bytes += len(data)
             self.lines += 1
 
     def close(self) -> Path | None:
@@ -181,14 +189,19 @@ class JsonLinesSink(Sink):
         """Close the file and rename it into place."""
         try:
             self._file.close()
-            os.replace(self._temporary, self.path)
+            if self._temporary is not None:
+                os.replace(self._temporary, self.path)
         except OSError as error:
-            remove_quietly(self._temporary)
-            raise OutputError(f"cannot write {self.path}: {error_reason(error)}") from error
+            if self._temporary is not None:
+                remove_quietly(self._temporary)
+            raise self._error(error) from error
         return self.path
 
     def _keep_complete_lines(self) -> Path | None:
         """Cut a partial last line, close, rename into place; never deletes a complete line."""
+        if self._temporary is None:  # standard output: what was written is there
+            self._file.close()
+            return self.path
         try:
             self._file.truncate(self._complete_bytes)
         except OSError as error:
@@ -204,11 +217,36 @@ class JsonLinesSink(Sink):
             os.replace(self._temporary, self.path)
         except OSError as error:
             logger.warning(
-                "could not rename the %d track lines written to %s (%s); they are in %s",
+                "could not rename the lines of %d frames written to %s (%s); they are in %s",
                 self.lines, self.path, error_reason(error), self._temporary,
             )  # fmt: skip
             return None
         return self.path
+
+
+class JsonLinesSink(_LinesSink):
+    """Per-frame track lines (``.jsonl``, :func:`posecli.pose.frame_to_track_line`), after a
+    first line ``{"header": {...}}`` when a ``header`` is given (source, fps, model, options)."""
+
+    def __init__(
+        self, path: str | Path, *, force: bool = False, header: Mapping[str, Any] | None = None
+    ) -> None:
+        first = None if header is None else _json_line({"header": dict(header)})
+        super().__init__(path, force=force, first=first)
+
+    def encode(self, frame: Frame) -> bytes:
+        return _json_line(frame_to_track_line(frame))
+
+
+class CsvSink(_LinesSink):
+    """A CSV table, one row per person per frame (:func:`posecli.pose.frame_to_csv_rows`),
+    after a first line naming :data:`posecli.pose.CSV_COLUMNS`."""
+
+    def __init__(self, path: str | Path, *, force: bool = False) -> None:
+        super().__init__(path, force=force, first=frames_to_csv([], columns=True))
+
+    def encode(self, frame: Frame) -> bytes:
+        return frames_to_csv([frame])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +274,9 @@ class CocoResultsSink(Sink):
         self.path = Path(path) if path is not None else None
         if self.path is not None:
             check_output(self.path, force=force)
-        self._temporary = temporary_path(self.path) if self.path is not None else None
+        self._temporary = None  # none for a written-through path: write_atomically writes it
+        if self.path is not None and not written_through(self.path):
+            self._temporary = temporary_path(self.path)
         self.results: list[dict] = []
         self.images = 0
         super().__init__()
@@ -261,7 +301,7 @@ class CocoResultsSink(Sink):
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is None:
             self.close()
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif issubclass(exc_type, (KeyboardInterrupt, OutputClosedError)):
             self.abort()
         else:
             self.discard()
@@ -386,6 +426,7 @@ class ImageDirectorySink(_DirectorySink):
 # ---------------------------------------------------------------------------------------------
 # Annotated video
 
+
 class VideoSink(Sink):
     """Annotated frames → H.264 (yuv420p, BT.709) MP4, keeping each frame's presentation time.
 
@@ -420,7 +461,7 @@ class VideoSink(Sink):
         force: bool = False,
     ) -> None:
         self.path = Path(path)
-        check_output(self.path, force=force)
+        check_output(self.path, force=force, regular=True)
         rate = frame_rate if isinstance(frame_rate, Fraction) else rational_rate(frame_rate)
         self.frame_rate = rate if rate > 0 else Fraction(25)
         self.timescale = track_timescale(self.frame_rate, timescale)

@@ -34,12 +34,17 @@ from posecli.io.ffmpeg import (
     is_url,
     probe_video,
 )
+from posecli.io.imagesize import stated_size
 
 logger = logging.getLogger(__name__)
 
 #: A video whose frames end more than this many seconds before its container's duration (and
 #: more than two frame steps) is reported as cut short.
 SHORT_SECONDS = 0.5
+
+#: Largest image or video frame read by default, pixels (150 MP: 450 MB decoded; a 108 MP
+#: phone photo passes). ``--max-megapixels`` raises it for the images of a run.
+MAX_IMAGE_PIXELS = 150_000_000
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,19 @@ class _ShowinfoParser:
         self.records.put(None)
 
 
+def check_frame_range(start: float | None, end: float | None, every: int) -> None:
+    """UsageError unless ``start``/``end`` (seconds, ``None``: unbounded) and ``every`` are a
+    range of frames some video can have (:class:`VideoSource`'s, checked before any work)."""
+    if every < 1:
+        raise UsageError(f"--every must be at least 1, got {every}")
+    if start is not None and not 0 <= start < math.inf:
+        raise UsageError(f"--start must be a time of at least 0 s, got {start}")
+    if end is not None and not math.isfinite(end):  # never into a header's JSON
+        raise UsageError(f"--end must be a time in seconds, got {end}")
+    if end is not None and end <= (start or 0.0):
+        raise UsageError(f"--end ({end}) must be after --start ({start or 0.0})")
+
+
 class VideoSource(Source):
     """Frames of a video file or URL, decoded by ffmpeg as a stream (flat memory).
 
@@ -150,15 +168,11 @@ class VideoSource(Source):
         end: float | None = None,
         every: int = 1,
     ) -> None:
-        if every < 1:
-            raise UsageError(f"--every must be at least 1, got {every}")
-        if start is not None and not 0 <= start < math.inf:
-            raise UsageError(f"--start must be a time of at least 0 s, got {start}")
-        if end is not None and (math.isnan(end) or end <= (start or 0.0)):
-            raise UsageError(f"--end ({end}) must be after --start ({start or 0.0})")
+        check_frame_range(start, end, every)
         self.source = str(source)
         self.start, self.end, self.every = start, end, every
         self.info: VideoInfo = probe_video(self.source)
+        check_pixels(self.source, self.info.width, self.info.height, MAX_IMAGE_PIXELS, "")
         self._process: FfmpegProcess | None = None
         self._closed = False
 
@@ -320,7 +334,7 @@ def _read_rgb(stream: BinaryIO, width: int, height: int) -> np.ndarray | None:
 
 #: File name suffixes taken from a directory (lower case).
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".gif",
      ".pbm", ".pgm", ".ppm", ".pnm", ".avif"}
 )  # fmt: skip
 
@@ -385,14 +399,29 @@ def image_ids(paths: Sequence[Path]) -> list[tuple[int, str]]:
     return [(image_id, path.name) for image_id, path in zip(ids, paths, strict=True)]
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def check_pixels(
+    source: str | Path, width: int, height: int, limit: int, option: str = "--max-megapixels"
+) -> None:
+    """InputError when a ``width × height`` image or frame passes ``limit`` pixels (0: none);
+    the message names the ``option`` that raises the limit, if any."""
+    if limit and width * height > limit:
+        advice = f": {option} {math.ceil(width * height / 1e6)} reads it" if option else ""
+        raise InputError(
+            f"{source} is {width}×{height} pixels ({width * height / 1e6:.0f} MP), over the "
+            f"limit of {limit / 1e6:g} MP{advice}"
+        )
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file as upright RGB uint8 ``(H, W, 3)``.
 
     EXIF orientation (JPEG, PNG, WebP) is applied; grey becomes RGB; 16-bit and float images
-    are scaled to 8 bits; an alpha channel is composited on a white background.
+    are scaled to 8 bits; an alpha channel is composited on a white background. An image of
+    more than ``max_pixels`` (0: no limit) is refused, by the size its header states before
+    decoding where the format is one ``posecli.io.imagesize`` reads.
 
     Raises:
-        InputError: the file is missing, unreadable, empty or not a decodable image.
+        InputError: the file is missing, unreadable, empty, too large or not a decodable image.
     """
     path = Path(path)
     try:
@@ -401,10 +430,14 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"cannot read image {path}: {error.strerror or error}") from error
     if not data:
         raise InputError(f"image is empty: {path}")
+    stated = stated_size(data)
+    if stated is not None:
+        check_pixels(path, *stated, max_pixels)
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         reason = "cannot decode image data (not an image, or corrupt)"
         raise InputError(f"cannot read image {path}: {reason}")
+    check_pixels(path, decoded.shape[1], decoded.shape[0], max_pixels)  # formats not read
     image = _to_rgb(_to_uint8(decoded, path))
     return np.ascontiguousarray(apply_orientation(image, exif_orientation(data)))
 
@@ -444,16 +477,24 @@ class ImageSource(Source):
 
     With ``skip_unreadable`` an image that cannot be read is logged (a warning), recorded in
     :attr:`skipped` as ``(index, message)`` and passed over; the iteration fails only when no
-    image at all could be read. Without it the first unreadable image raises.
+    image at all could be read. Without it the first unreadable image raises. An image of more
+    than ``max_pixels`` (0: no limit) is unreadable (:func:`load_image`).
 
     Raises:
         InputError: a missing input (at construction), an unreadable image (iterating).
     """
 
-    def __init__(self, inputs: Sequence[str | Path], *, skip_unreadable: bool = False) -> None:
+    def __init__(
+        self,
+        inputs: Sequence[str | Path],
+        *,
+        skip_unreadable: bool = False,
+        max_pixels: int = MAX_IMAGE_PIXELS,
+    ) -> None:
         self.paths: list[Path] = expand_image_inputs(inputs)
         self.ids: list[tuple[int, str]] = image_ids(self.paths)
         self.skip_unreadable = skip_unreadable
+        self.max_pixels = max_pixels
         self.skipped: list[tuple[int, str]] = []
 
     def __len__(self) -> int:
@@ -463,7 +504,7 @@ class ImageSource(Source):
         self.skipped = []
         for index, path in enumerate(self.paths):
             try:
-                image = load_image(path)
+                image = load_image(path, self.max_pixels)
             except InputError as error:
                 if not self.skip_unreadable or len(self.paths) == 1:
                     raise

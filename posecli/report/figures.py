@@ -155,7 +155,8 @@ def angles_figure(motion: PersonMotion, interval: float) -> Figure:
 
 
 def keypoint_share_figure(motion: PersonMotion) -> Figure:
-    """Per COCO keypoint, the share (%) of the person's frames it was found in."""
+    """Per COCO keypoint, the share (%) of the person's frames it was found in (scored above
+    ``motion.threshold``)."""
     figure = _new_figure(5.0, 4.2)
     axes = figure.add_subplot()
     positions = np.arange(len(COCO_KEYPOINTS))
@@ -164,7 +165,8 @@ def keypoint_share_figure(motion: PersonMotion) -> Figure:
     axes.set_yticks(positions, [name.replace("_", " ") for name in COCO_KEYPOINTS], fontsize=8)
     axes.invert_yaxis()  # COCO order, top to bottom
     axes.set_xlim(0, 100)
-    axes.set_xlabel(f"frames found (%, of {len(motion.track.frames)})")
+    found = f"score > {motion.threshold:g}"
+    axes.set_xlabel(f"frames found ({found}; %, of {len(motion.track.frames)})")
     axes.set_title(f"person {motion.track.track_id}: keypoints found", fontsize=10)
     axes.grid(axis="x", alpha=0.3)
     return figure

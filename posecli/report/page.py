@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from posecli.io.draw import DEFAULT_DRAW_THRESHOLD
+from posecli.pose import Frame
 from posecli.report.figures import (
     angles_figure,
     contact_sheet_figure,
@@ -86,15 +89,42 @@ def summary_rows(tracks: TrackFile, people: list[PersonMotion]) -> list[tuple[st
 
 
 def _contact_sheet(
-    tracks: TrackFile, video: str | Path | None, count: int, columns: int
-) -> bytes | None:
-    """The contact sheet as PNG bytes (``None`` when ``count`` is 0)."""
-    chosen = sheet_frames(tracks.frames, count)
-    if not chosen:
-        return None
-    images = [sheet_image(frame, video) for frame in chosen]
+    chosen: list[Frame],
+    video: str | Path | None,
+    columns: int,
+    threshold: float,
+    tick: Callable[[], None],
+) -> bytes:
+    """The contact sheet of the records ``chosen`` as PNG bytes; ``tick()`` after each picture
+    and after the sheet."""
+    images = []
+    for frame in chosen:
+        images.append(sheet_image(frame, video, threshold=threshold))
+        tick()
     captions = [sheet_caption(frame) for frame in chosen]
-    return figure_png(contact_sheet_figure(images, captions, columns), dpi=120)
+    sheet = figure_png(contact_sheet_figure(images, captions, columns), dpi=120)
+    tick()
+    return sheet
+
+
+def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None]:
+    """``tick()``: one more of ``total`` steps done, told to ``progress(done, total)``."""
+    steps = iter(range(1, total + 1))
+    return lambda: progress(next(steps), total) if progress is not None else None
+
+
+def keypoint_threshold(tracks: TrackFile, explicit: float | None = None) -> float:
+    """The score a keypoint must pass to count as found: ``explicit``, else the
+    ``draw_threshold`` the tracks were made with (their header's options), else
+    ``posecli.io.draw.DEFAULT_DRAW_THRESHOLD``."""
+    if explicit is not None:
+        return explicit
+    options = (tracks.header or {}).get("options")
+    recorded = options.get("draw_threshold") if isinstance(options, dict) else None
+    number = isinstance(recorded, (int, float)) and not isinstance(recorded, bool)
+    if number and 0 <= recorded <= 1:  # type: ignore[operator]
+        return float(recorded)  # type: ignore[arg-type]
+    return DEFAULT_DRAW_THRESHOLD
 
 
 def already_smoothed(tracks: TrackFile) -> bool:
@@ -110,6 +140,8 @@ def build_report(
     smooth: bool = True,
     sheet_count: int = 12,
     sheet_columns: int = 4,
+    threshold: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Measure every tracked person of ``tracks`` and draw the figures.
 
@@ -119,6 +151,9 @@ def build_report(
         smooth: One-Euro smooth the keypoints before measuring angles, as ``--smooth`` does
             (not again when the header says the tracks were made with ``--smooth``).
         sheet_count: frames on the contact sheet (0: none); ``sheet_columns`` per row.
+        threshold: keypoints scored at or below it are not found: not drawn, not counted in
+            the keypoints found, no angle (``None``: :func:`keypoint_threshold`).
+        progress: ``progress(done, total)`` after each picture and figure.
 
     Raises:
         InputError: ``video`` cannot be read or is not the tracks' video.
@@ -127,24 +162,31 @@ def build_report(
     require_matplotlib()  # before any work
     if video is not None and sheet_count > 0:
         check_video(video, *tracks.size)
-    interval = _interval(tracks)
+    interval, threshold = _interval(tracks), keypoint_threshold(tracks, threshold)
     smooth_here = smooth and not already_smoothed(tracks)
-    people = [person_motion(t, interval, smooth=smooth_here) for t in person_tracks(tracks.frames)]
+    people = [
+        person_motion(track, interval, smooth=smooth_here, threshold=threshold)
+        for track in person_tracks(tracks.frames)
+    ]
     report = Report(f"posecli report: {tracks.path.name}", summary_rows(tracks, people), people)
+    report.summary.append(("keypoints found", f"scored above {threshold:g}"))
     report.notes = _notes(tracks, smooth, smooth_here)
-    sheet = _contact_sheet(tracks, video, sheet_count, sheet_columns)
-    if sheet is not None:
+    chosen = sheet_frames(tracks.frames, sheet_count)
+    tick = _ticker(progress, len(chosen) + bool(chosen) + 3 * len(people))
+    if chosen:
+        sheet = _contact_sheet(chosen, video, sheet_columns, threshold, tick)
         report.figures["contact_sheet.png"] = sheet
     width, height = tracks.size
     for motion in people:
-        stem = f"person_{motion.track.track_id}"
-        figures = {
-            "trajectory": trajectory_figure(motion, width, height, interval),
-            "angles": angles_figure(motion, interval),
-            "keypoints": keypoint_share_figure(motion),
-        }
-        for kind, figure in figures.items():
-            report.figures[f"{stem}_{kind}.png"] = figure_png(figure)
+        figures = (
+            ("trajectory", trajectory_figure, (width, height, interval)),
+            ("angles", angles_figure, (interval,)),
+            ("keypoints", keypoint_share_figure, ()),
+        )
+        for kind, draw, args in figures:
+            png = figure_png(draw(motion, *args))
+            report.figures[f"person_{motion.track.track_id}_{kind}.png"] = png
+            tick()
     return report
 
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from posecli.errors import InputError
-from posecli.io.draw import draw_poses
+from posecli.io.draw import DEFAULT_DRAW_THRESHOLD, draw_poses
 from posecli.pose import Frame
 
 #: Colour of the blank canvas, RGB.
@@ -66,15 +66,21 @@ def video_frame(video: str | Path, frame: Frame) -> np.ndarray:
     raise InputError(f"{video} has no frame at {frame.time:.3f} s")
 
 
-def sheet_image(frame: Frame, video: str | Path | None, max_width: int = 480) -> np.ndarray:
-    """The picture of one record: video frame or blank canvas, skeletons and ids drawn, scaled
-    down to at most ``max_width`` pixels wide. Returns RGB uint8 ``(h, w, 3)``."""
+def sheet_image(
+    frame: Frame,
+    video: str | Path | None,
+    max_width: int = 480,
+    threshold: float = DEFAULT_DRAW_THRESHOLD,
+) -> np.ndarray:
+    """The picture of one record: video frame or blank canvas, skeletons and ids drawn (the
+    keypoints scored above ``threshold``), scaled down to at most ``max_width`` pixels wide.
+    Returns RGB uint8 ``(h, w, 3)``."""
     if video is not None:
         image = video_frame(video, frame).copy()
     else:
         image = np.empty((frame.height, frame.width, 3), dtype=np.uint8)
         image[:] = CANVAS_RGB
-    draw_poses(image, frame.poses)
+    draw_poses(image, frame.poses, min_confidence=threshold)
     if frame.width > max_width:
         height = max(1, round(frame.height * max_width / frame.width))
         image = cv2.resize(image, (max_width, height), interpolation=cv2.INTER_AREA)

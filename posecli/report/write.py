@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -164,11 +165,13 @@ def make_report(
     smooth: bool = True,
     sheet_count: int = 12,
     force: bool = False,
+    threshold: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Report, list[Path]]:
     """``posecli report``: read ``tracks``, build the report, write the page and/or the PNGs.
 
     Outputs are checked before any work; returns the report and the paths written (the page
-    first).
+    first). ``threshold`` and ``progress``: see :func:`~posecli.report.page.build_report`.
 
     Raises:
         UsageError: nothing to write, an output is the tracks file, ``sheet_count`` < 0.
@@ -183,7 +186,10 @@ def make_report(
     if sheet_count < 0:
         raise UsageError(f"--frames must be at least 0, got {sheet_count}")
     check_report_outputs(tracks, out, png_dir, force=force, video=video)
-    report = build_report(read_tracks(tracks), video=video, smooth=smooth, sheet_count=sheet_count)
+    report = build_report(
+        read_tracks(tracks), video=video, smooth=smooth, sheet_count=sheet_count,
+        threshold=threshold, progress=progress,
+    )  # fmt: skip
     written = [] if out is None else [write_report_html(report, out, force=force)]
     if png_dir is not None:
         written.extend(write_figures(report, png_dir, force=force))

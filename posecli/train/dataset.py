@@ -245,6 +245,38 @@ def colour_jitter(
     return np.clip(pixels, 0, 255).round().astype(np.uint8)
 
 
+#: Size of an occluding patch: its sides are U(range) × the crop's height and width.
+OCCLUSION_SIDES = (0.15, 0.4)
+
+
+def occlude(crop: np.ndarray, rng: np.random.Generator, augment: AugmentConfig) -> np.ndarray:
+    """``crop`` (H, W, 3) uint8 RGB with, at probability ``augment.occlusion_probability``, one
+    rectangle of random size, place and flat colour painted over it (random erasing). Draws the
+    generator alike whether it paints or not."""
+    draw, side_h, side_w, top, left = rng.random(5)
+    colour = rng.integers(0, 256, size=3)
+    if draw >= augment.occlusion_probability:
+        return crop
+    height, width = crop.shape[:2]
+    low, high = OCCLUSION_SIDES
+    patch_h = max(int(height * (low + (high - low) * side_h)), 1)
+    patch_w = max(int(width * (low + (high - low) * side_w)), 1)
+    y, x = int(top * (height - patch_h)), int(left * (width - patch_w))
+    occluded = crop.copy()
+    occluded[y : y + patch_h, x : x + patch_w] = colour
+    return occluded
+
+
+def blur(crop: np.ndarray, rng: np.random.Generator, augment: AugmentConfig) -> np.ndarray:
+    """``crop`` (H, W, 3) uint8 Gaussian-blurred (σ U(0.5, 2) pixels) at probability
+    ``augment.blur_probability``, as motion and focus soften video frames. Draws the generator
+    alike whether it blurs or not."""
+    draw, strength = rng.random(2)
+    if draw >= augment.blur_probability:
+        return crop
+    return cv2.GaussianBlur(crop, (0, 0), sigmaX=0.5 + 1.5 * strength)
+
+
 def mosaic_of(tiles: list[AugmentedSample]) -> AugmentedSample:
     """Four ``(s, s)`` samples as one ``(2s, 2s)`` sample: row by row, top-left first.
 

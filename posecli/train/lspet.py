@@ -52,6 +52,11 @@ FACE_KEYPOINTS = (0, 1, 2, 3, 4)  # nose, eyes, ears (COCO order)
 #: Thunder's person is the labelled one when its OKS over the human joints is at least this.
 AGREE_OKS = 0.5
 JOINTS_FILE = "joints.mat"
+#: The settings of ``posecli import-lspet``: MoveNet Thunder with the keep rule chosen for it
+#: (``bench/label_quality.py``, labels v2), whatever ``posecli label``'s default teacher.
+LSPET_LABELS = LabelConfig(
+    teacher="thunder", keep_keypoint=0.2, confident_person=0.1, min_keypoints=3
+)
 
 
 def read_joints(path: Path) -> np.ndarray:

@@ -5,7 +5,7 @@ No image is read: every input is rendered from the annotations, as MultiPoseNet 
 **Samples**: one per labelled person of a COCO keypoint file (ground truth, or pseudo-labels of
 ``posecli label`` with ``keypoint_scores``; keypoints scored below ``min_keypoint_score`` are not
 used) with at least two usable keypoints. Its box is made as at inference
-(``posecli.refine.person_box``: keypoint extent at the PRN grid's aspect, × 1.25), then jittered
+(``posecli.boxes.person_box``: keypoint extent at the PRN grid's aspect, × 1.25), then jittered
 like the refiner's crops (``posecli.train.refiner.jittered_affine``: side × ``U(1 ± 0.2)``,
 centre ± 10 %, rotation, mirror with left/right swapped), onto the ``crop_height × crop_width``
 grid of cells.
@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from posecli.boxes import person_box
 from posecli.config import PRN_PRESETS, AugmentConfig, Preprocessing, PRNConfig, TrainConfig
 from posecli.errors import InputError, UsageError
 from posecli.evaluate import load_annotations
 from posecli.model import build_prn
-from posecli.refine import person_box
 from posecli.spec import COCO_FLIP_ORDER, NUM_COCO_KEYPOINTS
 from posecli.train.dataset import ConcatKeypointDataset, image_annotations
 from posecli.train.refiner import jittered_affine, person_set

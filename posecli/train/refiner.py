@@ -2,12 +2,13 @@
 
 **Samples**: one per labelled person of a COCO keypoint file (ground truth, or pseudo-labels of
 ``posecli label`` with ``keypoint_scores``) with at least two labelled keypoints. Its box is
-made as at inference (``posecli.refine.person_box``: keypoint extent, crop aspect, × 1.25),
+made as at inference (``posecli.boxes.person_box``: keypoint extent, crop aspect, × 1.25),
 then jittered like a detector's errors: side × ``U(1 ± box_scale_jitter)``, centre moved by
 ``U(± box_shift_jitter)`` × its width and height. The crop is one affine map from image pixels
 (rotation ``U(± rotate_degrees)`` about the box centre, mirror with ``flip_probability`` and
 left/right keypoints swapped, then colour jitter: the family of ``posecli.train.dataset``).
-Without augmentation (validation) the box is used as it is.
+Without augmentation (validation) the box is used as it is. An occluding patch and blur follow
+at their probabilities (off by default: fixed labels would contradict an occluded keypoint).
 
 **Instances** (``instance_order``): the people of the image whose keypoint-extent centre lies
 in the crop, ordered by the distance of that centre to the crop centre, the box's person first
@@ -19,7 +20,8 @@ supervised (weight 0), since who they are is not known.
 else of person 0 (MIPNet); one Gaussian of σ = ``TARGET_SIGMA`` cells per keypoint at stride 4
 of the crop. Per-keypoint weights: 0 for keypoints not labelled, outside the crop, or (pseudo-
 labels) scored below ``min_keypoint_score``; kept pseudo-label keypoints weigh their score with
-``weight_by_score``, others 1.
+``weight_by_score``, others 1. (Distillation from a teacher on the crop instead of labels:
+``posecli.train.distill``.)
 
 **Loss** (``refiner_loss``): the weighted heatmap MSE of top-down methods (HRNet's
 ``JointsMSELoss``), ``0.5 · mean over crops, λ and keypoints of w · mean over pixels of
@@ -42,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from posecli.boxes import CropBox, person_box, refined_score
 from posecli.config import (
     REFINER_PRESETS,
     AugmentConfig,
@@ -57,13 +60,15 @@ from posecli.io.sources import load_image
 from posecli.model import build_refiner, grow_instances, resize_crop
 from posecli.model.refiner import REFINER_STRIDE
 from posecli.pose import Pose, to_coco_result
-from posecli.refine import CropBox, Refinement, person_box, refined_score
+from posecli.refine import Refinement
 from posecli.spec import COCO_FLIP_ORDER, COCO_TO_NETWORK, NUM_COCO_KEYPOINTS
 from posecli.train.dataset import (
     ConcatKeypointDataset,
     ImageAnnotations,
+    blur,
     colour_jitter,
     image_annotations,
+    occlude,
 )
 from posecli.transforms import normalise
 from posecli.weights import (
@@ -363,6 +368,7 @@ class RefinerCropDataset(torch.utils.data.Dataset):
         crop = cv2.warpAffine(image, affine, size, flags=cv2.INTER_LINEAR, borderValue=pad)
         if self.augment is not None:
             crop = colour_jitter(crop, rng, self.augment)
+            crop = blur(occlude(crop, rng, self.augment), rng, self.augment)
         keypoints, scores = people.keypoints.copy(), people.scores
         keypoints[..., :2] = people.keypoints[..., :2] @ affine[:, :2].T + affine[:, 2]
         keypoints[people.keypoints[..., 2] <= 0] = 0.0

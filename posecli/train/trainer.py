@@ -80,12 +80,12 @@ from posecli.errors import (
     UsageError,
 )
 from posecli.estimator import Estimator
-from posecli.evaluate import SUMMARY_KEYS
+from posecli.evaluate import SUMMARY_KEYS, evaluate_model
 from posecli.io.files import write_atomically
 from posecli.model import build_network, grow_stacks
-from posecli.runs import evaluate_model
 from posecli.spec import STRIDE
 from posecli.train.dataset import CocoKeypointDataset
+from posecli.train.distill import TeacherCropDataset
 from posecli.train.loss import heatmap_loss
 from posecli.train.prn import PRNSampleDataset, initial_prn, is_prn_task, prn_loss
 from posecli.train.refiner import (
@@ -314,6 +314,10 @@ def _check_config(config: TrainConfig) -> None:
         raise UsageError("--init-crop needs --init")
     if not 0 <= zoom.mosaic_probability <= 1:
         raise UsageError(f"mosaic probability {zoom.mosaic_probability} is outside 0–1 (--mosaic)")
+    if config.teacher and not is_refiner_task(config):
+        raise UsageError("--teacher distils a top-down teacher into a refiner: train a refiner")
+    if config.teacher and not Path(config.teacher).is_file():
+        raise InputError(f"teacher model not found: {config.teacher} (--teacher)")
 
 
 def _check_run_folder(config: TrainConfig) -> None:
@@ -506,14 +510,17 @@ class Trainer:
             _check_run_folder(config)
         self.model = self._parallel(self.network)
 
-    def _dataset(self) -> CocoKeypointDataset | RefinerCropDataset | PRNSampleDataset:
-        """The run's training items: person crops for a refiner, synthetic box heatmaps for a
-        PRN, whole images for an IMHN."""
+    def _dataset(
+        self,
+    ) -> CocoKeypointDataset | RefinerCropDataset | TeacherCropDataset | PRNSampleDataset:
+        """The run's training items: person crops for a refiner (the labels' targets, or a
+        teacher's on each crop), synthetic box heatmaps for a PRN, whole images for an IMHN."""
         config, shape = self.config, self.model_config
         if isinstance(shape, PRNConfig):
             return PRNSampleDataset.from_config(config, shape)
         if isinstance(shape, RefinerConfig):
-            return RefinerCropDataset.from_config(config, shape, self.preprocessing)
+            crops = TeacherCropDataset if config.teacher else RefinerCropDataset
+            return crops.from_config(config, shape, self.preprocessing)
         coarsest = config.input_size // (STRIDE * 2**shape.depth)  # cells per side
         if config.batch_size * coarsest**2 < 2:
             raise UsageError(
@@ -819,7 +826,7 @@ def coco_results_ap(
     model: PoseModel, inference: InferenceConfig, annotations: str, images: str
 ) -> dict[str, float]:
     """AP, AP50, AP75, APM, APL, AR of a model on a COCO keypoint set: ``posecli eval``'s path
-    (``runs.evaluate_model``)."""
+    (``evaluate.evaluate_model``)."""
     evaluation = evaluate_model(Estimator(model, inference), annotations, images)
     return {key: evaluation.scores[key] for key in SUMMARY_KEYS}
 

@@ -37,13 +37,15 @@ class Detection:
     ``keypoints``: ``(17, 3)`` float64 ``[x, y, score]`` in image pixels, COCO-17 order, score 0 =
     not found. ``box``: ``(4,)`` float64 ``[x0, y0, x1, y1]`` in image pixels. ``score``: person
     score in [0, 1]. ``sources``: how many passes (or teachers) found this person.
+    ``box_score``: how sure the box is a person, for top-down teachers (hand-drawn 1, a
+    detector's score); 0 when only the keypoints say so (bottom-up teachers).
     """
 
     keypoints: np.ndarray
     box: np.ndarray
     score: float
     sources: int = 1
-
+    box_score: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,12 +64,10 @@ class PersonLabel:
     ignore: bool
 
 
-
 def person_area(box: np.ndarray, area_per_box: float) -> float:
     """Estimated segmentation area of a person with box ``[x0, y0, x1, y1]``, at least 1 px²."""
     width, height = max(box[2] - box[0], 0.0), max(box[3] - box[1], 0.0)
     return max(area_per_box * width * height, 1.0)
-
 
 
 def detection_oks(a: Detection, b: Detection, config: LabelConfig) -> float:
@@ -80,7 +80,6 @@ def detection_oks(a: Detection, b: Detection, config: LabelConfig) -> float:
     area = (person_area(a.box, config.area_per_box) + person_area(b.box, config.area_per_box)) / 2
     similarity = keypoint_similarity(a.keypoints[:, :2], b.keypoints[:, :2], area)  # (17,)
     return float(similarity[both].mean())
-
 
 
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -96,7 +95,6 @@ def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-
 def keypoint_box(keypoints: np.ndarray, margin: float) -> np.ndarray:
     """Box ``[x0, y0, x1, y1]`` around the found keypoints of ``(K, 3)``, grown by ``margin``."""
     found = keypoints[keypoints[:, 2] > 0, :2]  # (F, 2)
@@ -105,7 +103,6 @@ def keypoint_box(keypoints: np.ndarray, margin: float) -> np.ndarray:
     low, high = found.min(axis=0), found.max(axis=0)
     grow = margin * (high - low).max()
     return np.concatenate([low - grow, high + grow])
-
 
 
 def unflip_detection(detection: Detection, width: int) -> Detection:
@@ -120,7 +117,6 @@ def unflip_detection(detection: Detection, width: int) -> Detection:
     return Detection(keypoints, box, detection.score, detection.sources)
 
 
-
 def oks_nms(people: Sequence[Detection], max_oks: float, config: LabelConfig) -> list[Detection]:
     """People highest score first, without those whose OKS with a better one is ≥ ``max_oks``."""
     kept: list[Detection] = []
@@ -130,10 +126,8 @@ def oks_nms(people: Sequence[Detection], max_oks: float, config: LabelConfig) ->
     return kept
 
 
-
 #: A teacher pass: (teacher name, input size, mirrored).
 PassKey = tuple[str, int, bool]
-
 
 
 def match_people(
@@ -165,7 +159,6 @@ def match_people(
     return groups
 
 
-
 def fuse_person(group: Sequence[Detection], num_passes: int, config: LabelConfig) -> Detection:
     """Fuse the detections of one person from ``num_passes`` passes (see the module docstring).
 
@@ -193,13 +186,11 @@ def fuse_person(group: Sequence[Detection], num_passes: int, config: LabelConfig
     return Detection(keypoints, box, float(person_scores.sum() / num_passes), len(group))
 
 
-
 def fuse_passes(passes: Sequence[Sequence[Detection]], config: LabelConfig) -> list[Detection]:
     """Fuse the people of several passes (or of several teachers), highest score first."""
     groups = match_people(passes, config)
     fused = [fuse_person(group, len(passes), config) for group in groups]
     return sorted(fused, key=lambda person: -person.score)
-
 
 
 def fuse_teachers(
@@ -216,7 +207,6 @@ def fuse_teachers(
     return fuse_passes(per_teacher, config)
 
 
-
 def select_labels(
     people: Sequence[Detection],
     hand_boxes: np.ndarray,
@@ -226,35 +216,58 @@ def select_labels(
     """Decide what to write for one image of ``image_size`` (height, width).
 
     People with fused score ≥ confident_person and ≥ min_keypoints keypoints of confidence ≥
-    keep_keypoint are labelled with those keypoints. Other people with score ≥ ignore_person,
-    unless they overlap a labelled person (box IoU ≥ duplicate_iou), become ignore regions, and
-    so do ``hand_boxes`` ``(B, 4)`` ``[x0, y0, x1, y1]`` that match no labelled person.
+    keep_keypoint are labelled with those keypoints. Other people whose box score is ≥
+    box_person_score are labelled too, with the keypoints they have (maybe none); the rest
+    with score ≥ ignore_person become ignore regions. Both, when they overlap a labelled person
+    (box IoU ≥ duplicate_iou), are duplicates and dropped. ``hand_boxes`` ``(B, 4)`` ``[x0, y0,
+    x1, y1]`` that match no labelled person become ignore regions too.
     """
     labelled: list[PersonLabel] = []
+    boxed: list[Detection] = []
     uncertain: list[Detection] = []
     for person in people:
         kept = person.keypoints[:, 2] >= config.keep_keypoint  # (17,)
         if person.score >= config.confident_person and kept.sum() >= config.min_keypoints:
-            keypoints = np.zeros((NUM_COCO_KEYPOINTS, 3))  # (17, 3)
-            keypoints[kept, :2] = person.keypoints[kept, :2]
-            keypoints[kept, 2] = 2
-            box = clip_box(person.box, image_size)
-            labelled.append(
-                PersonLabel(keypoints, person.keypoints[:, 2].copy(), box, person.score, False)
-            )
+            labelled.append(_person_label(person, image_size, config))
+        elif person.box_score >= config.box_person_score:
+            boxed.append(person)
         elif person.score >= config.ignore_person:
             uncertain.append(person)
     labelled_boxes = np.array([label.box for label in labelled]).reshape(-1, 4)
-    regions = [person.box for person in uncertain]
-    if len(regions):
-        overlap = box_iou(np.array(regions), labelled_boxes).max(axis=1, initial=0.0)
-        regions = [
-            box for box, iou in zip(regions, overlap, strict=True) if iou < config.duplicate_iou
-        ]
+    labelled += [
+        _person_label(person, image_size, config)
+        for person in _not_duplicates(boxed, labelled_boxes, config.duplicate_iou)
+    ]
+    labelled_boxes = np.array([label.box for label in labelled]).reshape(-1, 4)
+    regions = [
+        person.box for person in _not_duplicates(uncertain, labelled_boxes, config.duplicate_iou)
+    ]
     regions.extend(_unmatched_boxes(hand_boxes, labelled_boxes, config.box_match_iou))
     ignores = [_ignore_region(box, image_size) for box in regions]
     return labelled + [region for region in ignores if region is not None]
 
+
+def _person_label(
+    person: Detection, image_size: tuple[int, int], config: LabelConfig
+) -> PersonLabel:
+    """A labelled person: its keypoints of confidence ≥ keep_keypoint (v = 2), box clipped."""
+    kept = person.keypoints[:, 2] >= config.keep_keypoint  # (17,)
+    keypoints = np.zeros((NUM_COCO_KEYPOINTS, 3))  # (17, 3)
+    keypoints[kept, :2] = person.keypoints[kept, :2]
+    keypoints[kept, 2] = 2
+    box = clip_box(person.box, image_size)
+    return PersonLabel(keypoints, person.keypoints[:, 2].copy(), box, person.score, False)
+
+
+def _not_duplicates(
+    people: Sequence[Detection], labelled_boxes: np.ndarray, duplicate_iou: float
+) -> list[Detection]:
+    """``people`` whose box overlaps every labelled box ``(L, 4)`` by IoU below duplicate_iou."""
+    if not people:
+        return []
+    boxes = np.array([person.box for person in people])  # (P, 4)
+    overlap = box_iou(boxes, labelled_boxes).max(axis=1, initial=0.0)  # (P,)
+    return [person for person, iou in zip(people, overlap, strict=True) if iou < duplicate_iou]
 
 
 def _unmatched_boxes(
@@ -276,12 +289,10 @@ def _unmatched_boxes(
     return [box for index, box in enumerate(hand_boxes) if index not in matched_hands]
 
 
-
 def clip_box(box: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """``[x0, y0, x1, y1]`` clipped to an image of ``image_size`` (height, width)."""
     height, width = image_size
     return np.clip(box, 0.0, [width - 1, height - 1, width - 1, height - 1])
-
 
 
 def _ignore_region(box: np.ndarray, image_size: tuple[int, int]) -> PersonLabel | None:

@@ -46,7 +46,6 @@ OPENPOSE_LIMBS: tuple[tuple[int, int, int, int], ...] = (
 OPENPOSE_STARTING_LIMBS = 17  # limbs from this index on never start a new person
 
 
-
 def _find_peaks(heatmaps: np.ndarray, threshold: float) -> list[np.ndarray]:
     """Local maxima (3×3) above ``threshold`` of each ``(h, w, K)`` heatmap channel, as one
     ``(n, 3)`` array ``[x, y, value]`` per channel in map pixels. Of maxima closer than
@@ -62,7 +61,6 @@ def _find_peaks(heatmaps: np.ndarray, threshold: float) -> list[np.ndarray]:
     return peaks
 
 
-
 def _separate_peaks(candidates: np.ndarray) -> np.ndarray:
     """The ``(n, 3)`` ``[x, y, value]`` candidates without those within PEAK_MIN_DISTANCE of a
     stronger (or equal and earlier) one, in their original order."""
@@ -72,7 +70,6 @@ def _separate_peaks(candidates: np.ndarray) -> np.ndarray:
         if not (distances < PEAK_MIN_DISTANCE).any():
             kept.append(int(index))
     return candidates[sorted(kept)]
-
 
 
 def _limb_connections(
@@ -114,7 +111,6 @@ def _limb_connections(
     return connections
 
 
-
 def _assemble_people(
     limb_connections: Sequence[list[tuple[int, int, float]]], peaks: Sequence[np.ndarray]
 ) -> tuple[list[np.ndarray], list[float]]:
@@ -151,7 +147,6 @@ def _assemble_people(
                 members[first][end_kp] = end
                 totals[first] += peaks[end_kp][end, 2] + score
     return members, totals
-
 
 
 def group_openpose(maps: np.ndarray, config: LabelConfig) -> tuple[list[np.ndarray], list[float]]:

@@ -37,6 +37,14 @@ from posecli.train.label.fusion import (
     unflip_detection,
 )
 from posecli.train.label.openpose import OPENPOSE_INPUT, group_openpose
+from posecli.train.label.tinypose import (
+    PICODET_FILE,
+    TINYPOSE_FILE,
+    PicoDet,
+    TinyPose,
+    TinyPoseTeacher,
+    crop_affine,
+)
 
 MOVENET_FILE = "movenet-multipose.onnx"
 
@@ -44,12 +52,12 @@ OPENPOSE_FILE = "openpose_mobilenet_thin.onnx"
 
 THUNDER_FILE = "movenet-thunder.onnx"
 
-#: "thunder": top-down, MoveNet Thunder on person boxes; the others: bottom-up teacher fusion.
-TEACHER_CHOICES = ("thunder", "movenet", "openpose", "both")
+#: "tinypose", "thunder": top-down on person boxes (PP-TinyPose, MoveNet Thunder); the others:
+#: bottom-up teacher fusion.
+TEACHER_CHOICES = ("tinypose", "thunder", "movenet", "openpose", "both")
 
 #: Square crop side (pixels) of MoveNet Thunder's fixed input.
 THUNDER_INPUT = 256
-
 
 
 def letterbox(
@@ -71,12 +79,10 @@ def letterbox(
     return out, new_width / width, new_height / height
 
 
-
 def _to_image(points: np.ndarray, sx: float, sy: float) -> np.ndarray:
     """Map ``(..., 2)`` input-pixel positions ``(u, v)`` back to image pixels (see letterbox)."""
     scale = np.array([sx, sy])
     return (points + 0.5) / scale - 0.5
-
 
 
 def _onnxruntime() -> Any:
@@ -88,7 +94,6 @@ def _onnxruntime() -> Any:
             "labelling needs onnxruntime, which is not installed: pip install 'posecli[train]'"
         ) from error
     return onnxruntime
-
 
 
 def open_session(path: Path, threads: int = 1) -> Any:
@@ -105,7 +110,6 @@ def open_session(path: Path, threads: int = 1) -> Any:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own untyped exceptions
         raise InputError(f"cannot load teacher model {path}: {error}") from error
-
 
 
 class MoveNet:
@@ -150,7 +154,6 @@ class MoveNet:
         return detections
 
 
-
 class OpenPose:
     """OpenPose MobileNet-thin: float ``(1, 368, 432, 3)`` BGR 0–255 in, ``(1, 46, 54, 57)``
     out (18 CMU keypoint heatmaps + background, 38 part affinity fields, stride 8)."""
@@ -181,16 +184,10 @@ class OpenPose:
         return detections
 
 
-
 def square_crop(box: np.ndarray, crop_scale: float, size: int) -> np.ndarray:
     """Affine ``(2, 3)`` from image pixels to the pixels of a ``size × size`` crop: a square of
     side ``crop_scale × max(width, height)`` of ``box`` ``[x0, y0, x1, y1]``, centred on it."""
-    centre = (box[:2] + box[2:]) / 2  # (2,) [x, y]
-    side = max(crop_scale * float((box[2:] - box[:2]).max()), 1.0)
-    scale = size / side
-    offset = (size - 1) / 2 - scale * centre  # (2,)
-    return np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]]])
-
+    return crop_affine(box, crop_scale, (size, size))
 
 
 class Thunder:
@@ -225,7 +222,6 @@ class Thunder:
         return np.column_stack([xy, scores])
 
 
-
 class Teachers:
     """The teachers chosen by ``config.teacher``, loaded from ``teachers_dir``."""
 
@@ -235,6 +231,13 @@ class Teachers:
         self.movenet: MoveNet | None = None
         self.openpose: OpenPose | None = None
         self.thunder: Thunder | None = None
+        self.tinypose: TinyPoseTeacher | None = None
+        if config.teacher == "tinypose":
+            self.tinypose = TinyPoseTeacher(
+                TinyPose(open_session(teachers_dir / TINYPOSE_FILE, config.threads)),
+                PicoDet(open_session(teachers_dir / PICODET_FILE, config.threads)),
+                config,
+            )
         if config.teacher == "thunder":
             self.thunder = Thunder(open_session(teachers_dir / THUNDER_FILE, config.threads))
         if config.teacher in ("thunder", "movenet", "both"):
@@ -261,7 +264,10 @@ class Teachers:
     def people(self, image: np.ndarray, hand_boxes: np.ndarray | None = None) -> list[Detection]:
         """People of an RGB uint8 ``(H, W, 3)`` image, highest score first: top-down on the
         ``(B, 4)`` ``[x0, y0, x1, y1]`` hand-drawn boxes (else on MoveNet MultiPose's) for the
-        teacher "thunder", fused over the passes of the bottom-up teachers otherwise."""
+        teacher "thunder", on their union with PicoDet's boxes for "tinypose"
+        (``TinyPoseTeacher``), fused over the passes of the bottom-up teachers otherwise."""
+        if self.tinypose is not None:
+            return self.tinypose.people(image, hand_boxes)
         if self.thunder is None:
             return fuse_teachers(self.passes(image), self.config)
         if hand_boxes is not None and len(hand_boxes):
@@ -293,7 +299,6 @@ class Teachers:
         if len(passes) == 1:
             return passes[0]
         return fuse_person(passes, len(passes), self.config)
-
 
 
 def check_config(config: LabelConfig) -> None:

@@ -25,7 +25,7 @@ from posecli.errors import (
     ResumableInterruptError,
     UsageError,
 )
-from posecli.io.files import error_reason, write_atomically
+from posecli.io.files import check_output, error_reason, write_atomically
 from posecli.io.sources import load_image
 from posecli.spec import (
     COCO_KEYPOINTS,
@@ -43,12 +43,10 @@ PERSON_BOXES_FILE = "person_boxes.json"
 RUNTIME_FIELDS = ("threads", "chunk_size")
 
 
-
 def label_settings(config: LabelConfig) -> dict[str, Any]:
     """The settings that determine labels, as JSON values (used to check a resumed run)."""
     settings = {k: v for k, v in asdict(config).items() if k not in RUNTIME_FIELDS}
     return json.loads(json.dumps(settings))
-
 
 
 def annotation_record(label: PersonLabel, area_per_box: float) -> dict[str, Any]:
@@ -76,7 +74,6 @@ def annotation_record(label: PersonLabel, area_per_box: float) -> dict[str, Any]
     return record
 
 
-
 def coco_categories() -> list[dict[str, Any]]:
     """The COCO person category with its keypoint names and 1-based skeleton."""
     return [
@@ -90,7 +87,6 @@ def coco_categories() -> list[dict[str, Any]]:
     ]
 
 
-
 def write_json_atomic(path: Path, document: Any) -> None:
     """Write ``document`` as compact JSON to ``path`` (``posecli.io.files.write_atomically``),
     creating its folder."""
@@ -101,7 +97,6 @@ def write_json_atomic(path: Path, document: Any) -> None:
     write_atomically(path, json.dumps(document, separators=(",", ":")).encode())
 
 
-
 def partial_path(out: Path) -> Path:
     """The file of finished images that an interrupted run of ``out`` continues from."""
     return out.with_name(out.name + ".partial")
@@ -109,9 +104,11 @@ def partial_path(out: Path) -> Path:
 
 def check_label_output(out: Path, force: bool) -> None:
     """OutputError for an existing label file without ``force``, unless its run is being
-    resumed (its ``.partial`` file is there)."""
+    resumed (its ``.partial`` file is there); for a folder that takes no files and an output
+    that is not a regular file (the ``.partial`` file goes beside it), before teachers load."""
     if out.exists() and not partial_path(out).exists() and not force:
         raise OutputError(f"{out} exists (use --force to overwrite)")
+    check_output(out, force=True, regular=True)
 
 
 def _load_partial(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -131,11 +128,9 @@ def _load_partial(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, A
     return records
 
 
-
 def _images_root(images: Sequence[Path]) -> Path:
     """The deepest folder containing every image."""
     return Path(os.path.commonpath([str(path.resolve().parent) for path in images]))
-
 
 
 def load_person_boxes(images: Sequence[Path]) -> dict[Path, np.ndarray]:
@@ -148,9 +143,8 @@ def load_person_boxes(images: Sequence[Path]) -> dict[Path, np.ndarray]:
     files = {_person_boxes_file(folder) for folder in {path.resolve().parent for path in images}}
     boxes: dict[Path, np.ndarray] = {}
     for path in sorted(file for file in files if file is not None):
-        boxes.update(_read_person_boxes(path))
+        boxes.update(read_person_boxes(path))
     return boxes
-
 
 
 def _person_boxes_file(folder: Path) -> Path | None:
@@ -161,8 +155,7 @@ def _person_boxes_file(folder: Path) -> Path | None:
     return None
 
 
-
-def _read_person_boxes(path: Path) -> dict[Path, np.ndarray]:
+def read_person_boxes(path: Path) -> dict[Path, np.ndarray]:
     """One person_boxes.json: ``(B, 4)`` ``[x0, y0, x1, y1]`` boxes by resolved image path."""
     try:
         listing = json.loads(path.read_text(encoding="utf-8"))["person_boxes"]
@@ -177,10 +170,8 @@ def _read_person_boxes(path: Path) -> dict[Path, np.ndarray]:
     return boxes
 
 
-
 #: Labels one image: (path, RGB uint8 (H, W, 3) image) -> people to write.
 ImageLabeller = Callable[[Path, np.ndarray], Sequence[PersonLabel]]
-
 
 
 def run_labelling(
@@ -241,7 +232,6 @@ def run_labelling(
     return out
 
 
-
 def _coco_document(
     names: Sequence[str], records: Mapping[str, dict[str, Any]], root: Path, settings: dict
 ) -> dict[str, Any]:
@@ -271,7 +261,6 @@ def _coco_document(
         "annotations": annotations,
         "categories": coco_categories(),
     }
-
 
 
 def label_images(
