@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -367,9 +368,9 @@ class CocoKeypointDataset(Dataset):
     ) -> CocoKeypointDataset | ConcatKeypointDataset:
         """The augmented training set of a run: ``config.annotations`` with ``config.images``,
         joined by every pair of ``config.more_datasets``."""
-        sources = [(config.annotations, config.images), *config.more_datasets]
-        parts = [
-            cls(
+        return joined_sets(  # type: ignore[return-value]
+            config,
+            lambda annotations, images: cls(
                 annotations,
                 images,
                 input_size=config.input_size,
@@ -379,10 +380,8 @@ class CocoKeypointDataset(Dataset):
                 include_empty_images=config.include_empty_images,
                 min_keypoint_score=config.min_keypoint_score,
                 weight_by_score=config.weight_by_score,
-            )
-            for annotations, images in sources
-        ]
-        return parts[0] if len(parts) == 1 else ConcatKeypointDataset(parts)
+            ),
+        )
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -497,3 +496,12 @@ class ConcatKeypointDataset(Dataset):
         part = int(np.searchsorted(self.offsets, index, side="right")) - 1
         local = int(index - self.offsets[part])
         return self.parts[part][local if epoch is None else (epoch, local)]
+
+
+def joined_sets(config: TrainConfig, part: Callable[[str, str], Dataset]) -> Dataset:
+    """The training set of a run: ``part(annotations, images)`` of ``config.annotations`` with
+    ``config.images`` and of every pair of ``config.more_datasets``, the one part alone or all
+    of them joined in that order (:class:`ConcatKeypointDataset`)."""
+    sources = [(config.annotations, config.images), *config.more_datasets]
+    parts = [part(annotations, images) for annotations, images in sources]
+    return parts[0] if len(parts) == 1 else ConcatKeypointDataset(parts)  # type: ignore[arg-type]

@@ -44,7 +44,13 @@ from posecli.evaluate import load_annotations
 from posecli.io.sources import load_image
 from posecli.model.refiner import REFINER_STRIDE
 from posecli.spec import NUM_COCO_KEYPOINTS
-from posecli.train.dataset import ConcatKeypointDataset, blur, colour_jitter, occlude
+from posecli.train.dataset import (
+    ConcatKeypointDataset,
+    blur,
+    colour_jitter,
+    joined_sets,
+    occlude,
+)
 from posecli.train.label.teachers import open_session
 from posecli.train.label.tinypose import TINYPOSE_INPUT, TinyPose, grid_heatmaps
 from posecli.train.label.writer import read_person_boxes
@@ -190,19 +196,17 @@ class TeacherCropDataset(torch.utils.data.Dataset):
         ``person_boxes.json``) with ``config.images``, joined by ``config.more_datasets``."""
         assert config.teacher is not None
         teacher = CropTeacher(config.teacher)
-        sources = [(config.annotations, config.images), *config.more_datasets]
-        parts = [
-            cls(
+        return joined_sets(  # type: ignore[return-value]
+            config,
+            lambda annotations, images: cls(
                 person_boxes(annotations, images),
                 shape,
                 teacher,
                 augment=config.augment,
                 preprocessing=preprocessing,
                 seed=config.seed,
-            )
-            for annotations, images in sources
-        ]
-        return parts[0] if len(parts) == 1 else ConcatKeypointDataset(parts)  # type: ignore[arg-type]
+            ),
+        )
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -68,6 +68,7 @@ from posecli.train.dataset import (
     blur,
     colour_jitter,
     image_annotations,
+    joined_sets,
     occlude,
 )
 from posecli.transforms import normalise
@@ -323,9 +324,9 @@ class RefinerCropDataset(torch.utils.data.Dataset):
     ) -> RefinerCropDataset | ConcatKeypointDataset:
         """The augmented training crops of a run: ``config.annotations`` with
         ``config.images``, joined by every pair of ``config.more_datasets``."""
-        sources = [(config.annotations, config.images), *config.more_datasets]
-        parts = [
-            cls(
+        return joined_sets(  # type: ignore[return-value]
+            config,
+            lambda annotations, images: cls(
                 annotations,
                 images,
                 shape,
@@ -334,10 +335,8 @@ class RefinerCropDataset(torch.utils.data.Dataset):
                 seed=config.seed,
                 min_keypoint_score=config.min_keypoint_score,
                 weight_by_score=config.weight_by_score,
-            )
-            for annotations, images in sources
-        ]
-        return parts[0] if len(parts) == 1 else ConcatKeypointDataset(parts)  # type: ignore[arg-type]
+            ),
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
