@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from posecli.assemble import build_estimator
 from posecli.config import DecodeConfig, InferenceConfig
-from posecli.estimator import Estimator, decode_heatmaps
+from posecli.estimator import decode_heatmaps
 from posecli.group import PRNGrouping
 from posecli.io.sources import load_image
-from posecli.weights import load_model, load_prn
+from posecli.loader import load_model, load_prn
 
 EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
 
@@ -35,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     inference = InferenceConfig(long_side=args.long_side)
-    estimator = Estimator(load_model(args.model), inference)
+    estimator = build_estimator(load_model(args.model), inference)
     config = DecodeConfig(grouping="prn")
     grouping = PRNGrouping(load_prn(args.prn), config, torch.device("cpu"))
     files = sorted(EVAL.glob("*/images/*"))

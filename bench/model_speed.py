@@ -30,9 +30,10 @@ from torch import nn
 from posecli.backends import ONNXRUNTIME, TORCH, Runner, TorchRunner, make_runner
 from posecli.config import MODEL_PRESETS, ModelConfig
 from posecli.errors import PoseCliError
+from posecli.loader import load_model
 from posecli.model import build_network
+from posecli.networks import PoseModel
 from posecli.onnxfile import export_onnx, graph_module
-from posecli.weights import PoseModel, load_model
 
 
 def padded_input_size(long_side: int, multiple: int = 64) -> tuple[int, int]:

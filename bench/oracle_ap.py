@@ -40,11 +40,11 @@ from posecli.config import DecodeConfig
 from posecli.estimator import Heatmaps, decode_heatmaps
 from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap, load_annotations
 from posecli.group import PRNGrouping
+from posecli.loader import load_prn
 from posecli.pose import Pose, to_coco_result
 from posecli.spec import MASK_CHANNEL, coco_to_network, network_to_coco
 from posecli.train.targets import render_heatmaps
 from posecli.transforms import GridTransform
-from posecli.weights import load_prn
 
 #: Box sources of ``--boxes``.
 BOX_SOURCES = ("truth", "greedy", "mask")

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from posecli.config import AugmentConfig, InferenceConfig, LossConfig, TrainConfig
-from posecli.train.trainer import coco_results_ap, train
-from posecli.weights import load_model
+from posecli.loader import load_model
+from posecli.train.tasks import coco_results_ap
+from posecli.train.trainer import train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval" / "mmpose-coco"
 

@@ -51,6 +51,7 @@ from pathlib import Path
 import torch
 from multipose_video import TEACHER, MultiPose
 
+from posecli.assemble import build_estimator
 from posecli.backends import ONNXRUNTIME, TORCH
 from posecli.config import MODEL_PRESETS, InferenceConfig
 from posecli.decode import native_available
@@ -59,11 +60,12 @@ from posecli.estimator import Estimator
 from posecli.io.draw import draw_poses
 from posecli.io.sinks import JsonLinesSink, VideoSink
 from posecli.io.sources import VideoSource
+from posecli.loader import load_model
 from posecli.model import build_network
+from posecli.networks import PoseModel
 from posecli.onnxfile import export_onnx
 from posecli.pipeline import PipelineProgress, run_pipeline
 from posecli.track import Tracker
-from posecli.weights import PoseModel, load_model
 
 VIDEO = Path(__file__).resolve().parents[1].parent / "shared/data/media/pedestrians_vtest.avi"
 STAND_IN_PRESET = "imhn-cpu"
@@ -105,7 +107,7 @@ def estimators(
         runnable = model
         if backend == ONNXRUNTIME and model.file is None:
             runnable = load_model(export_onnx(model, folder / "model.onnx"))
-        built[backend] = Estimator(runnable, replace(config, backend=backend))
+        built[backend] = build_estimator(runnable, replace(config, backend=backend))
     return built
 
 

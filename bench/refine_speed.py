@@ -31,9 +31,10 @@ from model_speed import count_macs
 from posecli.backends import ONNXRUNTIME, TORCH, Runner, make_runner
 from posecli.boxes import CropBox
 from posecli.config import REFINER_PRESETS, InferenceConfig, Preprocessing
+from posecli.loader import load_refiner
 from posecli.model import build_refiner
+from posecli.networks import RefinerModel, prepare_network
 from posecli.refine import Refinement
-from posecli.weights import RefinerModel, load_refiner, prepare_network
 
 
 def median_seconds(work: Callable[[], object], runs: int) -> float:

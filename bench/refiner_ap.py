@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
+from posecli.assemble import build_estimator
 from posecli.config import InferenceConfig
-from posecli.estimator import Estimator
 from posecli.evaluate import evaluate_model
+from posecli.loader import load_model, load_refiner
 from posecli.train.refiner import box_ap
-from posecli.weights import load_model, load_refiner
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 SETS = ("cocomini-train", "mmpose-coco", "mmpose-ochuman")
@@ -53,7 +53,7 @@ def evaluate_set(args: argparse.Namespace, name: str) -> None:
     model, refiner = load_model(args.model), load_refiner(args.refiner)
     plain = InferenceConfig(long_side=args.long_side, flip=False)
     print(f"{name}:")
-    scores = evaluate_model(Estimator(model, plain), annotations, images).scores
+    scores = evaluate_model(build_estimator(model, plain), annotations, images).scores
     print(row("bottom-up", scores), flush=True)
     for instances in args.instances:
         for refine_flip in (False, True)[: 1 + args.refine_flip]:
@@ -64,7 +64,7 @@ def evaluate_set(args: argparse.Namespace, name: str) -> None:
                 instances=instances,
                 refine_flip=refine_flip,
             )
-            estimator = Estimator(model, refined, refiner=refiner)
+            estimator = build_estimator(model, refined, refiner=refiner)
             scores = evaluate_model(estimator, annotations, images).scores
             name = f"bottom-up + refiner N={instances}" + (" flip" if refine_flip else "")
             print(row(name, scores), flush=True)

@@ -7,7 +7,7 @@ crop for a refiner) with random targets and full masks, timed after a warm-up st
 is the median of the timed steps. Each preset runs in fp32 and in the device's mixed type (fp16
 on CUDA, bf16 on CPUs; emulated, so slow, where the CPU lacks native bf16), forced whatever the
 trainer would choose; the last column is what ``--amp`` picks
-(``posecli.train.trainer.autocast_dtype``).
+(``posecli.train.tasks.autocast_dtype``).
 Data loading is not included (measured separately: ~0.1 s per batch of 8 on one core).
 
     .venv/bin/python bench/train_speed.py [--presets imhn-cpu-lite0 refiner-lite0-128x96]
@@ -30,8 +30,10 @@ import torch
 from posecli.config import MODEL_PRESETS, REFINER_PRESETS, TrainConfig
 from posecli.model.refiner import REFINER_STRIDE
 from posecli.spec import NUM_CHANNELS, NUM_COCO_KEYPOINTS
+from posecli.train.machinery import Distributed
 from posecli.train.masks import scale_shapes
-from posecli.train.trainer import Distributed, Trainer, autocast_dtype
+from posecli.train.tasks import TASKS, autocast_dtype
+from posecli.train.trainer import Trainer
 
 
 def write_one_person_set(root: Path) -> tuple[Path, Path]:
@@ -122,14 +124,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, batch "
         f"{args.batch_size} (IMHN {args.size}², refiners their crop), mixed type {native}, "
-        f"native here: {autocast_dtype(True, device) is not None}"
+        f"native here: {autocast_dtype(True, device, TASKS['imhn']) is not None}"
     )
     print("preset                 fp32 s/step  mixed s/step  speed-up  trainer's --amp")
     for name in args.presets:
         fp32 = seconds_per_step(name, args.batch_size, args.size, None, args.steps, device)
         mixed = seconds_per_step(name, args.batch_size, args.size, native, args.steps, device)
-        shape = REFINER_PRESETS.get(name) or MODEL_PRESETS[name]
-        chosen = autocast_dtype(True, device, shape) or "fp32"
+        task = TASKS["refiner" if name in REFINER_PRESETS else "imhn"]
+        chosen = autocast_dtype(True, device, task) or "fp32"
         print(f"{name:<21}  {fp32:11.2f}  {mixed:12.2f}  {fp32 / mixed:7.2f}×  {chosen}")
 
 

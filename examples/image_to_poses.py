@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--annotated", help="also save the image with the skeletons drawn")
     args = parser.parse_args()
     try:
-        estimator = posecli.Estimator(posecli.load_model(args.model))
+        estimator = posecli.build_estimator(posecli.load_model(args.model))
         image = load_image(args.image)  # upright RGB uint8 (H, W, 3)
     except posecli.PoseCliError as error:
         sys.exit(f"error: {error}")

@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="model name or checkpoint path")
     args = parser.parse_args()
     try:
-        estimator = posecli.Estimator(posecli.load_model(args.model))
+        estimator = posecli.build_estimator(posecli.load_model(args.model))
         # Reading, inference, decoding and writing overlap in the streaming pipeline.
         with VideoSource(args.video) as frames, JsonLinesSink(args.tracks, force=True) as lines:
             stats = run_pipeline(frames, estimator, [lines], tracker=Tracker())

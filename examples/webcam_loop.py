@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--no-display", action="store_true", help="print instead of showing")
     args = parser.parse_args()
     try:
-        estimator, tracker = posecli.Estimator(posecli.load_model(args.model)), Tracker()
+        estimator, tracker = posecli.build_estimator(posecli.load_model(args.model)), Tracker()
         camera = CameraSource(args.camera)  # hands out the newest frame, drops stale ones
     except posecli.PoseCliError as error:
         sys.exit(f"error: {error}")

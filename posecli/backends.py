@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from posecli.config import BACKENDS
+from posecli.config import BACKENDS, InferenceConfig
+from posecli.device import resolve_device
 from posecli.errors import CheckpointError, MissingDependencyError, UsageError
+from posecli.networks import PoseModel, RefinerModel, prepare_network
 from posecli.onnxfile import graph_module, graph_names, onnx_source, session
-from posecli.weights import PoseModel, RefinerModel, prepare_network
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +62,6 @@ def choose_backend(
             that was asked for by name.
         MissingDependencyError: onnxruntime asked for by name but not installed.
     """
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
     if backend == AUTO:
         from_file = device.type == "cpu" and model.file is not None and onnxruntime_installed()
         backend = ONNXRUNTIME if model.network is None or from_file else TORCH
@@ -86,7 +86,7 @@ def make_runner(
     threads: int = 0,
 ) -> Runner:
     """The runner of ``model`` on a backend :func:`choose_backend` chose; the torch network is
-    prepared in place (``weights.prepare_network``, then ``dtype``)."""
+    prepared in place (``networks.prepare_network``, then ``dtype``)."""
     if backend == TORCH:
         if threads:
             torch.set_num_threads(threads)
@@ -103,6 +103,31 @@ def make_runner(
         logger.warning("re-exporting the cached ONNX model: %s", error)
         runtime = session(onnx_source(model, refresh=True), threads)
     return OnnxRunner(runtime, names)
+
+
+@dataclass(frozen=True)
+class NetworkStage:
+    """A loaded network ready to run: the model, its runner, and where it runs (backend,
+    device, float dtype of its inputs)."""
+
+    model: PoseModel | RefinerModel
+    runner: Runner
+    backend: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def network_stage(model: PoseModel | RefinerModel, config: InferenceConfig) -> NetworkStage:
+    """``model`` on the backend and device ``config`` asks for (:func:`choose_backend`), float16
+    with ``config.half`` on CUDA (float32 elsewhere, said in the log), with its runner
+    (:func:`make_runner`: the onnxruntime backend may export a ``.pt`` model to the cache)."""
+    device = resolve_device(config.device)
+    backend, device = choose_backend(config.backend, device, config.device, model)
+    dtype = torch.float16 if config.half and device.type == "cuda" else torch.float32
+    if config.half and dtype != torch.float16:
+        logger.info("fp16 requested on %s: running float32 (fp16 is CUDA only)", device)
+    runner = make_runner(model, backend, device, dtype, config.threads)
+    return NetworkStage(model, runner, backend, device, dtype)
 
 
 class TorchRunner:

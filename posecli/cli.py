@@ -20,9 +20,9 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from typer import Argument, Option
 
-from posecli import __version__, inference, options, streams, training_options
+from posecli import __version__, errors, inference, options, streams, training_options
 from posecli import batch as batch_jobs
 from posecli.config import LabelConfig, TrainConfig
 from posecli.errors import OutputClosedError, PoseCliError, ResumableInterruptError, UsageError
@@ -44,8 +44,6 @@ from posecli.io.sources import ImageSource, VideoSource, expand_image_inputs
 from posecli.options import OutputFormat
 from posecli.outputs import check_outputs, list_written, openpose_folder, write_json_atomically
 from posecli.progress import (
-    Steps,
-    Update,
     counted_progress,
     frame_progress,
     step_progress,
@@ -54,9 +52,6 @@ from posecli.progress import (
 from posecli.report import make_report
 from posecli.signals import Termination, sigterm_as_interrupt
 from posecli.transforms import check_network_inputs
-
-if TYPE_CHECKING:
-    from posecli.pipeline import PipelineProgress
 
 #: Exit codes: success, bad usage, interrupted by Ctrl-C (128 + SIGINT), stopped by SIGTERM
 #: (128 + 15, handled like Ctrl-C); failures exit 1.
@@ -189,25 +184,6 @@ def _say(quiet: bool, message: str) -> None:
         stderr.print(message, markup=False)
 
 
-def _frame_progress(
-    description: str, quiet: bool, skipped: Callable[[], int] = lambda: 0
-) -> AbstractContextManager[Callable[[PipelineProgress], None]]:
-    """Progress over frames on stderr (``posecli.progress``): a bar, or plain lines when stderr
-    is not a terminal; ``skipped()`` counts the inputs passed over as done."""
-    unit = "images" if description == "images" else "frames"
-    return frame_progress(stderr, description, quiet, unit=unit, skipped=skipped)
-
-
-def _progress(description: str, quiet: bool, unit: str) -> AbstractContextManager[Update]:
-    """Progress over ``unit`` on stderr; yields ``update(completed=, total=)``."""
-    return counted_progress(stderr, description, quiet, unit)
-
-
-def _steps(description: str, quiet: bool, unit: str) -> AbstractContextManager[Steps]:
-    """Progress over ``unit`` on stderr; yields a library callback ``progress(done, total)``."""
-    return step_progress(stderr, description, quiet, unit)
-
-
 # video and webcam
 
 
@@ -246,7 +222,7 @@ def video(
         settings = {"start": start, "end": end, "every": every, "smooth": smooth,
                     "draw_threshold": draw_threshold}  # fmt: skip
         header = streams.tracks_header("video", source, frames.info, estimator, options, **settings)
-        with _frame_progress("video", quiet) as progress:
+        with frame_progress(stderr, "video", quiet) as progress:
             stats = streams.track_stream(
                 frames, estimator, outputs, smooth=smooth, force=force, video_info=frames.info,
                 total=total, progress=progress, header=header, draw_threshold=draw_threshold,
@@ -278,7 +254,10 @@ def webcam(
     window = display.Window(stop) if show else None
     settings = {"smooth": smooth, "draw_threshold": draw_threshold}
     header = streams.tracks_header("webcam", camera, None, estimator, options, **settings)
-    with cameras.CameraSource(camera) as frames, _frame_progress("webcam", quiet) as progress:
+    with (
+        cameras.CameraSource(camera) as frames,
+        frame_progress(stderr, "webcam", quiet) as progress,
+    ):
         stats = streams.track_stream(
             frames, estimator, outputs, smooth=smooth, force=force, latency_first=True,
             progress=progress, window=window, stop=stop, header=header,
@@ -323,15 +302,13 @@ def images(
     frames = ImageSource(inputs, skip_unreadable=not strict, max_pixels=limit)  # missing: fails
     check_image_outputs(frames.paths, outputs, force)
     estimator = inference.load_estimator(options)
-    with _frame_progress("images", quiet, lambda: len(frames.skipped)) as progress:
+    with frame_progress(
+        stderr, "images", quiet, unit="images", skipped=lambda: len(frames.skipped)
+    ) as progress:
         results, stats = detect_images(
-            frames,
-            estimator,
-            outputs,
-            force=force,
-            progress=progress,
+            frames, estimator, outputs, force=force, progress=progress,
             draw_threshold=draw_threshold,
-        )
+        )  # fmt: skip
     people = f"{len(results)} people in {stats.frames} images ({stats.fps:.1f} images/s)"
     skipped = f", {len(frames.skipped)} unreadable skipped" if frames.skipped else ""
     written = list_written(json_path, outputs.listing, out_dir, openpose, csv_path)
@@ -356,7 +333,7 @@ def evaluate(
     detections = detections_path(metrics) if metrics is not None else None
     check_outputs([metrics, detections], force)
     estimator = inference.load_estimator(options)
-    with _frame_progress("images", quiet) as progress:
+    with frame_progress(stderr, "images", quiet, unit="images") as progress:
         evaluation = evaluate_model(
             estimator, annotations, images_dir, frames=frames, detections=detections,
             by_height=by_height, force=force, progress=progress,
@@ -402,7 +379,7 @@ def batch(
     with batch_jobs.batch_lock(out_dir):
         plan = batch_jobs.plan_batch(inputs, out_dir, outputs=outputs, settings=settings,
                                      force=force)  # fmt: skip
-        with _progress("batch", quiet, "inputs") as update:
+        with counted_progress(stderr, "batch", quiet, "inputs") as update:
             summary = batch_jobs.run_batch(
                 plan, options, cluster,
                 progress=lambda state: update(completed=state.done, total=state.total),
@@ -459,7 +436,7 @@ def label(
 
     check_label_output(out, force)
     paths = expand_image_inputs(images_inputs)
-    with _steps("label", quiet, "images") as progress:
+    with step_progress(stderr, "label", quiet, "images") as progress:
         written = label_images(paths, teachers, out, config, progress)
     _say(quiet, f"labelled {len(paths)} images: {written}")
 
@@ -479,7 +456,7 @@ def import_lspet(
 
     _setup_logging(quiet)
     check_label_output(out, force)
-    with _steps("label", quiet, "images") as progress:
+    with step_progress(stderr, "label", quiet, "images") as progress:
         written = run_import(dataset, teachers, out, LSPET_LABELS, progress)
     _say(quiet, f"imported LSPet: {written}")
 
@@ -499,7 +476,7 @@ def export(
     """Copy a checkpoint for shipping (fp16, training state dropped, provenance kept) or ONNX,
     quantise a refiner to int8, or average several fine-tunes of one network into one."""
     check_outputs([out], force)
-    with _steps("export", quiet, "images") as progress:
+    with step_progress(stderr, "export", quiet, "images") as progress:
         name, written = export_checkpoint(
             model, out, half=half, file_format=file_format, calibration=calibration or (),
             progress=progress,
@@ -522,7 +499,7 @@ def report(
     quiet: bool,
 ) -> None:
     """A self-contained HTML page of a track file: contact sheet, trajectories, joint angles."""
-    with _steps("report", quiet, "figures") as progress:
+    with step_progress(stderr, "report", quiet, "figures") as progress:
         result, written = make_report(
             tracks, out=out, png_dir=png, video=video, smooth=smooth, sheet_count=frames,
             force=force, threshold=draw_threshold, progress=progress,
@@ -600,6 +577,9 @@ def _run_command(args: list[str], termination: Termination) -> int:
         stderr.print(f"posecli: {error}", markup=False)
         return error.exit_code
     except OutputClosedError as error:  # `--json - | head`: quiet, as if killed by SIGPIPE
+        return error.exit_code
+    except errors.ConfigError as error:  # a record refused a value: name the option that set it
+        _fail(f"{options.option_flag(error.field)}: {error.message}")
         return error.exit_code
     except PoseCliError as error:
         _fail(str(error))

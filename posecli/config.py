@@ -8,10 +8,12 @@ and from JSON-ready dicts with the ``to_dict`` / ``from_dict`` of :class:`Record
 from __future__ import annotations
 
 import functools
+import math
 import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
+from posecli.errors import ConfigError
 from posecli.spec import NUM_CHANNELS, STRIDE
 
 _R = TypeVar("_R", bound="Record")
@@ -82,6 +84,9 @@ class Preprocessing(Record):
     pad_value: int = 128  # uint8 value of the padding around a resized image (published: 128)
 
 
+#: Sub-pixel refinements of a peak (``DecodeConfig.refinement``, ``posecli.decode``).
+REFINEMENTS = ("gaussian", "centroid")
+
 #: Who owns which peak (``DecodeConfig.grouping``, ``posecli.group``).
 GROUPINGS = ("greedy", "prn")
 
@@ -139,6 +144,31 @@ class DecodeConfig(Record):
     # ground-truth maps with greedy boxes (bench/oracle_ap.py) 0.9 beat 0.5 on all three sets
     # (mmpose-ochuman 0.446 → 0.704: overlapping people are near-duplicates at OKS 0.5)
     prn_nms_oks: float = 0.9
+
+    def __post_init__(self) -> None:
+        """ConfigError naming the field of a value no decoding can use."""
+        if not 0 < self.peak_threshold < math.inf:
+            raise ConfigError("peak_threshold", f"must be a number > 0, got {self.peak_threshold}")
+        for name in ("part_threshold", "min_mean_part_score", "min_person_score"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(name, f"must be a number, got {getattr(self, name)}")
+        if self.grouping not in GROUPINGS:
+            raise ConfigError(
+                "grouping", f"must be one of {', '.join(GROUPINGS)}, got {self.grouping!r}"
+            )
+        for name in ("prn_box_scale", "prn_snap_cells"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+        for name in ("max_part_samples", "max_peaks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("part_proportion_factor", "refine_radius"):
+            if not getattr(self, name) >= 0:  # NaN fails too
+                raise ConfigError(name, f"must be 0 or more, got {getattr(self, name)}")
+        if self.refinement not in REFINEMENTS:
+            raise ConfigError(
+                "refinement", f"must be one of {', '.join(REFINEMENTS)}, got {self.refinement!r}"
+            )
 
 
 #: What may run the networks (``InferenceConfig.backend``, ``posecli.backends``).
@@ -217,6 +247,48 @@ class InferenceConfig(Record):
     # Pose Residual Network of DecodeConfig.grouping "prn" (issue 20): checkpoint path or
     # registered name ("": the bundled "prn")
     prn: str = ""
+
+    def __post_init__(self) -> None:
+        """ConfigError naming the field of a value no run can use (:func:`_check_inference`)."""
+        _check_inference(self)
+
+
+#: Smallest ``InferenceConfig.long_side`` (other than 0, off), pixels.
+MIN_INPUT_SIZE = 16
+
+
+def _check_inference(config: InferenceConfig) -> None:
+    """Every rule on an ``InferenceConfig``'s values, each checked here once."""
+    if not config.scales or not all(0 < scale < math.inf for scale in config.scales):
+        raise ConfigError("scales", f"must be positive, got {config.scales}")
+    if config.long_side < 0 or 0 < config.long_side < MIN_INPUT_SIZE:
+        raise ConfigError(
+            "long_side", f"must be 0 (off) or at least {MIN_INPUT_SIZE}, got {config.long_side}"
+        )
+    for name in ("long_side", "box_size"):
+        size = getattr(config, name)
+        if (size or name == "box_size") and min(config.scales) * size < STRIDE:
+            raise ConfigError(name, f"too small for scales {config.scales}, got {size}")
+    if config.pad_multiple < STRIDE or config.pad_multiple % STRIDE:
+        raise ConfigError(
+            "pad_multiple", f"must be a multiple of {STRIDE}, got {config.pad_multiple}"
+        )
+    if config.decode_stride < 1 or STRIDE % config.decode_stride:
+        raise ConfigError("decode_stride", f"must be 1, 2 or 4, got {config.decode_stride}")
+    if config.backend not in BACKENDS:
+        raise ConfigError(
+            "backend", f"must be one of {', '.join(BACKENDS)}, got {config.backend!r}"
+        )
+    if config.refiner and not config.refine:
+        raise ConfigError("refiner", "is used only with refinement on (refine)")
+    for name in ("batch_size", "refine_batch_size", "detect_every"):
+        if getattr(config, name) < 1:
+            raise ConfigError(name, f"must be at least 1, got {getattr(config, name)}")
+    for name in ("refine_box_scale", "follow_box_scale"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(name, f"must be positive, got {getattr(config, name)}")
+    if config.instances < 0:
+        raise ConfigError("instances", f"must be 0 (all) or positive, got {config.instances}")
 
 
 #: Named network shapes. ``imhn-official`` is the published 4-stack network (128,998,760

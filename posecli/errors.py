@@ -16,6 +16,15 @@ class UsageError(PoseCliError):
     exit_code = 2
 
 
+class ConfigError(UsageError):
+    """A config record refused a value of one of its fields (exit code 2). ``field`` names it,
+    so that the command line can name the option that set it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
 class CheckpointError(PoseCliError):
     """A checkpoint is missing, unsafe, or does not match the network."""
 

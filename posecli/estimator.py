@@ -15,12 +15,15 @@ COCO-format sets: equal AP within the sets' noise, and stride 2 costs ~20× the 
 mostly in the upsampling itself.
 
 Refinement (issue 16, ``InferenceConfig.refine``): the decoded people of each image are refined
-top-down by a refiner checkpoint (``InferenceConfig.refiner``, or a ``RefinerModel`` passed in)
-and merged with the bottom-up ones, see ``posecli.refine``; ``poses`` then needs the image.
+top-down by a refiner and merged with the bottom-up ones, see ``posecli.refine``; ``poses`` then
+needs the image.
 
 Grouping (issue 20, ``DecodeConfig.grouping``): ``"greedy"`` keeps the decoder's people;
-``"prn"`` regroups them with a Pose Residual Network (``InferenceConfig.prn``, or a ``PRNModel``
-passed in) inside their boxes, see ``posecli.group``, before any refinement.
+``"prn"`` regroups them with a Pose Residual Network inside their boxes, see ``posecli.group``,
+before any refinement.
+
+The stages (network, refinement, grouping) come loaded: ``posecli.assemble.build_estimator``
+loads what the configs name and assembles the Estimator.
 """
 
 from __future__ import annotations
@@ -28,18 +31,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posecli.backends import ONNXRUNTIME, choose_backend, make_runner
+from posecli.backends import NetworkStage
 from posecli.config import DecodeConfig, InferenceConfig
 from posecli.decode import decode
-from posecli.device import resolve_device
 from posecli.errors import CheckpointError, InputError, UsageError
-from posecli.group import PRNGrouping, check_grouping
+from posecli.group import PRNGrouping
+from posecli.model import KINDS, IMHNLayout
+from posecli.model.kinds import BOTTOM_UP_ROLE
+from posecli.networks import PoseModel
 from posecli.pose import Pose
 from posecli.refine import Refinement
 from posecli.spec import CHANNEL_FLIP_ORDER, NUM_CHANNELS, STRIDE
@@ -52,7 +56,6 @@ from posecli.transforms import (
     pad_image,
     resize_image,
 )
-from posecli.weights import PoseModel, PRNModel, RefinerModel, load_prn, load_refiner
 
 logger = logging.getLogger(__name__)
 
@@ -121,41 +124,41 @@ def resample_heatmaps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def _decodable_layout(model: PoseModel) -> dict[str, Any]:
-    """The model's output layout (``posecli.model.output_layout``); CheckpointError unless the
-    decoder can read it: a bottom-up network with the channels of ``posecli.spec`` at stride
-    ``STRIDE``."""
+#: What the decoder reads: heatmaps in ``posecli.spec`` channel order at stride ``STRIDE``.
+DECODABLE = {"channels": NUM_CHANNELS, "stride": STRIDE, "channel_order": "posecli-50"}
+
+
+def _decodable_layout(model: PoseModel) -> IMHNLayout:
+    """The model's typed output layout (an ``IMHNLayout`` or another bottom-up kind's);
+    CheckpointError unless it is a bottom-up kind's that the decoder can read
+    (:data:`DECODABLE`)."""
     layout = model.layout
-    wanted = {"kind": "imhn", "channels": NUM_CHANNELS, "stride": STRIDE}
-    wanted["channel_order"] = "posecli-50"
-    differing = [key for key, value in wanted.items() if layout.get(key) != value]
+    stated = layout.to_dict()
+    kind = KINDS.get(stated.get("kind"))
+    differing = [key for key, value in DECODABLE.items() if stated.get(key) != value]
+    if kind is None or kind.role != BOTTOM_UP_ROLE:
+        differing.insert(0, "kind")
     if differing:
-        found = ", ".join(f"{key} {layout.get(key)!r}" for key in differing)
+        found = ", ".join(f"{key} {stated.get(key)!r}" for key in differing)
         raise CheckpointError(f"model {model.name} outputs what the decoder cannot read ({found})")
     return layout
 
 
-def _check_config(config: InferenceConfig) -> None:
-    if not config.scales or any(scale <= 0 for scale in config.scales):
-        raise UsageError(f"search scales must be positive, got {config.scales}")
-    if config.long_side < 0:
-        raise UsageError(f"long side must be 0 (off) or positive, got {config.long_side}")
-    if config.long_side and any(scale * config.long_side < STRIDE for scale in config.scales):
-        raise UsageError(f"long side {config.long_side} × scales {config.scales} is too small")
-    if any(scale * config.box_size < STRIDE for scale in config.scales):
-        raise UsageError(f"box size {config.box_size} × scales {config.scales} is too small")
-    if config.batch_size < 1:
-        raise UsageError(f"batch size must be at least 1, got {config.batch_size}")
-    if config.pad_multiple < STRIDE or config.pad_multiple % STRIDE:
-        raise UsageError(f"pad multiple must be a multiple of {STRIDE}, got {config.pad_multiple}")
-    if config.decode_stride < 1 or STRIDE % config.decode_stride:
-        raise UsageError(f"decode stride must be 1, 2 or 4, got {config.decode_stride}")
-    if config.instances < 0:
-        raise UsageError(f"instances must be 0 (all) or positive, got {config.instances}")
-    if config.detect_every < 1 or not config.follow_box_scale > 0:
+def _check_stages(
+    config: InferenceConfig,
+    decode_config: DecodeConfig,
+    refinement: Refinement | None,
+    grouping: PRNGrouping | None,
+) -> None:
+    """UsageError unless the stages are there exactly when the configs ask for them."""
+    if config.refine != (refinement is not None):
         raise UsageError(
-            f"detect every must be at least 1 and the follow box scale positive, got "
-            f"{config.detect_every} and {config.follow_box_scale}"
+            "refinement is there exactly when config.refine is on (posecli.assemble builds it)"
+        )
+    if (decode_config.grouping == "prn") != (grouping is not None):
+        raise UsageError(
+            "the PRN grouping is there exactly when decode_config.grouping is 'prn' "
+            "(posecli.assemble builds it)"
         )
 
 
@@ -175,48 +178,39 @@ def _check_image(image: object, index: int) -> np.ndarray:
 class Estimator:
     """Images in, heatmaps and poses out, for one model and one set of inference settings.
 
-    ``config.backend`` chooses what runs the network (``posecli.backends``): on torch, the
-    model's network is moved to the configured device (``weights.prepare_network``: eval mode,
-    channels-last on CPU) and, when ``config.half`` is set and the device is CUDA, to float16 —
-    in place: the ``PoseModel`` passed in is the one that runs; on onnxruntime, a CPU session of
-    its ONNX file (or of its export, cached) runs it.
-
-    With ``config.refine`` the people are refined top-down (``posecli.refine``) by ``refiner``,
-    or else by the checkpoint that ``config.refiner`` names (loaded here; default: the bundled
-    ``refiner``).
-
-    With ``decode_config.grouping == "prn"`` the people are regrouped (``posecli.group``) by
-    ``prn``, or else by the checkpoint that ``config.prn`` names (default: the bundled ``prn``).
+    Assembled from stages already loaded (``posecli.assemble.build_estimator`` loads and
+    assembles them; this constructor loads, exports and writes nothing): ``network``, the
+    bottom-up model on its backend (``posecli.backends.NetworkStage``: on torch the model's
+    network itself, moved to the device, channels-last on CPU, float16 with ``config.half`` on
+    CUDA, in place; on onnxruntime a CPU session of its ONNX file or of its cached export);
+    ``refinement``, the top-down refinement of the people (``posecli.refine``), there exactly
+    when ``config.refine``; ``grouping``, the PRN regrouping (``posecli.group``), there exactly
+    when ``decode_config.grouping == "prn"``.
     """
 
     def __init__(
         self,
-        model: PoseModel,
+        network: NetworkStage,
         config: InferenceConfig = InferenceConfig(),  # noqa: B008 (frozen record)
         decode_config: DecodeConfig = DecodeConfig(),  # noqa: B008 (frozen record)
-        refiner: RefinerModel | None = None,
-        prn: PRNModel | None = None,
+        refinement: Refinement | None = None,
+        grouping: PRNGrouping | None = None,
     ) -> None:
-        _check_config(config)
-        check_grouping(decode_config)
-        self.layout = _decodable_layout(model)
-        self.model = model
+        _check_stages(config, decode_config, refinement, grouping)
+        self.layout = _decodable_layout(network.model)
+        self.model = network.model
         self.config = config
         self.decode_config = decode_config
-        device = resolve_device(config.device)
-        self.backend, self.device = choose_backend(config.backend, device, config.device, model)
-        self.dtype = torch.float16 if config.half and self.device.type == "cuda" else torch.float32
-        if config.half and self.dtype != torch.float16:
-            logger.info("fp16 requested on %s: running float32 (fp16 is CUDA only)", self.device)
-        self.runner = make_runner(model, self.backend, self.device, self.dtype, config.threads)
+        self.backend, self.device, self.dtype = network.backend, network.device, network.dtype
+        self.runner = network.runner
         self._flip_channels = torch.tensor(CHANNEL_FLIP_ORDER, device=self.device)
-        self.refinement = self._refinement(refiner) if config.refine else None
-        self.grouping = self._grouping(prn) if decode_config.grouping == "prn" else None
+        self.refinement = refinement
+        self.grouping = grouping
         logger.debug(
             "Estimator: model %s on %s (%s, %s), box %d, long side %d, scales %s, flip %s, "
             "decode stride %d",
-            model.name, self.device, self.backend, self.dtype, config.box_size, config.long_side,
-            config.scales, config.flip, config.decode_stride,
+            self.model.name, self.device, self.backend, self.dtype, config.box_size,
+            config.long_side, config.scales, config.flip, config.decode_stride,
         )  # fmt: skip
 
     @torch.inference_mode()
@@ -277,23 +271,6 @@ class Estimator:
         found, lost = self.refinement.follow(image, people)
         return _shown(found, self.decode_config.min_person_score), lost
 
-    def _refinement(self, refiner: RefinerModel | None) -> Refinement:
-        """The refinement stage, with ``refiner`` or the one ``config.refiner`` names (when it
-        names none the bundled ``"refiner"``, or ``"refiner-int8"`` with ``config.refine_int8``
-        where the network runs on onnxruntime)."""
-        if refiner is None:
-            int8 = self.config.refine_int8 and self.backend == ONNXRUNTIME
-            bundled = "refiner-int8" if int8 else "refiner"
-            refiner = load_refiner(self.config.refiner or bundled, device=str(self.device))
-        return Refinement(refiner, self.config, self.device, self.dtype, self.backend)
-
-    def _grouping(self, prn: PRNModel | None) -> PRNGrouping:
-        """The PRN grouping stage, with ``prn`` or the one ``config.prn`` names (the bundled
-        ``"prn"`` when it names none)."""
-        if prn is None:
-            prn = load_prn(self.config.prn or "prn", device=str(self.device))
-        return PRNGrouping(prn, self.decode_config, self.device)
-
     def _batches(self, images: Sequence[np.ndarray]) -> Iterator[list[int]]:
         """Indices of images batched together: equal sizes, at most ``batch_size`` each."""
         by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -341,7 +318,7 @@ class Estimator:
         padded = pad_image(resized, geometry, self.model.preprocessing.pad_value)
         inputs = normalise(padded, self.model.preprocessing)  # (B, 3, H', W') float32
         finest = self.runner(inputs)  # (B, 50, H'/4, W'/4), the decoder's output
-        stride = self.layout["stride"]
+        stride = self.layout.stride
         grid = (inputs.shape[2] // stride, inputs.shape[3] // stride)
         expected = (len(resized), NUM_CHANNELS, *grid)
         if tuple(finest.shape) != expected:

@@ -1,7 +1,7 @@
 """``posecli export``: a model copied for shipping (checkpoint, ONNX), several averaged, or a
 refiner quantised to int8 on calibration crops of real images.
 
-torch-backed modules (weights, onnxfile, estimator, refine) are imported when an export runs,
+torch-backed modules (loader, onnxfile, estimator, refine) are imported when an export runs,
 so that importing the command line stays fast. Library code: errors are ``PoseCliError``
 subclasses, progress goes through callbacks.
 """
@@ -22,7 +22,7 @@ from posecli.transforms import normalise
 
 if TYPE_CHECKING:
     from posecli.io.sources import SourceFrame
-    from posecli.weights import RefinerModel
+    from posecli.networks import RefinerModel
 
 
 #: What ``posecli export --format`` writes: a checkpoint, an ONNX file, an int8 ONNX refiner.
@@ -44,7 +44,7 @@ def export_checkpoint(
 ) -> tuple[str, Path]:
     """Copy checkpoint or model ``models[0]`` (an IMHN, a refiner or a PRN) to ``out`` for
     shipping, or with several ``models`` of one kind and config their weight average
-    (``posecli.weights.average_models``): ``file_format`` ``"pt"``: a checkpoint, float16
+    (``posecli.networks.average_models``): ``file_format`` ``"pt"``: a checkpoint, float16
     storage with ``half``, training state dropped; ``"onnx"``: an ``.onnx`` file
     (``posecli.onnxfile``, float32) that loads like a checkpoint; ``"onnx-int8"``: a refiner's
     ``.onnx`` file quantised to int8 (:func:`quantize_refiner`), calibrated on the images of
@@ -54,16 +54,11 @@ def export_checkpoint(
     Returns:
         The source model's name and the path written.
     """
+    from posecli.checkpoint import is_onnx, save_checkpoint
+    from posecli.loader import checkpoint_kind, load
+    from posecli.model import REFINER
+    from posecli.networks import average_models
     from posecli.onnxfile import export_onnx
-    from posecli.weights import (
-        average_models,
-        checkpoint_kind,
-        is_onnx,
-        load_model,
-        load_prn,
-        load_refiner,
-        save_checkpoint,
-    )
 
     if file_format not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {file_format!r}: use {', '.join(EXPORT_FORMATS)}")
@@ -74,12 +69,11 @@ def export_checkpoint(
         raise UsageError("--format onnx-int8 needs --calibration IMAGES, and only it takes them")
     frames = calibration_images(calibration) if int8 else None
     kinds = [checkpoint_kind(model) for model in models]  # CheckpointError for an ONNX file
-    others = [model for model, kind in zip(models, kinds, strict=True) if kind != "refiner"]
+    others = [model for model, kind in zip(models, kinds, strict=True) if kind is not REFINER]
     if int8 and others:
         raise UsageError(f"--format onnx-int8 quantises refiners, not {others[0]}")
-    loaders = {"refiner": load_refiner, "prn": load_prn}
     source = average_models(
-        [loaders.get(kind, load_model)(model) for model, kind in zip(models, kinds, strict=True)]
+        [load(model, kind.role) for model, kind in zip(models, kinds, strict=True)]
     )
     provenance = {**source.provenance, "exported_from": source.name}
     if frames is not None:
@@ -147,13 +141,14 @@ def calibration_feeds(
     normalised crops of its people (``posecli.refine.crop_boxes``, ``refiner_crops``) as the
     bundled default model finds them, and ``instances`` int64 ``(B,)`` (λ cycling) when the
     refiner has several."""
-    from posecli.estimator import Estimator
+    from posecli.assemble import build_estimator
+    from posecli.loader import load_model
     from posecli.onnxfile import graph_names
     from posecli.refine import crop_boxes, refiner_crops
-    from posecli.weights import DEFAULT_MODEL, load_model
+    from posecli.registry import DEFAULT_MODEL
 
     config = InferenceConfig()
-    estimator = Estimator(load_model(DEFAULT_MODEL), config)
+    estimator = build_estimator(load_model(DEFAULT_MODEL), config)
     names = graph_names(refiner.config)
     for frame in frames:
         poses = estimator.predict([frame.image])[0]

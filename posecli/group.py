@@ -42,22 +42,14 @@ from posecli.boxes import (
     refined_score,
     to_image,
 )
-from posecli.config import GROUPINGS, DecodeConfig
+from posecli.config import DecodeConfig
 from posecli.decode.reference import Peaks, find_all_peaks
 from posecli.errors import DecoderError, UsageError
 from posecli.model import cell_probabilities
+from posecli.networks import PRNModel
 from posecli.pose import Pose
 from posecli.spec import COCO_TO_NETWORK, KEYPOINT_CHANNELS, NUM_CHANNELS, NUM_COCO_KEYPOINTS
 from posecli.transforms import GridTransform
-from posecli.weights import PRNModel
-
-
-def check_grouping(config: DecodeConfig) -> None:
-    """UsageError unless ``config`` names a grouping and sane PRN settings."""
-    if config.grouping not in GROUPINGS:
-        raise UsageError(f"unknown grouping {config.grouping!r}: use {', '.join(GROUPINGS)}")
-    if not (config.prn_box_scale > 0 and config.prn_snap_cells > 0):
-        raise UsageError("PRN box scale and snap radius must be positive")
 
 
 def checked_maps(maps: np.ndarray) -> np.ndarray:
@@ -77,7 +69,6 @@ class PRNGrouping:
     """
 
     def __init__(self, prn: PRNModel, config: DecodeConfig, device: torch.device) -> None:
-        check_grouping(config)
         if prn.network is None:
             raise UsageError(f"PRN {prn.name} has no torch network")
         self.prn, self.config, self.device = prn, config, device

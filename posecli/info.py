@@ -17,7 +17,7 @@ def installation_report() -> list[str]:
     import torch
 
     from posecli.device import resolve_device
-    from posecli.weights import list_models
+    from posecli.registry import list_models
 
     cuda = torch.cuda.is_available()
     cuda_note = f"{torch.cuda.device_count()} CUDA device(s)" if cuda else "CUDA not available"

@@ -5,14 +5,14 @@ An exported file holds one graph, batch, height and width dynamic, opset :data:`
 
 * an IMHN: input ``images`` float32 ``(B, 3, H, W)`` (normalised, H and W multiples of
   ``IMHN.input_multiple``), output ``heatmaps`` float32 ``(B, 50, H/4, W/4)``: the one output the
-  decoder reads (``layout["decode_stack"]``, ``layout["decode_scale"]``), the only one exported;
+  decoder reads (``layout.decode_stack``, ``layout.decode_scale``), the only one exported;
 * a refiner: input ``crops`` float32 ``(B, 3, crop_height, crop_width)`` and, when it has more
   than one instance selector, ``instances`` int64 ``(B,)``; output ``heatmaps`` float32
   ``(B, 17, crop_height/4, crop_width/4)``.
 
 Its ``metadata_props`` hold the header of a posecli checkpoint, each value a JSON string:
 ``format``, ``format_version``, ``kind``, ``config``, ``preprocessing``, ``provenance`` and
-``output`` (the layout). ``posecli.weights.load_model`` reads them back; :func:`check_graph`
+``output`` (the layout). ``posecli.loader.load`` reads them back; :func:`check_graph`
 refuses a graph that does not take and give what they state.
 
 The cache: ``$XDG_CACHE_HOME/posecli/onnx`` (default ``~/.cache/posecli/onnx``), one file per
@@ -35,22 +35,18 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from posecli.config import ModelConfig, RefinerConfig
+from posecli.checkpoint import checkpoint_header
 from posecli.errors import CheckpointError, MissingDependencyError, OutputError, UsageError
 from posecli.io.files import error_reason, write_atomically
-from posecli.model import IMHN, REFINER_KIND, output_layout
-from posecli.model.imhn import STEM_STRIDE
+from posecli.model import KINDS, NetworkConfig, kind_of, output_layout
+from posecli.networks import PoseModel, RefinerModel
 from posecli.onnxtensors import float_initializers
-from posecli.spec import NUM_COCO_KEYPOINTS
-
-if TYPE_CHECKING:
-    from posecli.weights import PoseModel, RefinerModel
 
 logger = logging.getLogger(__name__)
 
@@ -72,42 +68,22 @@ HEADER_KEYS = (
 )
 
 
-class DecoderOutput(nn.Module):
-    """An IMHN reduced to the output the decoder reads: ``(B, 3, H, W)`` → ``(B, 50, H/4, W/4)``."""
-
-    def __init__(self, network: IMHN, layout: dict[str, Any]) -> None:
-        super().__init__()
-        self.network = network
-        self.stack, self.scale = layout["decode_stack"], layout["decode_scale"]
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(images)[self.stack][self.scale]
+def graph_module(network: nn.Module, layout: Any) -> nn.Module:
+    """What both backends run, with one tensor out, for a network of output ``layout`` (the
+    model's, ``model.layout``): its kind's ``graph`` (an IMHN's ``DecoderOutput`` of the output
+    the layout names, a refiner itself: ``(crops, instances)`` → heatmaps)."""
+    return KINDS[layout.kind].graph(network, layout)
 
 
-def graph_module(network: nn.Module, layout: dict[str, Any]) -> nn.Module:
-    """What both backends run, with one tensor out, for a network of output ``layout``
-    (``model.layout``): an IMHN's :class:`DecoderOutput`, a refiner itself (``(crops,
-    instances)`` → heatmaps)."""
-    if layout["kind"] == REFINER_KIND:
-        return network
-    return DecoderOutput(network, layout)  # type: ignore[arg-type]
+def graph_names(config: NetworkConfig) -> list[str]:
+    """The graph's input names (its kind's ``graph_inputs``): ``images``; ``crops`` (+
+    ``instances`` when λ is a choice)."""
+    return list(kind_of(config).graph_inputs(config))
 
 
-def graph_names(config: ModelConfig | RefinerConfig) -> list[str]:
-    """The graph's input names: ``images``; ``crops`` (+ ``instances`` when λ is a choice)."""
-    if not isinstance(config, RefinerConfig):
-        return ["images"]
-    return ["crops", "instances"] if config.instances > 1 else ["crops"]
-
-
-def probe_inputs(config: ModelConfig | RefinerConfig) -> tuple[np.ndarray, ...]:
-    """The smallest inputs the network takes, batch 1: float32 zeros ``(1, 3, h, w)`` (and a
-    ``(1,)`` int64 λ 0 for a refiner of several instances)."""
-    if isinstance(config, RefinerConfig):
-        crops = np.zeros((1, 3, config.crop_height, config.crop_width), dtype=np.float32)
-        return (crops, np.zeros(1, dtype=np.int64))[: len(graph_names(config))]
-    side = STEM_STRIDE * 2**config.depth  # IMHN.input_multiple
-    return (np.zeros((1, 3, side, side), dtype=np.float32),)
+def probe_inputs(config: NetworkConfig) -> tuple[np.ndarray, ...]:
+    """The smallest inputs the network takes, batch 1 (its kind's ``probe_inputs``)."""
+    return kind_of(config).probe_inputs(config)
 
 
 def onnx_bytes(model: PoseModel | RefinerModel, opset: int = OPSET) -> bytes:
@@ -143,8 +119,6 @@ def onnx_bytes(model: PoseModel | RefinerModel, opset: int = OPSET) -> bytes:
 
 def metadata(model: PoseModel | RefinerModel) -> dict[str, str]:
     """The checkpoint header of ``model`` as ONNX ``metadata_props``: key → JSON string."""
-    from posecli.weights import checkpoint_header
-
     header = checkpoint_header(model.config, model.preprocessing, model.provenance)
     return {key: json.dumps(header[key]) for key in HEADER_KEYS}
 
@@ -274,7 +248,7 @@ def read_header(runtime: Any, source: Path) -> dict[str, Any]:
         raise CheckpointError(f"{source} has metadata that is not JSON: {error}") from error
 
 
-def check_graph(runtime: Any, config: ModelConfig | RefinerConfig, source: Path) -> None:
+def check_graph(runtime: Any, config: NetworkConfig, source: Path) -> None:
     """CheckpointError unless the session's graph takes and gives what ``config`` states: the
     input names, and for the smallest input (:func:`probe_inputs`) heatmaps of the stated
     channels at the stated stride."""
@@ -288,9 +262,8 @@ def check_graph(runtime: Any, config: ModelConfig | RefinerConfig, source: Path)
         )
     probe = probe_inputs(config)
     layout = output_layout(config)
-    channels = NUM_COCO_KEYPOINTS if layout["kind"] == REFINER_KIND else layout["channels"]
     height, width = probe[0].shape[2:]
-    expected = (1, channels, height // layout["stride"], width // layout["stride"])
+    expected = (1, layout.channels, height // layout.stride, width // layout.stride)
     try:
         found = runtime.run(["heatmaps"], dict(zip(names, probe, strict=True)))[0].shape
     except Exception as error:  # onnxruntime's own types: shapes that do not fit

@@ -19,13 +19,12 @@ from typing import Any
 
 from posecli.batch.cluster import CONNECT_TIMEOUT, Cluster
 from posecli.config import (
-    BACKENDS,
-    GROUPINGS,
+    MIN_INPUT_SIZE,
     DecodeConfig,
     InferenceConfig,
 )
 from posecli.errors import UsageError
-from posecli.inference import MIN_INPUT_SIZE, InferenceOptions
+from posecli.inference import InferenceOptions
 from posecli.io.draw import DEFAULT_DRAW_THRESHOLD
 from posecli.io.sources import MAX_IMAGE_PIXELS
 
@@ -74,18 +73,13 @@ def parse_scales(value: str) -> tuple[float, ...]:
     return scales
 
 
-def check_grouping(value: str) -> str:
-    """One of :data:`posecli.config.GROUPINGS`; UsageError else."""
-    if value not in GROUPINGS:
-        raise UsageError(f"unknown grouping {value!r}: use {', '.join(GROUPINGS)}")
-    return value
+#: Config fields that an option of another name sets.
+FIELD_OPTIONS = {"min_person_score": "min_score", "min_mean_part_score": "min_part_score"}
 
 
-def check_backend(value: str) -> str:
-    """One of :data:`posecli.config.BACKENDS`; UsageError else."""
-    if value not in BACKENDS:
-        raise UsageError(f"unknown backend {value!r}: use {', '.join(BACKENDS)}")
-    return value
+def option_flag(field: str) -> str:
+    """The command-line flag that sets config field ``field`` (``ConfigError.field``)."""
+    return "--" + FIELD_OPTIONS.get(field, field).replace("_", "-")
 
 
 _INFERENCE, _DECODE = InferenceConfig(), DecodeConfig()
@@ -171,7 +165,6 @@ INFERENCE_OPTIONS = (
         _DECODE.grouping,
         "greedy (assembly along body parts) or prn (the "
         "Pose Residual Network picks each person's peaks in its box).",
-        check=check_grouping,
         **_PANEL,
     ),
     option(
@@ -187,7 +180,6 @@ INFERENCE_OPTIONS = (
         str,
         _INFERENCE.backend,
         "auto (onnxruntime on CPU, torch on CUDA), torch or onnxruntime.",
-        check=check_backend,
         **_PANEL,
     ),
     option(

@@ -55,10 +55,10 @@ from posecli.boxes import (
 from posecli.config import InferenceConfig
 from posecli.errors import UsageError
 from posecli.model import heatmap_keypoints
+from posecli.networks import RefinerModel
 from posecli.pose import Pose
 from posecli.spec import COCO_FLIP_ORDER
 from posecli.transforms import normalise
-from posecli.weights import RefinerModel
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,6 @@ class Refinement:
                 f"--instances {config.instances}: refiner {refiner.name} has {available} "
                 "instance selector(s) (0: all of them)"
             )
-        if config.refine_box_scale <= 0 or config.refine_batch_size < 1:
-            raise UsageError("refine box scale must be positive and refine batch size ≥ 1")
         self.refiner = refiner
         self.config = config
         self.backend, self.device = choose_backend(backend, device, str(device), refiner)

@@ -28,11 +28,11 @@ from coco_synthetic import write_people_set
 from schema import track_frames
 from tiny_model import TINY_CONFIG
 
+from posecli.checkpoint import save_checkpoint
 from posecli.cli import run
 from posecli.config import Preprocessing
 from posecli.io import files, sinks
 from posecli.model import build_network
-from posecli.weights import save_checkpoint
 
 
 @dataclass

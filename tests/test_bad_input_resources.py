@@ -33,7 +33,7 @@ from posecli.cli import run
 from posecli.io import files, sources
 from posecli.io.imagesize import stated_size
 from posecli.model import build_network
-from posecli.weights import PoseModel
+from posecli.networks import PoseModel
 
 
 def _device_node(path: Path, kind: int, major: int, minor: int) -> Path:

@@ -168,7 +168,7 @@ def test_the_package_keeps_the_rules_of_the_house() -> None:
 
 BROKEN = {
     "spec.py": "import torch\n",
-    "config.py": "from posecli.weights import load_model\n",
+    "config.py": "from posecli.loader import load_model\n",
     "model/imhn.py": "from posecli.decode import decode_poses\n",
     "decode/reference.py": "from ..model import IMHN\n",
     "io/draw.py": "from posecli.decode.native import decode\n",

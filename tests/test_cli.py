@@ -29,6 +29,7 @@ from schema import (
 )
 
 from posecli import inference
+from posecli.assemble import build_estimator
 from posecli.cli import run
 from posecli.config import MODEL_PRESETS, InferenceConfig
 from posecli.estimator import Estimator
@@ -36,7 +37,7 @@ from posecli.evaluate import SUMMARY_KEYS
 from posecli.io import cameras, display
 from posecli.io.ffmpeg import probe_video
 from posecli.io.sources import SourceFrame, VideoSource
-from posecli.weights import load_model
+from posecli.loader import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,6 +161,8 @@ def test_existing_output_needs_force(
         ("negative long side", 2, "--long-side"),
         ("long side too small", 2, "--long-side"),
         ("end before start", 2, "--end"),
+        ("unknown backend", 2, "--backend: must be one of auto, torch, onnxruntime, got 'tf'"),
+        ("unknown grouping", 2, "--grouping: must be one of greedy, prn, got 'mst'"),
     ],
 )
 def test_errors_exit_with_their_code_and_one_line(
@@ -189,6 +192,8 @@ def test_errors_exit_with_their_code_and_one_line(
         "negative long side": ["video", str(plain_video), *out, *fast, "--long-side", "-1"],
         "long side too small": ["video", str(plain_video), *out, *fast, "--long-side", "8"],
         "end before start": ["video", str(plain_video), *out, *fast, "--start", "1", "--end", "1"],
+        "unknown backend": ["video", str(plain_video), *out, *fast, "--backend", "tf"],
+        "unknown grouping": ["video", str(plain_video), *out, *fast, "--grouping", "mst"],
     }[case]
     assert run(args) == code
     assert words in _one_error_line(capsys.readouterr().err)
@@ -608,8 +613,8 @@ def test_export_stores_half_precision_and_refuses_to_overwrite(
     torch.set_num_threads(1)
     image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
     config = InferenceConfig(box_size=64)
-    full = Estimator(load_model(checkpoint), config).heatmaps([image])[0].maps
-    half = Estimator(load_model(out), config).heatmaps([image])[0].maps
+    full = build_estimator(load_model(checkpoint), config).heatmaps([image])[0].maps
+    half = build_estimator(load_model(out), config).heatmaps([image])[0].maps
     assert np.abs(full - half).max() < 1e-2
     assert run(["export", "--model", str(checkpoint), "--out", str(out), "--quiet"]) == 1
     assert "exists" in capsys.readouterr().err
@@ -627,7 +632,7 @@ def test_bundled_default_model_finds_the_person_of_a_real_photo() -> None:
     (person,) = [a for a in truth["annotations"] if a["image_id"] == entry["id"]]
     image = cv2.imread(str(folder / "images" / entry["file_name"]))[:, :, ::-1]
     torch.set_num_threads(1)
-    best = Estimator(model, InferenceConfig(long_side=384)).predict([image])[0][0]
+    best = build_estimator(model, InferenceConfig(long_side=384)).predict([image])[0][0]
     x, y, w, h = person["bbox"]
     found = best.keypoints[best.keypoints[:, 2] > 0]
     inside = (

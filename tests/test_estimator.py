@@ -11,10 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import posecli.estimator as estimator_module
+from posecli.assemble import build_estimator
 from posecli.config import DecodeConfig, InferenceConfig, ModelConfig, Preprocessing
 from posecli.decode import DecodedPoses
 from posecli.errors import CheckpointError, InputError, UsageError
-from posecli.estimator import Estimator, Heatmaps
+from posecli.estimator import Heatmaps
+from posecli.networks import PoseModel
 from posecli.spec import (
     CHANNEL_FLIP_ORDER,
     KEYPOINT_CHANNELS,
@@ -26,7 +28,6 @@ from posecli.spec import (
 )
 from posecli.train.targets import render_heatmaps
 from posecli.transforms import GridTransform, input_geometry, normalise
-from posecli.weights import PoseModel
 
 CPU = InferenceConfig(device="cpu", box_size=128)
 
@@ -116,7 +117,7 @@ def blobs_image(height: int, width: int, centres: list[tuple[float, float]], sig
 def test_single_scale_heatmaps_are_the_last_stack_at_stride_4() -> None:
     network = StandInNetwork(mirror_shifts())
     image = dots_image(128, 192, seed=0)  # box 128: no resizing, no padding
-    (heatmaps,) = Estimator(wrap(network), CPU).heatmaps([image])
+    (heatmaps,) = build_estimator(wrap(network), CPU).heatmaps([image])
     with torch.inference_mode():
         expected = network(torch.from_numpy(normalise(image[None], Preprocessing())))[-1][0][0]
     assert heatmaps.maps.shape == (NUM_CHANNELS, 32, 48) and heatmaps.maps.dtype == np.float32
@@ -137,7 +138,7 @@ def test_colour_order_of_the_checkpoint_is_honoured() -> None:
     image[..., 0], image[..., 2] = 200, 50  # red 200, blue 50
     for order, value in (("BGR", 50), ("RGB", 200)):
         model = wrap(FirstChannel(), Preprocessing(colour_order=order))
-        (heatmaps,) = Estimator(model, CPU).heatmaps([image])
+        (heatmaps,) = build_estimator(model, CPU).heatmaps([image])
         np.testing.assert_allclose(heatmaps.maps, value / 255, rtol=1e-5)
 
 
@@ -148,8 +149,8 @@ def test_flip_averaging_of_a_flip_equivariant_network_changes_nothing(
     """Sizes chosen so that the resized width leaves right padding (217 → 216 + 40, 88 + 40)."""
     model = wrap(StandInNetwork(mirror_shifts()))
     image = dots_image(height, width, seed=height)
-    (plain,) = Estimator(model, CPU).heatmaps([image])
-    (flipped,) = Estimator(model, replace(CPU, flip=True)).heatmaps([image])
+    (plain,) = build_estimator(model, CPU).heatmaps([image])
+    (flipped,) = build_estimator(model, replace(CPU, flip=True)).heatmaps([image])
     assert np.abs(plain.maps).max() > 0.1
     np.testing.assert_allclose(flipped.maps, plain.maps, atol=1e-5)
     assert flipped.transform == plain.transform
@@ -170,9 +171,9 @@ def test_a_wrong_flip_order_changes_the_result(
 ) -> None:
     model = wrap(StandInNetwork(mirror_shifts()))
     image = dots_image(100, 170, seed=3)
-    (plain,) = Estimator(model, CPU).heatmaps([image])
+    (plain,) = build_estimator(model, CPU).heatmaps([image])
     monkeypatch.setattr(estimator_module, "CHANNEL_FLIP_ORDER", wrong_order)
-    (flipped,) = Estimator(model, replace(CPU, flip=True)).heatmaps([image])
+    (flipped,) = build_estimator(model, replace(CPU, flip=True)).heatmaps([image])
     assert np.abs(flipped.maps - plain.maps).max() > 0.05
 
 
@@ -186,10 +187,10 @@ def test_multi_scale_averaging_of_a_scale_consistent_network_changes_nothing() -
     centres = [(70.0, 60.0), (190.0, 130.0), (260.0, 90.0)]
     image = blobs_image(200, 330, centres, sigma=24.0)
     config = replace(CPU, box_size=256)
-    (single,) = Estimator(model, config).heatmaps([image])
+    (single,) = build_estimator(model, config).heatmaps([image])
     peak = single.maps.max()
     for scales in [(0.5,), (1.5,), (2.0,), (0.5, 1.0, 1.5, 2.0)]:
-        (averaged,) = Estimator(model, replace(config, scales=scales)).heatmaps([image])
+        (averaged,) = build_estimator(model, replace(config, scales=scales)).heatmaps([image])
         assert averaged.maps.shape == single.maps.shape == (50, 64, 106)
         assert averaged.transform == single.transform
         assert np.abs(averaged.maps - single.maps).max() < 0.02 * peak, scales
@@ -203,7 +204,7 @@ def test_heatmap_peaks_map_back_to_image_pixels(scale: float, decode_stride: int
     x, y = 151.3, 83.7
     image = blobs_image(180, 310, [(x, y)], sigma=16.0)
     config = replace(CPU, box_size=192, scales=(scale,), decode_stride=decode_stride)
-    (heatmaps,) = Estimator(model, config).heatmaps([image])
+    (heatmaps,) = build_estimator(model, config).heatmaps([image])
     maps = heatmaps.maps[0]
     assert maps.shape == (192 // decode_stride, 332 // decode_stride)  # 310 × 192/180 → 332
     rows, columns = np.mgrid[0 : maps.shape[0], 0 : maps.shape[1]]
@@ -238,7 +239,7 @@ def test_long_side_sizes_the_input_and_peaks_map_back(
     single = replace(CPU, box_size=512, long_side=384)
     for config in (single, replace(single, scales=(0.5, 1.0), flip=True)):
         network = InputRecorder()
-        (heatmaps,) = Estimator(wrap(network), config).heatmaps([image])
+        (heatmaps,) = build_estimator(wrap(network), config).heatmaps([image])
         assert network.input_sizes[-1] == padded  # scale 1, the last one searched
         assert heatmaps.maps.shape == (NUM_CHANNELS, *grid)  # the valid 384×288 region / 4
         maps = heatmaps.maps[0]
@@ -253,8 +254,8 @@ def test_batching_gives_the_same_maps_as_one_by_one() -> None:
     sizes = [(100, 170), (90, 61), (100, 170), (100, 170), (90, 61)]
     images = [dots_image(h, w, seed=k) for k, (h, w) in enumerate(sizes)]
     config = replace(CPU, flip=True, scales=(0.5, 1.0))
-    one_by_one = [Estimator(model, config).heatmaps([image])[0] for image in images]
-    batched = Estimator(model, replace(config, batch_size=3)).heatmaps(images)
+    one_by_one = [build_estimator(model, config).heatmaps([image])[0] for image in images]
+    batched = build_estimator(model, replace(config, batch_size=3)).heatmaps(images)
     assert len(batched) == len(images)
     for single, batch in zip(one_by_one, batched, strict=True):
         assert batch.maps.shape == single.maps.shape
@@ -277,7 +278,7 @@ def test_predict_maps_keypoints_to_pixels_and_sorts_by_score(
 
     monkeypatch.setattr(estimator_module, "decode", fake_decode)
     decode_config = DecodeConfig(peak_threshold=0.2)
-    estimator = Estimator(wrap(StandInNetwork(mirror_shifts())), CPU, decode_config)
+    estimator = build_estimator(wrap(StandInNetwork(mirror_shifts())), CPU, decode_config)
     image = dots_image(64, 96, seed=1)  # box 128: resized ×2, stride-4 cell = 2 image pixels
     (poses,) = estimator.predict([image])
     assert calls == [((NUM_CHANNELS, 32, 48), decode_config, True)]
@@ -330,7 +331,7 @@ def test_predict_finds_rendered_people_at_their_pixels() -> None:
     people[1, 3] = 0  # an unlabelled keypoint stays missing
     image_size = (300, 450)
     config = replace(CPU, box_size=256)
-    estimator = Estimator(wrap(GroundTruthNetwork(people, image_size, 256)), config)
+    estimator = build_estimator(wrap(GroundTruthNetwork(people, image_size, 256)), config)
     (poses,) = estimator.predict([np.zeros((*image_size, 3), dtype=np.uint8)])
     assert len(poses) == 2
     assert poses[0].score >= poses[1].score
@@ -344,7 +345,7 @@ def test_predict_finds_rendered_people_at_their_pixels() -> None:
 
 
 def test_invalid_images_and_settings_fail_clearly() -> None:
-    estimator = Estimator(wrap(StandInNetwork(mirror_shifts())), CPU)
+    estimator = build_estimator(wrap(StandInNetwork(mirror_shifts())), CPU)
     with pytest.raises(InputError, match="image 1"):
         estimator.heatmaps([dots_image(64, 64, 0), np.zeros((64, 64), dtype=np.uint8)])
     with pytest.raises(InputError):
@@ -352,18 +353,19 @@ def test_invalid_images_and_settings_fail_clearly() -> None:
     with pytest.raises(InputError):
         estimator.heatmaps([np.zeros((0, 64, 3), dtype=np.uint8)])
     assert estimator.heatmaps([]) == []
-    for bad in (
-        replace(CPU, scales=()),
-        replace(CPU, scales=(0.0,)),
-        replace(CPU, batch_size=0),
-        replace(CPU, decode_stride=3),
-        replace(CPU, pad_multiple=30),
-        replace(CPU, long_side=-1),
-        replace(CPU, long_side=3),
-        replace(CPU, long_side=6, scales=(0.5, 1.0)),
-    ):
-        with pytest.raises(UsageError):
-            Estimator(wrap(StandInNetwork(mirror_shifts())), bad)
+    bad = [
+        {"scales": ()},
+        {"scales": (0.0,)},
+        {"batch_size": 0},
+        {"decode_stride": 3},
+        {"pad_multiple": 30},
+        {"long_side": -1},
+        {"long_side": 3},
+        {"long_side": 16, "scales": (0.2, 1.0)},
+    ]
+    for changes in bad:  # the record refuses them, naming the field, before any estimator
+        with pytest.raises(UsageError, match=next(iter(changes))):
+            replace(CPU, **changes)
 
 
 def test_a_network_with_the_wrong_output_shape_is_refused() -> None:
@@ -373,7 +375,7 @@ def test_a_network_with_the_wrong_output_shape_is_refused() -> None:
             return [[maps] * NUM_SCALES]
 
     with pytest.raises(CheckpointError, match="network output"):
-        Estimator(wrap(Stride8()), CPU).heatmaps([dots_image(64, 64, 0)])
+        build_estimator(wrap(Stride8()), CPU).heatmaps([dots_image(64, 64, 0)])
 
 
 def test_real_imhn_runs_end_to_end_on_cpu() -> None:
@@ -381,7 +383,7 @@ def test_real_imhn_runs_end_to_end_on_cpu() -> None:
 
     config = ModelConfig(stacks=1, width=32, increase=16, head_width=32)
     model = PoseModel.from_network(build_network(config), config, name="random")
-    estimator = Estimator(model, replace(CPU, flip=True, scales=(0.5, 1.0), batch_size=2))
+    estimator = build_estimator(model, replace(CPU, flip=True, scales=(0.5, 1.0), batch_size=2))
     images = [dots_image(70, 90, seed=k) for k in range(3)]
     heatmaps = estimator.heatmaps(images)
     assert [h.maps.shape for h in heatmaps] == [(NUM_CHANNELS, 32, 41)] * 3
@@ -396,8 +398,8 @@ def test_real_imhn_runs_end_to_end_on_cpu() -> None:
 def test_half_precision_on_cuda_matches_float32() -> None:
     model = wrap(StandInNetwork(mirror_shifts()))
     image = dots_image(100, 170, seed=5)
-    (full,) = Estimator(model, replace(CPU, device="cpu", flip=True)).heatmaps([image])
-    half = Estimator(model, replace(CPU, device="cuda", half=True, flip=True))
+    (full,) = build_estimator(model, replace(CPU, device="cpu", flip=True)).heatmaps([image])
+    half = build_estimator(model, replace(CPU, device="cuda", half=True, flip=True))
     assert half.dtype == torch.float16 and half.device.type == "cuda"
     (result,) = half.heatmaps([image])
     assert result.maps.dtype == np.float32
@@ -410,14 +412,14 @@ def test_following_finds_people_in_their_predicted_boxes_and_counts_the_lost(
     from posecli.boxes import person_box
     from posecli.config import RefinerConfig
     from posecli.model import build_refiner
+    from posecli.networks import RefinerModel
     from posecli.pose import Pose
     from posecli.refine import Refinement
-    from posecli.weights import RefinerModel
 
     tiny = RefinerConfig(crop_height=64, crop_width=64, head_width=16, embedding=8)
     refiner = RefinerModel.from_network(build_refiner(tiny), tiny)
     config = replace(CPU, refine=True, refine_flip=False)
-    estimator = Estimator(wrap(BrightnessNetwork()), config, refiner=refiner)
+    estimator = build_estimator(wrap(BrightnessNetwork()), config, refiner=refiner)
     one_point = np.zeros((17, 3), dtype=np.float32)
     one_point[0] = [30, 30, 0.9]
     people = [
@@ -448,11 +450,11 @@ def test_following_finds_people_in_their_predicted_boxes_and_counts_the_lost(
     assert lost == 2  # B and D; C is A's duplicate
     assert [pose.score for pose in found] == pytest.approx([0.6 / 0.9 * 0.8, 0.2 / 0.25 * 0.22])
     np.testing.assert_allclose(found[0].keypoints[:, 0], people[0].keypoints[:, 0] + 2)
-    strict = Estimator(wrap(BrightnessNetwork()), config, DecodeConfig(min_person_score=0.2),
+    strict = build_estimator(wrap(BrightnessNetwork()), config, DecodeConfig(min_person_score=0.2),
                        refiner=refiner)  # fmt: skip
     calls.clear()
     shown, lost = strict.follow(image, people)
     assert len(shown) == 1 and lost == 2  # E is followed but not shown below --min-score
-    assert not Estimator(wrap(BrightnessNetwork()), CPU).can_follow
+    assert not build_estimator(wrap(BrightnessNetwork()), CPU).can_follow
     with pytest.raises(UsageError, match="refine"):
-        Estimator(wrap(BrightnessNetwork()), CPU).follow(image, people)
+        build_estimator(wrap(BrightnessNetwork()), CPU).follow(image, people)

@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from coco_synthetic import noise_images, person_annotation, person_keypoints, write_coco
 
-from posecli import weights
+from posecli import loader
 from posecli.cli import run
 from posecli.config import ModelConfig, Preprocessing
 from posecli.evaluate import SUMMARY_KEYS, load_annotations
 from posecli.io.sources import load_image
+from posecli.networks import PoseModel
 from posecli.spec import STRIDE
 from posecli.train.targets import render_heatmaps
 from posecli.transforms import input_geometry, normalise, pad_image, resize_image
@@ -111,8 +112,8 @@ def eval_with_ground_truth(
     """The figures `posecli eval` prints with the ground-truth network in place of a model
     (metrics and detections also written to ``metrics``, ``*.detections.json``)."""
     network = GroundTruthNetwork(annotations, images, box_size, oracle)
-    model = weights.PoseModel.from_network(network, ModelConfig(), name="ground-truth")
-    monkeypatch.setattr(weights, "load_model", lambda name, device="cpu": model)
+    model = PoseModel.from_network(network, ModelConfig(), name="ground-truth")
+    monkeypatch.setattr(loader, "load_model", lambda name, device="cpu": model)
     args = ["eval", "--annotations", str(annotations), "--images", str(images)]
     options = ["--box-size", str(box_size), "--device", "cpu", "--quiet", "--no-refine"]  # decoder
     assert run([*args, *options, "--metrics", str(metrics)]) == 0

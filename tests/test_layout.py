@@ -3,6 +3,7 @@ loading checks it, and the Estimator reads which output to decode from it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +11,23 @@ import pytest
 import torch
 from tiny_model import TINY_CONFIG
 
+from posecli.assemble import build_estimator
 from posecli.config import InferenceConfig, RefinerConfig
 from posecli.errors import CheckpointError
-from posecli.estimator import Estimator
+from posecli.loader import load_model
 from posecli.model import build_network, output_layout
+from posecli.networks import PoseModel
 from posecli.spec import NUM_CHANNELS, STRIDE
-from posecli.weights import PoseModel, load_model
 
 
 def test_checkpoints_state_the_layout_of_either_kind(checkpoint: Path) -> None:
     stored = torch.load(checkpoint, weights_only=True)
-    assert stored["output"] == output_layout(TINY_CONFIG)
+    assert stored["output"] == output_layout(TINY_CONFIG).to_dict()
     assert stored["output"]["kind"] == "imhn"
     assert stored["output"]["channels"] == NUM_CHANNELS
     assert stored["output"]["stride"] == STRIDE
-    assert output_layout(RefinerConfig())["kind"] == "refiner"
-    assert load_model(checkpoint).layout == stored["output"]
+    assert output_layout(RefinerConfig()).to_dict()["kind"] == "refiner"
+    assert load_model(checkpoint).layout.to_dict() == stored["output"]
 
 
 def test_a_checkpoint_stating_another_layout_is_refused(checkpoint: Path, tmp_path: Path) -> None:
@@ -40,23 +42,23 @@ def test_an_older_checkpoint_without_a_layout_still_loads(checkpoint: Path, tmp_
     stored = torch.load(checkpoint, weights_only=True)
     del stored["output"]
     torch.save(stored, tmp_path / "old.pt")
-    assert load_model(tmp_path / "old.pt").layout == output_layout(TINY_CONFIG)
+    assert load_model(tmp_path / "old.pt").layout == output_layout(TINY_CONFIG)  # typed
 
 
 class _LayoutModel(PoseModel):
     """A model whose stated layout is replaced (what another network kind would state)."""
 
-    stated: dict = {}
+    stated: object = None
 
     @property
-    def layout(self) -> dict:
+    def layout(self) -> object:
         return self.stated
 
 
-def _model_stating(**changes: object) -> PoseModel:
+def _model_stating(layout: object) -> PoseModel:
     network = build_network(TINY_CONFIG)
     model = _LayoutModel.from_network(network, TINY_CONFIG)
-    model.stated = {**output_layout(TINY_CONFIG), **changes}
+    model.stated = layout
     return model
 
 
@@ -70,10 +72,10 @@ def test_the_estimator_decodes_the_output_the_layout_names() -> None:
     config = network.config
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     inference = InferenceConfig(box_size=64, flip=False)
-    last = Estimator(PoseModel.from_network(network, config), inference).heatmaps([image])[0]
+    last = build_estimator(PoseModel.from_network(network, config), inference).heatmaps([image])[0]
     first_model = _LayoutModel.from_network(network, config)
-    first_model.stated = {**output_layout(config), "decode_stack": 0}
-    first = Estimator(first_model, inference).heatmaps([image])[0]
+    first_model.stated = replace(output_layout(config), decode_stack=0)
+    first = build_estimator(first_model, inference).heatmaps([image])[0]
     with torch.inference_mode():
         outputs = network(torch.zeros(1, 3, 64, 64))
     assert outputs[0][0].shape == outputs[-1][0].shape
@@ -81,10 +83,17 @@ def test_the_estimator_decodes_the_output_the_layout_names() -> None:
     assert not np.allclose(last.maps, first.maps)
 
 
+IMHN_STATED = output_layout(TINY_CONFIG)
+
+
 @pytest.mark.parametrize(
-    ("changes", "named"),
-    [({"kind": "refiner"}, "kind"), ({"channels": 17}, "channels"), ({"stride": 8}, "stride")],
+    ("layout", "named"),
+    [
+        (output_layout(RefinerConfig()), "kind"),
+        (replace(IMHN_STATED, channels=17), "channels"),
+        (replace(IMHN_STATED, stride=8), "stride"),
+    ],
 )
-def test_the_estimator_refuses_a_layout_the_decoder_cannot_read(changes: dict, named: str) -> None:
+def test_the_estimator_refuses_a_layout_the_decoder_cannot_read(layout: object, named: str) -> None:
     with pytest.raises(CheckpointError, match=named):
-        Estimator(_model_stating(**changes), InferenceConfig(box_size=64))
+        build_estimator(_model_stating(layout), InferenceConfig(box_size=64))

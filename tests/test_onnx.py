@@ -21,12 +21,14 @@ import torch
 from tiny_model import TINY_CONFIG
 
 from posecli import backends, onnxfile
+from posecli.assemble import build_estimator
+from posecli.checkpoint import save_checkpoint
 from posecli.cli import run
 from posecli.config import MODEL_PRESETS, REFINER_PRESETS, InferenceConfig, Preprocessing
 from posecli.errors import CheckpointError, UsageError
-from posecli.estimator import Estimator
+from posecli.loader import load_model, load_refiner
 from posecli.model import build_network, build_refiner
-from posecli.weights import PoseModel, RefinerModel, load_model, load_refiner, save_checkpoint
+from posecli.networks import PoseModel, RefinerModel
 
 CPU = torch.device("cpu")
 EVAL_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/eval/cocomini-train/images"
@@ -130,8 +132,10 @@ def test_same_poses_from_both_backends_on_a_real_image(bundled_default: PoseMode
     path = sorted(EVAL_IMAGES.glob("*.jpg"))[0]
     image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     config = InferenceConfig(device="cpu", threads=1)
-    on_torch = Estimator(bundled_default, replace(config, backend="torch")).predict([image])[0]
-    estimator = Estimator(bundled_default, config)  # auto: a model file on the CPU
+    on_torch = build_estimator(bundled_default, replace(config, backend="torch")).predict([image])[
+        0
+    ]
+    estimator = build_estimator(bundled_default, config)  # auto: a model file on the CPU
     assert estimator.backend == "onnxruntime"
     on_onnx = estimator.predict([image])[0]
     assert len(on_torch) == len(on_onnx) > 0
@@ -193,7 +197,7 @@ def test_an_onnx_file_that_does_not_match_its_metadata_is_refused(
     checkpoint: Path, image: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     source = tiny_onnx(checkpoint, tmp_path)
-    layout = load_model(source).layout
+    layout = load_model(source).layout.to_dict()
     stride = with_metadata(source, tmp_path / "stride.onnx", output=str({**layout, "stride": 8}))
     assert "not JSON" in refuses(stride, image, tmp_path, capsys)
     bad_layout = json.dumps({**layout, "stride": 8})
@@ -201,13 +205,17 @@ def test_an_onnx_file_that_does_not_match_its_metadata_is_refused(
     assert "output layout" in refuses(stride, image, tmp_path, capsys)
     shallow = replace(TINY_CONFIG, depth=2)  # a network taking 16-pixel multiples: not this one
     stated = PoseModel.from_network(build_network(shallow), shallow)
-    header = {"config": json.dumps(shallow.to_dict()), "output": json.dumps(stated.layout)}
+    header = {
+        "config": json.dumps(shallow.to_dict()),
+        "output": json.dumps(stated.layout.to_dict()),
+    }
     shallow_file = with_metadata(source, tmp_path / "shallow.onnx", **header)
     assert "does not run as its stated network" in refuses(shallow_file, image, tmp_path, capsys)
     refiner = REFINER_PRESETS["refiner-lite0-128x96"]
+    refiner_layout = RefinerModel.from_network(build_refiner(refiner), refiner).layout
     as_refiner = with_metadata(
         source, tmp_path / "refiner.onnx", kind='"refiner"', config=json.dumps(refiner.to_dict()),
-        output=json.dumps(RefinerModel.from_network(build_refiner(refiner), refiner).layout),
+        output=json.dumps(refiner_layout.to_dict()),
     )  # fmt: skip
     with pytest.raises(CheckpointError, match="does not match its stated network"):
         load_refiner(as_refiner)
@@ -217,7 +225,7 @@ def test_an_onnx_file_that_does_not_match_its_metadata_is_refused(
 def test_the_export_cache_exports_once(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = load_model(checkpoint)
     config = InferenceConfig(device="cpu", backend="onnxruntime", threads=1)
-    Estimator(model, config)
+    build_estimator(model, config)
     cached = onnxfile.cached_onnx(model)
     assert cached.parent == onnxfile.cache_folder() and cached.is_file()
 
@@ -225,26 +233,26 @@ def test_the_export_cache_exports_once(checkpoint: Path, monkeypatch: pytest.Mon
         raise AssertionError("exported twice")
 
     monkeypatch.setattr(onnxfile, "export_onnx", no_export)
-    estimator = Estimator(load_model(checkpoint), config)
+    estimator = build_estimator(load_model(checkpoint), config)
     runtime = estimator.runner.runtime  # type: ignore[attr-defined]
     assert runtime.get_session_options().intra_op_num_threads == 1
     cached.write_bytes(cached.read_bytes()[:1000])  # a damaged entry is exported again
     monkeypatch.undo()
-    Estimator(load_model(checkpoint), config)
+    build_estimator(load_model(checkpoint), config)
     load_model(cached)  # whole again (the cache holds the metadata too)
 
 
 def test_backend_choice(checkpoint: Path, tmp_path: Path) -> None:
     model = load_model(checkpoint)
     cpu = InferenceConfig(device="cpu")
-    assert Estimator(model, cpu).backend == "onnxruntime"  # a model file on the CPU
+    assert build_estimator(model, cpu).backend == "onnxruntime"  # a model file on the CPU
     in_memory = PoseModel.from_network(build_network(TINY_CONFIG), TINY_CONFIG)
-    assert Estimator(in_memory, cpu).backend == "torch"  # a network that may be training
+    assert build_estimator(in_memory, cpu).backend == "torch"  # a network that may be training
     onnx_model = load_model(tiny_onnx(checkpoint, tmp_path))
     with pytest.raises(UsageError, match="ONNX file"):
-        Estimator(onnx_model, replace(cpu, backend="torch"))
-    with pytest.raises(UsageError, match="unknown backend"):
-        Estimator(model, replace(cpu, backend="tensorflow"))
+        build_estimator(onnx_model, replace(cpu, backend="torch"))
+    with pytest.raises(UsageError, match="backend: must be one of"):
+        build_estimator(model, replace(cpu, backend="tensorflow"))
 
 
 def test_cli_backend_option_and_export_format(
@@ -333,9 +341,9 @@ def test_cli_export_int8_calibrates_on_the_people_of_real_images(
 
 def test_the_int8_refiner_is_chosen_on_onnxruntime_only(bundled_default: PoseModel) -> None:
     config = InferenceConfig(device="cpu", refine=True, refine_int8=True, threads=1)
-    on_onnx = Estimator(bundled_default, config)
+    on_onnx = build_estimator(bundled_default, config)
     assert on_onnx.refinement is not None and on_onnx.refinement.refiner.name == "refiner-int8"
-    on_torch = Estimator(bundled_default, replace(config, backend="torch"))
+    on_torch = build_estimator(bundled_default, replace(config, backend="torch"))
     assert on_torch.refinement is not None and on_torch.refinement.refiner.name == "refiner"
-    named = Estimator(bundled_default, replace(config, refiner="refiner"))
+    named = build_estimator(bundled_default, replace(config, refiner="refiner"))
     assert named.refinement is not None and named.refinement.refiner.name == "refiner"

@@ -17,16 +17,16 @@ import pytest
 import torch
 from tiny_model import TINY_CONFIG
 
+from posecli.assemble import build_estimator
 from posecli.config import DecodeConfig, InferenceConfig
 from posecli.errors import InputError, OutputError
-from posecli.estimator import Estimator
 from posecli.io.sinks import CocoResultsSink
 from posecli.io.sources import SourceFrame
 from posecli.model import build_network
+from posecli.networks import PoseModel
 from posecli.pipeline import PipelineProgress, run_pipeline
 from posecli.pose import Frame, Pose
 from posecli.track import Tracker
-from posecli.weights import PoseModel
 
 
 def frames(count: int, *, fail_at: int | None = None, error: BaseException | None = None):
@@ -273,7 +273,9 @@ def test_real_estimator_gives_the_same_poses_as_predict(one_torch_thread: None) 
     model = PoseModel.from_network(build_network(TINY_CONFIG), TINY_CONFIG)
     # thresholds low enough that the noise of a random network gives people to compare
     decode = DecodeConfig(peak_threshold=0.001, part_threshold=-1.0, min_mean_part_score=0.0)
-    estimator = Estimator(model, InferenceConfig(box_size=64, device="cpu", batch_size=2), decode)
+    estimator = build_estimator(
+        model, InferenceConfig(box_size=64, device="cpu", batch_size=2), decode
+    )
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8) for _ in range(5)]
     source = [SourceFrame(image=image.copy(), index=i, time=0.0) for i, image in enumerate(images)]

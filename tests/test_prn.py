@@ -13,28 +13,24 @@ import torch
 from coco_synthetic import person_annotation, person_keypoints, write_coco
 from tiny_model import save_tiny_checkpoint
 
+from posecli.assemble import build_estimator
 from posecli.boxes import person_box
+from posecli.checkpoint import DEFAULT_PREPROCESSING, save_checkpoint
 from posecli.config import DecodeConfig, InferenceConfig, PRNConfig, TrainConfig
 from posecli.errors import CheckpointError, DecoderError, UsageError
-from posecli.estimator import Estimator, Heatmaps
+from posecli.estimator import Heatmaps
 from posecli.group import PRNGrouping
+from posecli.loader import load_model, load_prn, load_refiner
 from posecli.model import build_prn
+from posecli.networks import PRNModel
 from posecli.options import inference_options
 from posecli.pose import Pose
+from posecli.registry import WEIGHTS_DIR
 from posecli.spec import coco_to_network
 from posecli.train.prn import PRNSampleDataset
 from posecli.train.targets import render_heatmaps
 from posecli.train.trainer import train
 from posecli.transforms import GridTransform
-from posecli.weights import (
-    DEFAULT_PREPROCESSING,
-    WEIGHTS_DIR,
-    PRNModel,
-    load_model,
-    load_prn,
-    load_refiner,
-    save_checkpoint,
-)
 
 TINY = PRNConfig(crop_height=14, crop_width=9, hidden=16, dropout=0.0)
 BUNDLED = WEIGHTS_DIR / "posecli-prn.pt"
@@ -100,7 +96,7 @@ def test_no_boxes_and_wrong_inputs() -> None:
         grouping.keypoints(heatmaps.maps.astype(np.int32), heatmaps.transform, [])
     with pytest.raises(ValueError, match=r"PRN expects \(B, 17, 14, 9\) heatmaps"):
         build_prn(TINY)(torch.zeros(2, 17, 28, 18))
-    with pytest.raises(UsageError, match="unknown grouping 'mst'"):
+    with pytest.raises(UsageError, match="grouping: must be one of greedy, prn, got 'mst'"):
         PRNGrouping(identity_prn(), DecodeConfig(grouping="mst"), torch.device("cpu"))
     with pytest.raises(ValueError, match="dropout"):
         build_prn(PRNConfig(dropout=1.0))
@@ -115,9 +111,9 @@ def test_checkpoints_state_their_kind_and_layout(tmp_path: Path) -> None:
     assert loaded.config == TINY and loaded.network.hidden.weight.dtype == torch.float32
     with pytest.raises(CheckpointError, match="use it with --grouping prn --prn"):
         load_model(path)
-    with pytest.raises(CheckpointError, match="'prn' checkpoint, not 'refiner'"):
+    with pytest.raises(CheckpointError, match="'prn' checkpoint, not a refiner network"):
         load_refiner(path)
-    with pytest.raises(CheckpointError, match="'imhn' checkpoint, not 'prn'"):
+    with pytest.raises(CheckpointError, match="'imhn' checkpoint, not a grouping network"):
         load_prn(save_tiny_checkpoint(tmp_path / "tiny.pt"))
     checkpoint["state_dict"]["out.bias"] = torch.zeros(3)
     torch.save(checkpoint, tmp_path / "bad.pt")
@@ -128,10 +124,12 @@ def test_checkpoints_state_their_kind_and_layout(tmp_path: Path) -> None:
 def test_the_estimator_regroups_with_a_prn(tmp_path: Path) -> None:
     model = load_model(save_tiny_checkpoint(tmp_path / "tiny.pt"))
     decode = replace(EVERY_PICK, peak_threshold=0.01, min_mean_part_score=0.0)
-    estimator = Estimator(model, InferenceConfig(backend="torch"), decode, prn=identity_prn())
+    estimator = build_estimator(model, InferenceConfig(backend="torch"), decode, prn=identity_prn())
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     heatmaps = estimator.heatmaps([image])[0]
-    greedy = Estimator(model, InferenceConfig(backend="torch"), replace(decode, grouping="greedy"))
+    greedy = build_estimator(
+        model, InferenceConfig(backend="torch"), replace(decode, grouping="greedy")
+    )
     assert estimator.grouping is not None and greedy.grouping is None
     poses = estimator.poses(heatmaps)
     assert all(pose.keypoints.shape == (17, 3) and 0 <= pose.score <= 1 for pose in poses)

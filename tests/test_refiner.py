@@ -15,12 +15,15 @@ import torch
 from coco_synthetic import write_people_set
 from tiny_model import save_tiny_checkpoint
 
+from posecli.assemble import build_estimator
 from posecli.boxes import CropBox, crop_affine, person_box, to_image
+from posecli.checkpoint import save_checkpoint
 from posecli.cli import run
 from posecli.config import AugmentConfig, InferenceConfig, Preprocessing, RefinerConfig, TrainConfig
 from posecli.errors import CheckpointError, UsageError
-from posecli.estimator import Estimator
+from posecli.loader import load_model, load_refiner
 from posecli.model import build_refiner, grow_instances, heatmap_keypoints, resize_crop
+from posecli.networks import RefinerModel
 from posecli.pose import Pose
 from posecli.refine import RefinedPose, Refinement, crop_people, merge_poses
 from posecli.spec import COCO_FLIP_ORDER
@@ -32,7 +35,6 @@ from posecli.train.refiner import (
 )
 from posecli.train.trainer import train
 from posecli.transforms import normalise
-from posecli.weights import RefinerModel, load_model, load_refiner, save_checkpoint
 
 #: A refiner small enough for tests: 64×64 crops (16×16 maps), a 16-channel head.
 TINY = RefinerConfig(crop_height=64, crop_width=64, instances=2, head_width=16, embedding=8)
@@ -127,7 +129,7 @@ def test_a_resized_refiner_computes_what_its_layers_did_on_the_larger_crop() -> 
     height, width = 2 * TINY.crop_height, 2 * TINY.crop_width
     large = resize_crop(small, height, width).eval()
     layout = large.output_layout
-    assert (layout["crop_height"], layout["crop_width"]) == (height, width)
+    assert (layout.crop_height, layout.crop_width) == (height, width)
     crops = torch.rand(2, 3, height, width)
     with torch.no_grad():
         torch.testing.assert_close(large(crops), small.head(small.encoder(crops)))
@@ -301,7 +303,7 @@ def test_estimator_refines_the_bottom_up_people(
     monkeypatch.setattr("posecli.estimator.decode_heatmaps", lambda maps, config: list(people))
     model = load_model(save_tiny_checkpoint(tmp_path / "imhn.pt"))
     config = InferenceConfig(box_size=64, device="cpu", refine=True, refiner=str(refiner_path))
-    estimator = Estimator(model, config)
+    estimator = build_estimator(model, config)
     image = np.random.default_rng(0).integers(0, 256, size=(120, 200, 3), dtype=np.uint8)
     poses = estimator.predict([image])[0]
     assert poses == sorted(poses, key=lambda p: -p.score)
@@ -316,7 +318,7 @@ def test_estimator_refines_the_bottom_up_people(
     with pytest.raises(UsageError, match="needs the image"):
         estimator.poses(estimator.heatmaps([image])[0])
     with pytest.raises(UsageError, match="instance"):
-        Estimator(model, replace(config, instances=3))
+        build_estimator(model, replace(config, instances=3))
 
 
 def test_refinement_batches_every_instance(tmp_path: Path, skeleton) -> None:

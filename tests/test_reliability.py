@@ -25,8 +25,10 @@ import torch
 from coco_synthetic import write_people_set
 from schema import track_frames
 
-from posecli import weights
+from posecli import loader
+from posecli.checkpoint import save_checkpoint
 from posecli.cli import run
+from posecli.errors import CheckpointError
 from posecli.io import files, sinks
 from posecli.io.sources import VideoSource
 
@@ -119,7 +121,7 @@ def test_eval_validates_the_annotation_file_before_loading_the_model(
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the annotations were checked")
 
-    monkeypatch.setattr(weights, "load_model", no_model)
+    monkeypatch.setattr(loader, "load_model", no_model)
     annotations, images = _annotation_file(tmp_path, breakage)
     metrics = tmp_path / "metrics.json"
     args = ["eval", "--annotations", str(annotations), "--images", str(images)]
@@ -274,8 +276,8 @@ def test_a_legacy_torch_file_is_still_read_as_a_checkpoint(tmp_path: Path) -> No
     """Old torch.save files (no zip) are PyTorch checkpoints: their content decides."""
     path = tmp_path / "legacy.pth"
     torch.save({"something": torch.zeros(2)}, path, _use_new_zipfile_serialization=False)
-    with pytest.raises(weights.CheckpointError, match="neither a posecli checkpoint"):
-        weights.load_model(path)
+    with pytest.raises(CheckpointError, match="neither a posecli checkpoint"):
+        loader.load_model(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,7 +436,7 @@ def test_images_check_outputs_and_inputs_before_the_model_loads(
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr(weights, "load_model", no_model)
+    monkeypatch.setattr(loader, "load_model", no_model)
     write_images(tmp_path / "photos", ["a.png", "b.png"])
     annotated, openpose = tmp_path / "annotated", tmp_path / "poses_openpose"
     annotated.mkdir()
@@ -470,7 +472,7 @@ def test_eval_checks_its_images_before_the_model_loads(
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the images were checked")
 
-    monkeypatch.setattr(weights, "load_model", no_model)
+    monkeypatch.setattr(loader, "load_model", no_model)
     annotations, images = write_people_set(tmp_path / "set")
     next(images.iterdir()).unlink()
     assert run(["eval", "--annotations", str(annotations), "--images", str(images), *fast]) == 1
@@ -534,7 +536,7 @@ def test_checkpoints_with_non_finite_weights_are_refused(
     network = build_network(TINY_CONFIG)
     with torch.no_grad():
         next(network.parameters()).view(-1)[3] = bad
-    model = weights.save_checkpoint(tmp_path / "bad.pt", network, TINY_CONFIG, Preprocessing(), {})
+    model = save_checkpoint(tmp_path / "bad.pt", network, TINY_CONFIG, Preprocessing(), {})
     out = tmp_path / "out.mp4"
     args = ["video", str(plain_video), "--out", str(out), "--model", str(model), "-q"]
     assert run([*args, "--box-size", "64"]) == 1

@@ -317,19 +317,20 @@ def test_the_pipeline_hands_low_score_people_to_the_tracker_and_shows_the_others
     torch = pytest.importorskip("torch")
     from tiny_model import TINY_CONFIG
 
+    from posecli.assemble import build_estimator
     from posecli.config import DecodeConfig, InferenceConfig
-    from posecli.estimator import Estimator, decode_heatmaps
+    from posecli.estimator import decode_heatmaps
     from posecli.io.sources import SourceFrame
     from posecli.model import build_network
+    from posecli.networks import PoseModel
     from posecli.pipeline import candidate_decode_config, run_pipeline
-    from posecli.weights import PoseModel
 
     torch.manual_seed(0)
     model = PoseModel.from_network(build_network(TINY_CONFIG), TINY_CONFIG)
     # A random network's heatmaps are noise (under 0.01): at these thresholds a few of its
     # people are shown and some 50 per image are candidates.
     decode = DecodeConfig(peak_threshold=0.001, part_threshold=-1.0, min_mean_part_score=0.004)
-    estimator = Estimator(model, InferenceConfig(box_size=64, device="cpu"), decode)
+    estimator = build_estimator(model, InferenceConfig(box_size=64, device="cpu"), decode)
     tracker = _Recording(TrackerConfig(candidate_min_score=0.002))
     floor = candidate_decode_config(estimator, tracker)
     assert floor == DecodeConfig(peak_threshold=0.001, part_threshold=-1.0,
@@ -353,11 +354,11 @@ def test_the_pipeline_hands_low_score_people_to_the_tracker_and_shows_the_others
         assert [p.score for p in candidates] == pytest.approx([p.score for p in low])
     assert 0 < sum(map(len, shown)) < sum(map(len, tracker.candidates))
     # No candidates where the run's threshold is already as low, or for a stand-in estimator.
-    low_run = Estimator(model, InferenceConfig(box_size=64, device="cpu"),
+    low_run = build_estimator(model, InferenceConfig(box_size=64, device="cpu"),
                         DecodeConfig(min_mean_part_score=0.002))  # fmt: skip
     assert candidate_decode_config(low_run, tracker) is None
     # A person-score threshold (--min-score) drops people the candidates' decoding keeps.
-    by_score = Estimator(model, InferenceConfig(box_size=64, device="cpu"),
+    by_score = build_estimator(model, InferenceConfig(box_size=64, device="cpu"),
                          DecodeConfig(min_mean_part_score=0.001, min_person_score=0.5))  # fmt: skip
     assert candidate_decode_config(by_score, tracker) == DecodeConfig(
         min_mean_part_score=0.001, min_person_score=0.5

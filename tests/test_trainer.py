@@ -15,10 +15,12 @@ import pytest
 import torch
 from coco_synthetic import write_people_set
 
-from posecli.config import REFINER_PRESETS, ModelConfig, RefinerConfig, TrainConfig
+from posecli.config import ModelConfig, TrainConfig
 from posecli.errors import OutputError, ResumableInterruptError, UsageError
-from posecli.train.trainer import autocast_dtype, lr_factor, train
-from posecli.weights import load_model
+from posecli.loader import load_model
+from posecli.train.optim import lr_factor
+from posecli.train.tasks import TASKS, autocast_dtype
+from posecli.train.trainer import train
 
 TINY = ModelConfig(stacks=1, width=32, increase=16, head_width=32)
 REPO = Path(__file__).resolve().parents[1]
@@ -196,12 +198,11 @@ def test_cpu_mixed_precision_is_bf16_where_native_and_stays_close_to_fp32(
     people_set, tmp_path: Path
 ):
     native = torch.cpu._is_avx512_bf16_supported()
-    assert autocast_dtype(True, torch.device("cpu")) == (torch.bfloat16 if native else None)
-    assert autocast_dtype(False, torch.device("cpu")) is None
-    assert (
-        autocast_dtype(True, torch.device("cpu"), REFINER_PRESETS["refiner-lite0-128x96"]) is None
-    )
-    assert autocast_dtype(True, torch.device("cuda"), RefinerConfig()) == torch.float16
+    imhn, refiner = TASKS["imhn"], TASKS["refiner"]
+    assert autocast_dtype(True, torch.device("cpu"), imhn) == (torch.bfloat16 if native else None)
+    assert autocast_dtype(False, torch.device("cpu"), imhn) is None
+    assert autocast_dtype(True, torch.device("cpu"), refiner) is None
+    assert autocast_dtype(True, torch.device("cuda"), refiner) == torch.float16
     losses = {}
     for amp in (True, False):
         run = train(_config(people_set, tmp_path / f"amp-{amp}", max_steps=2, amp=amp)).parent

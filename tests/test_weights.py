@@ -9,17 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from posecli import weights
+from posecli import registry
+from posecli.checkpoint import OFFICIAL_PREPROCESSING, save_checkpoint
 from posecli.config import MODEL_PRESETS, ModelConfig, Preprocessing
 from posecli.errors import CheckpointError, ModelNotFoundError, OutputError, UsageError
+from posecli.loader import load_model
 from posecli.model import build_network
-from posecli.weights import (
-    OFFICIAL_PREPROCESSING,
-    PoseModel,
-    list_models,
-    load_model,
-    save_checkpoint,
-)
+from posecli.networks import PoseModel
+from posecli.registry import list_models
 
 REFERENCE_TSV = (
     Path(__file__).resolve().parents[1].parent
@@ -258,7 +255,7 @@ def test_our_format_refuses_other_versions_and_channel_counts(tmp_path: Path) ->
     torch.save(
         {**checkpoint, "config": {**checkpoint["config"], "channels": 17}}, tmp_path / "c.pt"
     )
-    with pytest.raises(CheckpointError, match="17 channels"):
+    with pytest.raises(CheckpointError, match="differs in channels"):
         load_model(tmp_path / "c.pt")
 
 
@@ -288,7 +285,7 @@ def test_unknown_names_and_missing_paths_are_not_found(tmp_path: Path) -> None:
 def test_missing_default_model_says_no_trained_weights_are_bundled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(ModelNotFoundError, match="no trained default weights") as caught:
         load_model("default")
     assert "--model PATH" in str(caught.value)
@@ -297,7 +294,7 @@ def test_missing_default_model_says_no_trained_weights_are_bundled(
 def test_registered_names_load_from_the_weights_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     assert {entry.name: entry.present for entry in list_models()} == {
         "default": False,
         "refiner": False,

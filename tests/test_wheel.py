@@ -57,7 +57,7 @@ def test_an_installed_wheel_runs_images_with_the_default_model(wheel: Path, tmp_
         sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", wheel
     )
     assert installed.returncode == 0, installed.stderr[-2000:]
-    where = _run(python, "-c", "import posecli.weights as w; print(w.WEIGHTS_DIR)", cwd=tmp_path)
+    where = _run(python, "-c", "import posecli.registry as w; print(w.WEIGHTS_DIR)", cwd=tmp_path)
     assert Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr
     image = sorted(EVAL_IMAGES.glob("*.jpg"))[0]
     results = tmp_path / "poses.json"

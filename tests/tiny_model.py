@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from posecli.checkpoint import save_checkpoint
 from posecli.config import ModelConfig, Preprocessing
 from posecli.model import build_network
-from posecli.weights import save_checkpoint
 
 #: The test network of the brief: one stack, 32 channels (+16 per level), 32-channel heads.
 TINY_CONFIG = ModelConfig(stacks=1, width=32, increase=16, head_width=32)

@@ -61,13 +61,12 @@ import numpy as np
 from posecli.config import DecodeConfig
 from posecli.decode import native as native_backend
 from posecli.decode import reference
-from posecli.errors import DecoderError, UsageError
+from posecli.errors import DecoderError
 from posecli.spec import BODY_PARTS, COCO_TO_NETWORK, NUM_CHANNELS, NUM_KEYPOINTS
 
 __all__ = ["PART_LENGTHS", "DecodedPoses", "decode", "native_available"]
 
 #: Sub-cell peak refinements (DecodeConfig.refinement).
-REFINEMENTS = ("gaussian", "centroid")
 #: The defaults of DecodeConfig (frozen, so one shared instance is safe).
 DEFAULT_CONFIG = DecodeConfig()
 _BODY_PARTS = np.array(BODY_PARTS, dtype=np.intc)  # (30, 2) network-order keypoint pairs
@@ -118,10 +117,8 @@ def decode(
 
     Raises:
         DecoderError: wrong type, shape or dtype, or ``native=True`` without the extension.
-        UsageError: an invalid ``config``.
     """
     maps = _checked_heatmaps(heatmaps)
-    _check_config(config)
     if native:  # sorts, cuts and reorders natively as _ranked does
         keypoints, scores = _native_module().decode_poses(
             maps, _BODY_PARTS, PART_LENGTHS, NUM_KEYPOINTS, _COCO_TO_NETWORK, config
@@ -165,21 +162,3 @@ def _checked_heatmaps(heatmaps: np.ndarray) -> np.ndarray:
     if heatmaps.shape[1] == 0 or heatmaps.shape[2] == 0:
         raise DecoderError(f"heatmaps are empty: shape {tuple(heatmaps.shape)}")
     return np.ascontiguousarray(heatmaps, dtype=np.float32)
-
-
-def _check_config(config: DecodeConfig) -> None:
-    problems = []
-    if not config.peak_threshold > 0:
-        problems.append("peak_threshold must be > 0")
-    if config.max_part_samples < 1:
-        problems.append("max_part_samples must be >= 1")
-    if config.max_peaks < 1:
-        problems.append("max_peaks must be >= 1")
-    if not config.part_proportion_factor >= 0:
-        problems.append("part_proportion_factor must be >= 0")
-    if config.refine_radius < 0:
-        problems.append("refine_radius must be >= 0")
-    if config.refinement not in REFINEMENTS:
-        problems.append(f"refinement must be one of {', '.join(REFINEMENTS)}")
-    if problems:
-        raise UsageError("invalid decode config: " + "; ".join(problems))

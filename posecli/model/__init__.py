@@ -11,56 +11,73 @@ and ``(B,)`` instance selectors to ``(B, 17, H/4, W/4)`` COCO keypoint heatmaps
 ``build_prn(config)`` returns a ``PoseResidualNetwork`` whose forward maps ``(B, 17, H, W)``
 keypoint heatmaps cropped to person boxes to ``(B, 17, H, W)`` logits of the box's own person's
 keypoints (``posecli.model.prn``, issue 20).
+
+What sets the kinds apart is one table, ``posecli.model.kinds.KINDS``.
 """
 
-from typing import Any
-
-from posecli.config import ModelConfig, PRNConfig, RefinerConfig
-from posecli.model.imhn import IMHN, IMHN_KIND, build_network, grow_stacks, scale_channels
-from posecli.model.imhn import output_layout as imhn_output_layout
+from posecli.model.imhn import (
+    IMHN,
+    IMHN_KIND,
+    DecoderOutput,
+    IMHNLayout,
+    build_network,
+    grow_stacks,
+    scale_channels,
+)
+from posecli.model.kinds import (
+    BOTTOM_UP,
+    KINDS,
+    PRN,
+    REFINER,
+    NetworkConfig,
+    NetworkKind,
+    describe_config,
+    kind_of,
+    output_layout,
+)
 from posecli.model.prn import (
     PRN_KIND,
     PoseResidualNetwork,
+    PRNLayout,
     build_prn,
     cell_probabilities,
-    prn_output_layout,
 )
 from posecli.model.refiner import (
     REFINER_KIND,
     Refiner,
+    RefinerLayout,
     build_refiner,
     grow_instances,
     heatmap_keypoints,
-    refiner_output_layout,
     resize_crop,
 )
 
-
-def output_layout(config: ModelConfig | RefinerConfig | PRNConfig) -> dict[str, Any]:
-    """The output contract of the network ``config`` describes (its checkpoints store it; the
-    Estimator and the refinement read it): kind, channels or keypoints, stride, and for an
-    IMHN which of its outputs the decoder reads."""
-    if isinstance(config, RefinerConfig):
-        return refiner_output_layout(config)
-    if isinstance(config, PRNConfig):
-        return prn_output_layout(config)
-    return imhn_output_layout(config)
-
-
 __all__ = [
+    "BOTTOM_UP",
     "IMHN",
     "IMHN_KIND",
+    "KINDS",
+    "PRN",
     "PRN_KIND",
+    "REFINER",
     "REFINER_KIND",
+    "DecoderOutput",
+    "IMHNLayout",
+    "NetworkConfig",
+    "NetworkKind",
+    "PRNLayout",
     "PoseResidualNetwork",
     "Refiner",
+    "RefinerLayout",
     "build_network",
     "build_prn",
     "build_refiner",
-    "grow_instances",
     "cell_probabilities",
+    "describe_config",
+    "grow_instances",
     "grow_stacks",
     "heatmap_keypoints",
+    "kind_of",
     "output_layout",
     "resize_crop",
     "scale_channels",

@@ -11,8 +11,8 @@ over ``depth + 1`` scales; scale ``j`` is ``(N, channels, H / (4 · 2^j), W / (4
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -171,22 +171,44 @@ def _check_config(config: ModelConfig) -> None:
 IMHN_KIND = "imhn"
 
 
-def output_layout(config: ModelConfig) -> dict[str, Any]:
-    """The output contract of an IMHN of shape ``config`` (stored in its checkpoints).
+@dataclass(frozen=True)
+class IMHNLayout:
+    """The output contract of an IMHN (stored in its checkpoints as ``to_dict()``).
 
     The forward pass returns ``outputs[stack][scale]``, ``(N, channels, H / (stride · 2^scale),
     W / (stride · 2^scale))``; the decoder reads ``outputs[decode_stack][decode_scale]``, whose
     channels are in ``posecli.spec`` order (body parts, keypoints, person mask, keypoint maximum).
     """
-    return {
-        "kind": IMHN_KIND,
-        "channels": config.channels,
-        "stride": STRIDE,
-        "scales": len(scale_channels(config)),
-        "decode_stack": -1,
-        "decode_scale": 0,
-        "channel_order": "posecli-50",
-    }
+
+    kind: ClassVar[str] = IMHN_KIND
+    channels: int
+    stride: int
+    scales: int
+    decode_stack: int = -1
+    decode_scale: int = 0
+    channel_order: str = "posecli-50"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The layout as a checkpoint states it (``"kind"`` first)."""
+        return {"kind": self.kind, **asdict(self)}
+
+
+def output_layout(config: ModelConfig) -> IMHNLayout:
+    """The output contract of an IMHN of shape ``config``."""
+    return IMHNLayout(channels=config.channels, stride=STRIDE, scales=len(scale_channels(config)))
+
+
+class DecoderOutput(nn.Module):
+    """An IMHN reduced to the output ``layout`` names for the decoder (what both backends run):
+    ``(B, 3, H, W)`` → ``(B, 50, H/4, W/4)``."""
+
+    def __init__(self, network: IMHN, layout: IMHNLayout) -> None:
+        super().__init__()
+        self.network = network
+        self.stack, self.scale = layout.decode_stack, layout.decode_scale
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)[self.stack][self.scale]
 
 
 class IMHN(nn.Module):
@@ -233,9 +255,9 @@ class IMHN(nn.Module):
         return STEM_STRIDE * 2**self.config.depth
 
     @property
-    def output_layout(self) -> dict[str, Any]:
+    def output_layout(self) -> IMHNLayout:
         """What the network outputs and which output the decoder reads (see
-        :func:`output_layout`)."""
+        :class:`IMHNLayout`)."""
         return output_layout(self.config)
 
     def reset_parameters(self) -> None:

@@ -19,7 +19,8 @@ ours for CPUs.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ class PoseResidualNetwork(nn.Module):
         self.out = nn.Linear(config.hidden, cells)
 
     @property
-    def output_layout(self) -> dict[str, Any]:
+    def output_layout(self) -> PRNLayout:
         """What the network outputs (:func:`prn_output_layout`)."""
         return prn_output_layout(self.config)
 
@@ -78,15 +79,25 @@ def cell_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.flatten(2).float(), dim=2).reshape(logits.shape)
 
 
-def prn_output_layout(config: PRNConfig) -> dict[str, Any]:
-    """The output contract of a PRN of shape ``config`` (stored in its checkpoints)."""
-    return {
-        "kind": PRN_KIND,
-        "crop_height": config.crop_height,
-        "crop_width": config.crop_width,
-        "keypoints": "coco-17",
-        "output": "logits, softmax over each channel's cells",
-    }
+@dataclass(frozen=True)
+class PRNLayout:
+    """The output contract of a PRN (stored in its checkpoints as ``to_dict()``): logits
+    ``(B, 17, crop_height, crop_width)``, a softmax over each channel's cells."""
+
+    kind: ClassVar[str] = PRN_KIND
+    crop_height: int
+    crop_width: int
+    keypoints: str = "coco-17"
+    output: str = "logits, softmax over each channel's cells"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The layout as a checkpoint states it (``"kind"`` first)."""
+        return {"kind": self.kind, **asdict(self)}
+
+
+def prn_output_layout(config: PRNConfig) -> PRNLayout:
+    """The output contract of a PRN of shape ``config``."""
+    return PRNLayout(config.crop_height, config.crop_width)
 
 
 def build_prn(config: PRNConfig) -> PoseResidualNetwork:

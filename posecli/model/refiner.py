@@ -27,8 +27,8 @@ crop pixel ``(4j + 1.5, 4i + 1.5)`` (x right, y down, integer values at pixel ce
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -150,7 +150,7 @@ class Refiner(nn.Module):
         self.reset_parameters()
 
     @property
-    def output_layout(self) -> dict[str, Any]:
+    def output_layout(self) -> RefinerLayout:
         """What the network outputs: kind, crop size, stride, instances, keypoint order."""
         return refiner_output_layout(self.config)
 
@@ -189,16 +189,31 @@ class Refiner(nn.Module):
             )
 
 
-def refiner_output_layout(config: RefinerConfig) -> dict[str, Any]:
-    """The output contract of a refiner of shape ``config`` (stored in its checkpoints)."""
-    return {
-        "kind": REFINER_KIND,
-        "crop_height": config.crop_height,
-        "crop_width": config.crop_width,
-        "stride": REFINER_STRIDE,
-        "instances": config.instances,
-        "keypoints": "coco-17",
-    }
+@dataclass(frozen=True)
+class RefinerLayout:
+    """The output contract of a refiner (stored in its checkpoints as ``to_dict()``): crop size,
+    stride, instances, keypoint order; ``(B, 17, crop_height/stride, crop_width/stride)``."""
+
+    kind: ClassVar[str] = REFINER_KIND
+    crop_height: int
+    crop_width: int
+    stride: int
+    instances: int
+    keypoints: str = "coco-17"
+
+    @property
+    def channels(self) -> int:
+        """Heatmap channels: one per COCO keypoint."""
+        return NUM_COCO_KEYPOINTS
+
+    def to_dict(self) -> dict[str, Any]:
+        """The layout as a checkpoint states it (``"kind"`` first)."""
+        return {"kind": self.kind, **asdict(self)}
+
+
+def refiner_output_layout(config: RefinerConfig) -> RefinerLayout:
+    """The output contract of a refiner of shape ``config``."""
+    return RefinerLayout(config.crop_height, config.crop_width, REFINER_STRIDE, config.instances)
 
 
 def build_refiner(config: RefinerConfig) -> Refiner:

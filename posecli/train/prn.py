@@ -46,12 +46,12 @@ from posecli.boxes import person_box
 from posecli.config import PRN_PRESETS, AugmentConfig, Preprocessing, PRNConfig, TrainConfig
 from posecli.errors import InputError, UsageError
 from posecli.evaluate import load_annotations
-from posecli.model import build_prn
+from posecli.loader import checkpoint_kind, load_prn
+from posecli.model import PRN, build_prn
 from posecli.spec import COCO_FLIP_ORDER, NUM_COCO_KEYPOINTS
 from posecli.train.dataset import ConcatKeypointDataset, image_annotations
 from posecli.train.refiner import jittered_affine, person_set
 from posecli.train.targets import KEYPOINT_SIGMA, put_keypoint, support_radius
-from posecli.weights import checkpoint_kind, load_prn
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def is_prn_task(config: TrainConfig) -> bool:
     """Whether ``config`` trains a PRN: an explicit ``prn`` shape, a PRN preset, or an ``init``
     that is a PRN checkpoint (the init's kind wins)."""
     if config.init:
-        return checkpoint_kind(config.init) == "prn"
+        return checkpoint_kind(config.init) is PRN
     return config.prn is not None or config.preset in PRN_PRESETS
 
 

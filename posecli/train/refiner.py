@@ -57,8 +57,10 @@ from posecli.config import (
 from posecli.errors import InputError, UsageError
 from posecli.evaluate import coco_keypoint_ap, load_annotations
 from posecli.io.sources import load_image
-from posecli.model import build_refiner, grow_instances, resize_crop
+from posecli.loader import checkpoint_kind, load_refiner
+from posecli.model import REFINER, build_refiner, grow_instances, resize_crop
 from posecli.model.refiner import REFINER_STRIDE
+from posecli.networks import RefinerModel
 from posecli.pose import Pose, to_coco_result
 from posecli.refine import Refinement
 from posecli.spec import COCO_FLIP_ORDER, COCO_TO_NETWORK, NUM_COCO_KEYPOINTS
@@ -71,13 +73,8 @@ from posecli.train.dataset import (
     joined_sets,
     occlude,
 )
+from posecli.train.pretrained import load_pretrained_encoder
 from posecli.transforms import normalise
-from posecli.weights import (
-    RefinerModel,
-    checkpoint_kind,
-    load_pretrained_encoder,
-    load_refiner,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +89,7 @@ def is_refiner_task(config: TrainConfig) -> bool:
     """Whether ``config`` trains a refiner: an explicit ``refiner`` shape, a refiner preset, or
     an ``init`` that is a refiner checkpoint (the init's kind wins)."""
     if config.init:
-        return checkpoint_kind(config.init) == "refiner"
+        return checkpoint_kind(config.init) is REFINER
     return config.refiner is not None or config.preset in REFINER_PRESETS
 
 

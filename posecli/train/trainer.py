@@ -8,7 +8,7 @@ network in ``DistributedDataParallel`` and gives each process its share of every
 
 The run directory (``config.out``) receives:
 
-* ``checkpoint-last.pt``: the network in posecli's checkpoint format (``posecli.weights``),
+* ``checkpoint-last.pt``: the network in posecli's checkpoint format (``posecli.checkpoint``),
   loadable by ``load_model`` and ``posecli eval``; its provenance records the step;
 * ``checkpoint-best.pt``: the checkpoint of the best validation AP (with a validation set);
 * ``train-state.pt``: optimiser, scheduler, gradient scaler, epoch, step and RNG states; with
@@ -40,36 +40,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import cv2
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
-from posecli.config import (
-    MODEL_PRESETS,
-    PRN_PRESETS,
-    REFINER_PRESETS,
-    InferenceConfig,
-    ModelConfig,
-    Preprocessing,
-    PRNConfig,
-    RefinerConfig,
-    TrainConfig,
-)
+from posecli.checkpoint import save_checkpoint
+from posecli.config import TrainConfig
 from posecli.device import resolve_device
 from posecli.errors import (
     CheckpointError,
@@ -79,84 +65,30 @@ from posecli.errors import (
     TrainingError,
     UsageError,
 )
-from posecli.estimator import Estimator
-from posecli.evaluate import SUMMARY_KEYS, evaluate_model
 from posecli.io.files import write_atomically
-from posecli.model import build_network, grow_stacks
-from posecli.spec import STRIDE
-from posecli.train.dataset import CocoKeypointDataset
-from posecli.train.distill import TeacherCropDataset
-from posecli.train.loss import heatmap_loss
-from posecli.train.prn import PRNSampleDataset, initial_prn, is_prn_task, prn_loss
-from posecli.train.refiner import (
-    RefinerCropDataset,
-    box_ap,
-    initial_refiner,
-    is_refiner_task,
-    refiner_loss,
+from posecli.loader import load
+from posecli.model import REFINER
+from posecli.networks import prepare_network
+from posecli.train.machinery import (
+    Distributed,
+    EpochSampler,
+    MetricsLog,
+    ProgressCallback,
+    RunPaths,
+    deferred_interrupt,
+    join_process_group,
+    mean_across_processes,
+    restore_rng_states,
+    rng_states,
+    worker_init,
 )
-from posecli.weights import (
-    PoseModel,
-    RefinerModel,
-    load_model,
-    load_pretrained_encoder,
-    load_prn,
-    load_refiner,
-    prepare_network,
-    save_checkpoint,
-)
+from posecli.train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from posecli.train.tasks import autocast_dtype, task_of
 
 logger = logging.getLogger(__name__)
 
-#: A progress callback receives every record written to ``metrics.jsonl`` plus one
-#: ``{"event": "start", ...}`` record and one ``{"event": "batch", ...}`` record per step.
-ProgressCallback = Callable[[dict[str, Any]], None]
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step")
 STATE_FORMAT = 1
-#: Processes wait this long for each other (rank 0 validates while the others wait).
-COLLECTIVE_TIMEOUT = timedelta(hours=2)
-
-
-#: The files of a run directory, by role.
-RUN_FILES = {
-    "last": "checkpoint-last.pt",
-    "best": "checkpoint-best.pt",
-    "state": "train-state.pt",
-    "metrics": "metrics.jsonl",
-    "config": "config.json",
-}
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Files of a run directory: ``root`` and one path per role of :data:`RUN_FILES`."""
-
-    root: Path
-    last: Path
-    best: Path
-    state: Path
-    metrics: Path
-    config: Path
-
-    @classmethod
-    def of(cls, root: Path) -> RunPaths:
-        return cls(root, **{role: root / name for role, name in RUN_FILES.items()})
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in the job (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialised_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass
@@ -167,128 +99,6 @@ class Progress:
     batch: int = 0
     step: int = 0
     best_ap: float = -1.0
-
-
-def join_process_group(device: torch.device) -> tuple[Distributed, torch.device]:
-    """Join the torchrun process group when ``WORLD_SIZE > 1`` (environment read, never set).
-
-    Returns this process's place and device: ``device``, or ``cuda:LOCAL_RANK`` under torchrun
-    on CUDA (NCCL backend; gloo on CPU). Collectives time out after ``COLLECTIVE_TIMEOUT``, long
-    enough for rank 0 to validate while the others wait.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed(), device
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    initialised_here = not dist.is_initialized()
-    if initialised_here:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT)
-    distributed = Distributed(
-        rank=dist.get_rank(),
-        world_size=dist.get_world_size(),
-        local_rank=local_rank,
-        initialised_here=initialised_here,
-    )
-    return distributed, device
-
-
-def initial_network(
-    config: TrainConfig,
-) -> tuple[nn.Module, ModelConfig | RefinerConfig | PRNConfig, Preprocessing]:
-    """The network to train: from ``config.init`` (grown to ``config.init_stacks`` stacks if
-    set), else freshly built from the model or preset (a refiner or a PRN for their tasks)."""
-    if is_prn_task(config):
-        return initial_prn(config)
-    if is_refiner_task(config):
-        return initial_refiner(config)
-    if config.init:
-        model = load_model(config.init, device="cpu")
-        logger.info("initialised from %s", config.init)
-        if not config.init_stacks or config.init_stacks == model.config.stacks:
-            return model.network, model.config, model.preprocessing
-        try:
-            network = grow_stacks(model.network, config.init_stacks)
-        except ValueError as error:
-            raise UsageError(f"{config.init}: {error} (--init-stacks)") from None
-        logger.info("grown from %d to %d stacks", model.config.stacks, config.init_stacks)
-        return network, network.config, model.preprocessing
-    if config.model is not None:
-        model_config = config.model
-    elif config.preset in MODEL_PRESETS:
-        model_config = MODEL_PRESETS[config.preset]
-    else:
-        raise UsageError(
-            f"unknown preset {config.preset!r}; choose one of "
-            f"{', '.join([*MODEL_PRESETS, *REFINER_PRESETS, *PRN_PRESETS])}"
-        )
-    network = build_network(model_config)
-    if model_config.encoder and config.pretrained:
-        load_pretrained_encoder(network)
-    return network, model_config, config.preprocessing
-
-
-def build_optimizer(
-    network: nn.Module, config: TrainConfig, world_size: int
-) -> torch.optim.Optimizer:
-    """SGD or AdamW at ``lr × world_size``; weight decay on weights, not on biases or norms."""
-    decayed = [p for p in network.parameters() if p.requires_grad and p.ndim > 1]
-    others = [p for p in network.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [
-        {"params": decayed, "weight_decay": config.weight_decay},
-        {"params": others, "weight_decay": 0.0},
-    ]
-    lr = config.lr * world_size
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    raise UsageError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
-
-
-def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
-    """Learning-rate multiplier before optimiser step ``step`` (0-based).
-
-    Linear warm-up from ``warmup_start_fraction`` over ``warmup_steps``, then either a cosine
-    decay to ``min_lr_fraction`` at the last step of the last epoch, or ``lr_gamma`` per
-    milestone epoch passed.
-    """
-    if step < config.warmup_steps:
-        fraction = step / config.warmup_steps
-        return config.warmup_start_fraction + (1.0 - config.warmup_start_fraction) * fraction
-    if config.schedule == "cosine":
-        total = config.epochs * steps_per_epoch
-        done = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
-        cosine = 0.5 * (1.0 + math.cos(math.pi * done))
-        return config.min_lr_fraction + (1.0 - config.min_lr_fraction) * cosine
-    if config.schedule == "step":
-        passed = sum(step >= milestone * steps_per_epoch for milestone in config.lr_milestones)
-        return config.lr_gamma**passed
-    raise UsageError(f"unknown schedule {config.schedule!r}; choose one of {SCHEDULES}")
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step ``LambdaLR`` following ``lr_factor``."""
-
-    def factor(step: int) -> float:
-        return lr_factor(step, config, steps_per_epoch)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _worker_init(worker_id: int) -> None:
-    """Data-loading workers: one OpenCV and one torch thread each (the trainer owns the cores).
-
-    Workers ignore Ctrl-C: the trainer decides when to stop, and shuts them down itself.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -314,7 +124,7 @@ def _check_config(config: TrainConfig) -> None:
         raise UsageError("--init-crop needs --init")
     if not 0 <= zoom.mosaic_probability <= 1:
         raise UsageError(f"mosaic probability {zoom.mosaic_probability} is outside 0–1 (--mosaic)")
-    if config.teacher and not is_refiner_task(config):
+    if config.teacher and task_of(config).kind is not REFINER:
         raise UsageError("--teacher distils a top-down teacher into a refiner: train a refiner")
     if config.teacher and not Path(config.teacher).is_file():
         raise InputError(f"teacher model not found: {config.teacher} (--teacher)")
@@ -340,67 +150,6 @@ def _check_run_folder(config: TrainConfig) -> None:
         )
 
 
-class EpochSampler(Sampler):
-    """Keys ``(epoch, index)`` of one process's share of an epoch, from a given batch on.
-
-    Wraps a ``DistributedSampler`` (which shuffles by seed and epoch and splits across
-    processes); the epoch travels with each key, so persistent workers need no notice.
-    """
-
-    def __init__(self, sampler: DistributedSampler, batch_size: int) -> None:
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.epoch = 0
-        self.first_batch = 0
-
-    def start(self, epoch: int, first_batch: int = 0) -> None:
-        """Serve ``epoch`` from batch ``first_batch`` (resume) on."""
-        self.epoch, self.first_batch = epoch, first_batch
-
-    def _indices(self) -> list[int]:
-        self.sampler.set_epoch(self.epoch)
-        return list(self.sampler)[self.first_batch * self.batch_size :]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, index) for index in self._indices()])
-
-    def __len__(self) -> int:
-        return max(0, self.sampler.num_samples - self.first_batch * self.batch_size)
-
-
-class MetricsLog:
-    """Rank 0 appends JSON lines and forwards every record to the progress callback."""
-
-    def __init__(self, path: Path, enabled: bool, progress: ProgressCallback | None) -> None:
-        self.path = path
-        self.enabled = enabled
-        self.progress = progress
-
-    def notify(self, record: dict[str, Any]) -> None:
-        """Forward a record to the progress callback only."""
-        if self.enabled and self.progress is not None:
-            self.progress(record)
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Append a record to ``metrics.jsonl`` and forward it."""
-        if not self.enabled:
-            return
-        with self.path.open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps(record) + "\n")
-        self.notify(record)
-
-
-def _mean_across_processes(
-    value: float, count: int, device: torch.device, world_size: int
-) -> float:
-    """Mean of a per-process average weighted by its count, over all processes."""
-    if world_size == 1:
-        return value
-    totals = torch.tensor([value * count, float(count)], dtype=torch.float64, device=device)
-    dist.all_reduce(totals)
-    return float(totals[0] / totals[1].clamp(min=1.0))
-
-
 def _changed_settings(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """Names of the settings that differ between two ``TrainConfig.to_dict()`` (resume aside)."""
     return [
@@ -409,66 +158,6 @@ def _changed_settings(before: dict[str, Any], after: dict[str, Any]) -> list[str
         if name not in ("resume", "max_steps")
         and json.dumps(before.get(name)) != json.dumps(after.get(name))
     ]
-
-
-def _rng_states(device: torch.device) -> dict[str, Any]:
-    states: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def _restore_rng_states(states: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(states["torch"])
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-@contextmanager
-def _deferred_interrupt() -> Iterator[threading.Event]:
-    """An event set by the first Ctrl-C instead of raising; the second one raises as usual.
-
-    Only the main thread can handle signals: elsewhere the event is never set and Ctrl-C keeps
-    its default behaviour.
-    """
-    interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupted
-        return
-
-    def on_interrupt(signum: int, frame: object) -> None:
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        logger.warning("interrupted: saving after this step (Ctrl-C again to stop now)")
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def autocast_dtype(
-    amp: bool, device: torch.device, network: ModelConfig | RefinerConfig | PRNConfig | None = None
-) -> torch.dtype | None:
-    """The mixed-precision type of the forward pass of ``network``, or None for plain fp32.
-
-    fp16 (with loss scaling) on CUDA. On CPUs that compute bf16 natively (AVX512-BF16 or AMX),
-    bf16 for an IMHN or PRN, fp32 for a refiner: on a 2-core AMD EPYC with AVX512-BF16
-    (``bench/train_speed.py``, one run) bf16 makes a step of ``imhn-cpu-lite0`` (batch 8, 384²)
-    2.9× faster than fp32, but one of ``refiner-lite0-128x96`` (batch 32) 0.61× as fast (its
-    depthwise backward is slower in bf16). Elsewhere bf16 is emulated and slower than fp32.
-    Weights and optimiser stay fp32.
-    """
-    if not amp:
-        return None
-    if device.type == "cuda":
-        return torch.float16
-    refiner = isinstance(network, RefinerConfig)
-    if device.type == "cpu" and not refiner and torch.cpu._is_avx512_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 class Trainer:
@@ -487,10 +176,11 @@ class Trainer:
         self.device = device
         self.log = MetricsLog(self.paths.metrics, self.distributed.is_main, progress)
         torch.manual_seed(config.seed)
-        network, self.model_config, self.preprocessing = initial_network(config)
-        self.autocast_dtype = autocast_dtype(config.amp, self.device, self.model_config)
+        self.task = task_of(config)
+        network, self.model_config, self.preprocessing = self.task.initial(config)
+        self.autocast_dtype = autocast_dtype(config.amp, self.device, self.task)
         self.network = prepare_network(network, self.device).train()  # CPU: channels-last
-        self.dataset = self._dataset()
+        self.dataset = self.task.dataset(config, self.model_config, self.preprocessing)
         self.sampler = DistributedSampler(
             self.dataset,
             num_replicas=self.distributed.world_size,
@@ -510,25 +200,6 @@ class Trainer:
             _check_run_folder(config)
         self.model = self._parallel(self.network)
 
-    def _dataset(
-        self,
-    ) -> CocoKeypointDataset | RefinerCropDataset | TeacherCropDataset | PRNSampleDataset:
-        """The run's training items: person crops for a refiner (the labels' targets, or a
-        teacher's on each crop), synthetic box heatmaps for a PRN, whole images for an IMHN."""
-        config, shape = self.config, self.model_config
-        if isinstance(shape, PRNConfig):
-            return PRNSampleDataset.from_config(config, shape)
-        if isinstance(shape, RefinerConfig):
-            crops = TeacherCropDataset if config.teacher else RefinerCropDataset
-            return crops.from_config(config, shape, self.preprocessing)
-        coarsest = config.input_size // (STRIDE * 2**shape.depth)  # cells per side
-        if config.batch_size * coarsest**2 < 2:
-            raise UsageError(
-                f"batch size 1 at input size {config.input_size} leaves BatchNorm one value per "
-                "channel at the coarsest scale; use a larger batch or input"
-            )
-        return CocoKeypointDataset.from_config(config, self.preprocessing)
-
     def _parallel(self, network: nn.Module) -> nn.Module:
         """Wrap for DDP when several processes train (SyncBatchNorm on CUDA when asked)."""
         if self.distributed.world_size == 1:
@@ -544,9 +215,7 @@ class Trainer:
         state = torch.load(self.paths.state, map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{self.paths.state}: not a posecli training state")
-        loaders = {RefinerConfig: load_refiner, PRNConfig: load_prn}
-        loader = loaders.get(type(self.model_config), load_model)
-        model = loader(str(self.paths.last), device="cpu")
+        model = load(str(self.paths.last), self.task.kind.role, device="cpu")
         if model.provenance.get("step") != state["step"]:
             raise CheckpointError(
                 f"{self.paths.last} (step {model.provenance.get('step')}) does not match "
@@ -564,7 +233,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        _restore_rng_states(state["rng"], self.device)
+        restore_rng_states(state["rng"], self.device)
         self.progress = Progress(
             epoch=state["epoch"],
             batch=state["batch"],
@@ -597,7 +266,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": _rng_states(self.device),
+            "rng": rng_states(self.device),
             "config": self.config.to_dict(),
         }
         write_atomically(self.paths.state, lambda file: torch.save(state, file))
@@ -616,7 +285,7 @@ class Trainer:
             batch_size=self.config.batch_size,
             sampler=self.epoch_sampler,
             num_workers=workers,
-            worker_init_fn=_worker_init if workers else None,
+            worker_init_fn=worker_init if workers else None,
             multiprocessing_context="forkserver" if workers else None,
             persistent_workers=workers > 0,
             pin_memory=self.device.type == "cuda",
@@ -663,17 +332,19 @@ class Trainer:
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         )
-        if isinstance(targets, torch.Tensor) and isinstance(masks, torch.Tensor):  # refiner, PRN
-            targets = targets.to(self.device, non_blocking=True)  # (N, λ, 17, h, w) | (N, 17, H, W)
-            masks = masks.to(self.device, non_blocking=True)  # (N, λ, 17) | (N, 17)
-            loss = prn_loss if isinstance(self.model_config, PRNConfig) else refiner_loss
-            with autocast:
-                return loss(self.model, images, targets, masks)
-        targets = [t.to(self.device, non_blocking=True) for t in targets]  # [(N, 50, h_j, w_j)]
-        masks = [m.to(self.device, non_blocking=True) for m in masks]  # [(N, 1|50, h_j, w_j)]
+        # IMHN: one tensor per scale, [(N, 50, h_j, w_j)] and [(N, 1|50, h_j, w_j)]; refiner:
+        # (N, λ, 17, h, w) and (N, λ, 17); PRN: (N, 17, H, W) and (N, 17)
+        targets, masks = self._on_device(targets), self._on_device(masks)
         with autocast:
-            outputs = self.model(images)  # [stacks][scales] (N, 50, h_j, w_j)
-        return heatmap_loss(outputs, targets, masks, self.config.loss)
+            return self.task.loss(self.model, images, targets, masks, self.config)
+
+    def _on_device(
+        self, tensors: list[torch.Tensor] | torch.Tensor
+    ) -> list[torch.Tensor] | torch.Tensor:
+        """A batch's tensor, or list of tensors, on the training device."""
+        if isinstance(tensors, torch.Tensor):
+            return tensors.to(self.device, non_blocking=True)
+        return [tensor.to(self.device, non_blocking=True) for tensor in tensors]
 
     def _batches(self) -> Iterator[tuple[int, int, tuple]]:
         """``(epoch, batch index, batch)`` from the resume point to the end of the run."""
@@ -698,7 +369,7 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch, "epochs": config.epochs,
             "world_size": self.distributed.world_size, "images": len(self.dataset),
         })  # fmt: skip
-        with _deferred_interrupt() as interrupted:
+        with deferred_interrupt() as interrupted:
             self._run(total_steps, interrupted)
         if self.distributed.world_size > 1:
             dist.barrier()
@@ -761,7 +432,7 @@ class Trainer:
         started: float,
         batch_size: int,
     ) -> None:
-        loss = _mean_across_processes(
+        loss = mean_across_processes(
             sum(window) / len(window), len(window), self.device, self.distributed.world_size
         )
         seconds = time.perf_counter() - started
@@ -773,7 +444,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, losses: list[float]) -> None:
         """Epoch metrics, validation when due, then the checkpoints."""
-        loss = _mean_across_processes(
+        loss = mean_across_processes(
             sum(losses) / max(1, len(losses)),
             len(losses),
             self.device,
@@ -788,19 +459,6 @@ class Trainer:
         if improved and self.distributed.is_main:
             shutil.copyfile(self.paths.last, self.paths.best)
 
-    def _val_metrics(self, annotations: str, images: str) -> dict[str, float]:
-        """AP… of the network on a validation set: bottom-up for an IMHN, top-down on the
-        annotated people's boxes for a refiner (its ceiling)."""
-        name = self.paths.root.name
-        if isinstance(self.model_config, RefinerConfig):
-            refiner = RefinerModel.from_network(
-                self.network, self.model_config, self.preprocessing, name=name
-            )
-            return box_ap(refiner, annotations, images, self.device)
-        model = PoseModel.from_network(self.network, self.model_config, self.preprocessing, name)
-        inference = InferenceConfig(box_size=self.config.val_box_size, device=str(self.device))
-        return coco_results_ap(model, inference, annotations, images)
-
     def _validate(self, epoch: int) -> dict[str, float] | None:
         """COCO keypoint AP on the validation set (rank 0; the others wait)."""
         config = self.config
@@ -812,7 +470,10 @@ class Trainer:
         metrics = None
         if self.distributed.is_main:
             images = config.val_images or str(Path(config.val_annotations).parent / "images")
-            metrics = self._val_metrics(config.val_annotations, images)
+            metrics = self.task.metrics(
+                self.network, self.model_config, self.preprocessing, config,
+                config.val_annotations, images, self.device,
+            )  # fmt: skip
             self.network.train()
             self.log.write({"event": "val", "epoch": epoch, "step": self.progress.step, **metrics})
         if self.distributed.world_size > 1:
@@ -820,15 +481,6 @@ class Trainer:
             dist.broadcast_object_list(shared, src=0)
             metrics = shared[0]
         return metrics
-
-
-def coco_results_ap(
-    model: PoseModel, inference: InferenceConfig, annotations: str, images: str
-) -> dict[str, float]:
-    """AP, AP50, AP75, APM, APL, AR of a model on a COCO keypoint set: ``posecli eval``'s path
-    (``evaluate.evaluate_model``)."""
-    evaluation = evaluate_model(Estimator(model, inference), annotations, images)
-    return {key: evaluation.scores[key] for key in SUMMARY_KEYS}
 
 
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Path:
