@@ -46,15 +46,12 @@ from posecli.model.refiner import REFINER_STRIDE
 from posecli.spec import NUM_COCO_KEYPOINTS
 from posecli.train.dataset import (
     ConcatKeypointDataset,
-    blur,
-    colour_jitter,
     joined_sets,
-    occlude,
 )
 from posecli.train.label.teachers import open_session
 from posecli.train.label.tinypose import TINYPOSE_INPUT, TinyPose, grid_heatmaps
 from posecli.train.label.writer import read_person_boxes
-from posecli.train.refiner import jittered_affine
+from posecli.train.refiner import augmented_crop, jittered_affine
 from posecli.transforms import normalise
 
 logger = logging.getLogger(__name__)
@@ -224,13 +221,7 @@ class TeacherCropDataset(torch.utils.data.Dataset):
         shape = self.shape
         box = crop_box(entry.boxes[person], shape.crop_width / shape.crop_height)
         affine, _ = jittered_affine(rng, box, shape, self.augment)
-        size = (shape.crop_width, shape.crop_height)
-        pad = (self.preprocessing.pad_value,) * 3
-        crop = cv2.warpAffine(image, affine, size, flags=cv2.INTER_LINEAR, borderValue=pad)
-        if self.augment is not None:
-            crop = colour_jitter(crop, rng, self.augment)
-            crop = blur(occlude(crop, rng, self.augment), rng, self.augment)
-        return crop
+        return augmented_crop(image, affine, shape, self.preprocessing, self.augment, rng)
 
     def __getitem__(
         self, key: int | tuple[int, int]

@@ -190,6 +190,26 @@ def jittered_affine(
     return np.concatenate([linear, translation[:, None]], axis=1), flipped
 
 
+def augmented_crop(
+    image: np.ndarray,
+    affine: np.ndarray,
+    shape: RefinerConfig,
+    preprocessing: Preprocessing,
+    augment: AugmentConfig | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The ``(crop_height, crop_width, 3)`` uint8 RGB crop that ``affine`` (image → crop pixels)
+    cuts from the RGB uint8 image, padded with the preprocessing's grey, then (with ``augment``)
+    colour-jittered, occluded and blurred."""
+    size = (shape.crop_width, shape.crop_height)
+    pad = (preprocessing.pad_value,) * 3
+    crop = cv2.warpAffine(image, affine, size, flags=cv2.INTER_LINEAR, borderValue=pad)
+    if augment is not None:
+        crop = colour_jitter(crop, rng, augment)
+        crop = blur(occlude(crop, rng, augment), rng, augment)
+    return crop
+
+
 def instance_order(
     keypoints: np.ndarray, person: int, unknown: np.ndarray, height: int, width: int
 ) -> tuple[list[int], int | None]:
@@ -359,12 +379,7 @@ class RefinerCropDataset(torch.utils.data.Dataset):
         box = person_box(visible, shape.crop_width / shape.crop_height, 1.25, MIN_BOX_HEIGHT)
         assert box is not None  # samples have two or more labelled keypoints
         affine, flipped = jittered_affine(rng, box, shape, self.augment)
-        size = (shape.crop_width, shape.crop_height)
-        pad = (self.preprocessing.pad_value,) * 3
-        crop = cv2.warpAffine(image, affine, size, flags=cv2.INTER_LINEAR, borderValue=pad)
-        if self.augment is not None:
-            crop = colour_jitter(crop, rng, self.augment)
-            crop = blur(occlude(crop, rng, self.augment), rng, self.augment)
+        crop = augmented_crop(image, affine, shape, self.preprocessing, self.augment, rng)
         keypoints, scores = people.keypoints.copy(), people.scores
         keypoints[..., :2] = people.keypoints[..., :2] @ affine[:, :2].T + affine[:, 2]
         keypoints[people.keypoints[..., 2] <= 0] = 0.0
