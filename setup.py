@@ -25,7 +25,9 @@ setup(
     packages=find_packages(include=["posecli", "posecli.*"]),
     ext_modules=cythonize([native], language_level=3),
     # the bundled models: weights/ at the repository root, reached through posecli/_weights
-    package_data={"posecli": ["py.typed", "_weights/*.pt", "_weights/README.md"]},
+    package_data={
+        "posecli": ["py.typed", "_weights/*.pt", "_weights/*.onnx", "_weights/README.md"]
+    },
     install_requires=[
         # torch is pinned by the Makefile before this runs: an unpinned torch pulls a CUDA build.
         "torch>=2.1",

@@ -38,6 +38,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_the_default_model_and_the_native_decoder(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "posecli/_weights/posecli-default.pt" in names
+    assert "posecli/_weights/posecli-refiner-int8.onnx" in names  # the video default refiner
     assert "posecli/_weights/README.md" in names
     assert any(name.startswith("posecli/decode/_native") for name in names)
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
