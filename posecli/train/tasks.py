@@ -46,7 +46,7 @@ from posecli.model import (
     build_network,
     grow_stacks,
 )
-from posecli.networks import HANDLES, PoseModel
+from posecli.networks import PoseModel, RefinerModel
 from posecli.spec import STRIDE
 from posecli.train.dataset import CocoKeypointDataset
 from posecli.train.distill import TeacherCropDataset
@@ -72,8 +72,9 @@ class TrainingTask:
     """How one kind of network is trained (see the module docstring).
 
     ``loss(model, images, targets, masks, config)`` runs the forward pass and returns a float32
-    scalar; ``metrics(network, shape, preprocessing, config, annotations, images, device)``
-    returns AP… on a validation set (``None``: the kind is not validated while training);
+    scalar; ``metrics(handle, config, annotations, images)`` returns AP… of the network under
+    training, wrapped in its role's inference handle (``posecli.networks.HANDLES``), on a
+    validation set (``None``: the kind is not validated while training);
     ``bf16_on_cpu`` whether its forward pass gains from bf16 on CPUs that compute it natively.
     """
 
@@ -159,17 +160,10 @@ def coco_results_ap(
 
 
 def imhn_metrics(
-    network: nn.Module,
-    shape: ModelConfig,
-    preprocessing: Preprocessing,
-    config: TrainConfig,
-    annotations: str,
-    images: str,
-    device: torch.device,
+    model: PoseModel, config: TrainConfig, annotations: str, images: str
 ) -> dict[str, float]:
     """Bottom-up AP of the network under training on a validation set."""
-    model = PoseModel.from_network(network, shape, preprocessing, "validation")
-    inference = InferenceConfig(box_size=config.val_box_size, device=str(device))
+    inference = InferenceConfig(box_size=config.val_box_size, device=str(model.device))
     return coco_results_ap(model, inference, annotations, images)
 
 
@@ -180,17 +174,10 @@ def refiner_dataset(config: TrainConfig, shape: Any, preprocessing: Preprocessin
 
 
 def refiner_metrics(
-    network: nn.Module,
-    shape: Any,
-    preprocessing: Preprocessing,
-    config: TrainConfig,
-    annotations: str,
-    images: str,
-    device: torch.device,
+    refiner: RefinerModel, config: TrainConfig, annotations: str, images: str
 ) -> dict[str, float]:
     """Top-down AP on the annotated people's boxes (the refiner's ceiling)."""
-    refiner = HANDLES[REFINER.role].from_network(network, shape, preprocessing, "validation")
-    return box_ap(refiner, annotations, images, device)
+    return box_ap(refiner, annotations, images, refiner.device)
 
 
 def _kind_loss(

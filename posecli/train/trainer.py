@@ -68,7 +68,7 @@ from posecli.errors import (
 from posecli.io.files import write_atomically
 from posecli.loader import load
 from posecli.model import REFINER
-from posecli.networks import prepare_network
+from posecli.networks import HANDLES, prepare_network
 from posecli.train.machinery import (
     Distributed,
     EpochSampler,
@@ -470,10 +470,10 @@ class Trainer:
         metrics = None
         if self.distributed.is_main:
             images = config.val_images or str(Path(config.val_annotations).parent / "images")
-            metrics = self.task.metrics(
-                self.network, self.model_config, self.preprocessing, config,
-                config.val_annotations, images, self.device,
-            )  # fmt: skip
+            handle = HANDLES[self.task.kind.role].from_network(
+                self.network, self.model_config, self.preprocessing, self.paths.root.name
+            )
+            metrics = self.task.metrics(handle, config, config.val_annotations, images)
             self.network.train()
             self.log.write({"event": "val", "epoch": epoch, "step": self.progress.step, **metrics})
         if self.distributed.world_size > 1:
