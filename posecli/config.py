@@ -240,6 +240,11 @@ class InferenceConfig(Record):
     # follow_min_ratio × that of the pose followed (people the refiner never saw well stay)
     follow_min_score: float = 0.4
     follow_min_ratio: float = 0.7
+    # a followed person the refiner no longer sees whose predicted keypoints come within this
+    # fraction of the image's width (or height) of its border has left the frame: their track
+    # goes unseen without a bottom-up frame (pedestrians_vtest, first 20 s: 5 of the 10 people
+    # lost were leaving it at the right edge); 0: every such person forces a bottom-up frame
+    follow_edge: float = 0.02
     # a scene cut: mean absolute difference of two consecutive frames' grey 64×36 thumbnails
     # (0–255) above this (the shared videos' consecutive frames: at most 2.5 on
     # pedestrians_vtest, 15 on street_mmpose_demo, 5 fps with a moving camera)
@@ -289,6 +294,8 @@ def _check_inference(config: InferenceConfig) -> None:
             raise ConfigError(name, f"must be positive, got {getattr(config, name)}")
     if config.instances < 0:
         raise ConfigError("instances", f"must be 0 (all) or positive, got {config.instances}")
+    if not 0 <= config.follow_edge < 0.5:
+        raise ConfigError("follow_edge", f"must be in [0, 0.5), got {config.follow_edge}")
 
 
 #: Named network shapes. ``imhn-official`` is the published 4-stack network (128,998,760

@@ -16,7 +16,9 @@ People move a few pixels from one video frame to the next, so the streaming pipe
   lost: not shown, their track goes unseen (the tracker keeps it for re-identification, but it
   is no longer followed) and the next frame is a bottom-up one, which finds them again if they
   are there. A person who duplicates a better one is dropped the same way, without a bottom-up
-  frame. A person who enters between bottom-up frames is found at the next one.
+  frame, and so is one lost where their predicted keypoints reach the image's edge
+  (``follow_edge``): they left the frame. A person who enters between bottom-up frames is found
+  at the next one.
 
 What it trades: people are found up to ``detect_every - 1`` frames late (or lost for a frame
 where the refiner loses them), and a followed person's keypoints are the refiner's alone.

@@ -140,6 +140,18 @@ def merge_poses(
     return sorted([r.pose for r in kept] + leftovers, key=lambda p: -p.score)
 
 
+def at_edge(keypoints: np.ndarray, height: int, width: int, edge: float) -> bool:
+    """Whether the found ``(17, 3)`` image-pixel keypoints (score > 0) of a person come within
+    ``edge`` × the image's width (or height) of the border of a ``height × width`` image, or lie
+    beyond it; never with ``edge`` 0 or no keypoint found."""
+    found = keypoints[keypoints[:, 2] > 0, :2]  # (k, 2) x, y
+    if not edge or not len(found):
+        return False
+    size = np.array([width, height], dtype=np.float64)  # (2,)
+    margin = edge * size
+    return bool((found.min(axis=0) < margin).any() or (found.max(axis=0) > size - margin).any())
+
+
 def still_seen(now: np.ndarray, then: np.ndarray, config: InferenceConfig) -> bool:
     """Whether the refiner still sees a followed person: the mean of the 17 scores of its
     ``(17, 3)`` refined keypoints ``now`` is at least ``follow_min_score``, or at least
@@ -246,7 +258,9 @@ class Refinement:
         Returns:
             The people found, highest score first, after OKS-NMS (``refine_nms_oks``: a
             duplicate of a better one is dropped, not lost), and how many the refiner lost: no
-            box, a pose step 4 drops, or one it no longer sees (:func:`still_seen`).
+            box, a pose step 4 drops, or one it no longer sees (:func:`still_seen`) unless their
+            predicted keypoints were at the image's edge (:func:`at_edge`, ``follow_edge``):
+            those left the frame, and are dropped without being counted.
 
         A found person's score is the one they had × how much better or worse the refiner sees
         them now (the mean keypoint score of step 4, now over then), at most 1: when they had a
@@ -262,16 +276,19 @@ class Refinement:
         if not boxed:
             return [], len(people)
         refined = self.keypoints(image, [boxes[i] for i in boxed], instances=1)[:, 0]  # (B, 17, 3)
-        found = []
+        found, left = [], 0
+        height, width = image.shape[:2]
         for index, keypoints in zip(boxed, refined, strict=True):
             person = people[index]
-            if still_seen(keypoints, person.keypoints, config):
+            if not still_seen(keypoints, person.keypoints, config):
+                left += at_edge(person.keypoints, height, width, config.follow_edge)
+            else:
                 before = refined_score(person.keypoints, 1.0, config.refine_score_keypoint)
                 box_score = min(person.score / before, 1.0) if before > 0 else 0.0
                 pose = self.refined_pose(keypoints, box_score)
                 found += [pose] if pose is not None else []
         kept = oks_nms(found, config.refine_nms_oks, config.refine_keypoint_threshold)
-        return [found[index] for index in kept], len(people) - len(found)
+        return [found[index] for index in kept], len(people) - len(found) - left
 
     def refined_pose(self, keypoints: np.ndarray, box_score: float) -> Pose | None:
         """The pose of ``(17, 3)`` refined image-pixel keypoints from a box scored

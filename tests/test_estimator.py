@@ -362,6 +362,8 @@ def test_invalid_images_and_settings_fail_clearly() -> None:
         {"long_side": -1},
         {"long_side": 3},
         {"long_side": 16, "scales": (0.2, 1.0)},
+        {"follow_edge": 0.5},
+        {"follow_edge": -0.01},
     ]
     for changes in bad:  # the record refuses them, naming the field, before any estimator
         with pytest.raises(UsageError, match=next(iter(changes))):
@@ -428,26 +430,27 @@ def test_following_finds_people_in_their_predicted_boxes_and_counts_the_lost(
         Pose(skeleton(62, 50, 60), 0.3),  # C: found on A: a duplicate, dropped, not lost
         Pose(one_point, 0.9),  # D: no box: lost
         Pose(skeleton(220, 50, 60, confidence=0.25), 0.2),  # E: never seen well, still as well
+        Pose(skeleton(292, 50, 60), 0.5),  # F: no longer seen at the right edge: left, not lost
     ]
-    seen = {0: 0.8, 1: 0.2, 2: 0.7, 4: 0.22}  # mean refined keypoint score, by person
+    seen = {0: 0.8, 1: 0.2, 2: 0.7, 4: 0.22, 5: 0.1}  # mean refined keypoint score, by person
     calls = []
 
     def refined(self, image, boxes, instances=0):
         calls.append((boxes, instances))
-        found = np.array([people[i].keypoints for i in seen], dtype=np.float64)  # (4, 17, 3)
+        found = np.array([people[i].keypoints for i in seen], dtype=np.float64)  # (5, 17, 3)
         found[2] = people[0].keypoints  # C's box holds A
         found[:, :, :2] += 2.0  # everybody moved 2 px
         found[:, :, 2] = np.array(list(seen.values()))[:, None]
-        return found[:, None]  # (4, 1, 17, 3): λ = 0 only
+        return found[:, None]  # (5, 1, 17, 3): λ = 0 only
 
     monkeypatch.setattr(Refinement, "keypoints", refined)
     image = np.zeros((120, 300, 3), dtype=np.uint8)
     found, lost = estimator.follow(image, people)
     ((boxes, instances),) = calls
-    assert instances == 1 and len(boxes) == 4  # D has too few keypoints for a box
+    assert instances == 1 and len(boxes) == 5  # D has too few keypoints for a box
     wider = person_box(people[0].keypoints, 1.0, config.follow_box_scale, config.refine_min_box)
     assert boxes[0] == wider and config.follow_box_scale > config.refine_box_scale
-    assert lost == 2  # B and D; C is A's duplicate
+    assert lost == 2  # B and D; C is A's duplicate; F left the frame
     assert [pose.score for pose in found] == pytest.approx([0.6 / 0.9 * 0.8, 0.2 / 0.25 * 0.22])
     np.testing.assert_allclose(found[0].keypoints[:, 0], people[0].keypoints[:, 0] + 2)
     strict = build_estimator(wrap(BrightnessNetwork()), config, DecodeConfig(min_person_score=0.2),
@@ -455,6 +458,10 @@ def test_following_finds_people_in_their_predicted_boxes_and_counts_the_lost(
     calls.clear()
     shown, lost = strict.follow(image, people)
     assert len(shown) == 1 and lost == 2  # E is followed but not shown below --min-score
+    anywhere = build_estimator(wrap(BrightnessNetwork()), replace(config, follow_edge=0.0),
+                               refiner=refiner)  # fmt: skip
+    calls.clear()
+    assert anywhere.follow(image, people)[1] == 3  # without the edge rule F counts as lost
     assert not build_estimator(wrap(BrightnessNetwork()), CPU).can_follow
     with pytest.raises(UsageError, match="refine"):
         build_estimator(wrap(BrightnessNetwork()), CPU).follow(image, people)
