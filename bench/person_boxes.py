@@ -23,38 +23,18 @@ The eval sets are for measuring only.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 from pathlib import Path
 
+from posecli.evaluate import coco_box_ap
 from posecli.io.sources import load_image
 from posecli.onnxfile import session
 from posecli.train.label.tinypose import PICODET_FILE, PicoDet
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 TEACHERS = Path(__file__).resolve().parents[2] / "shared" / "teachers"
-#: pycocotools' twelve box figures, and those the table shows.
-SUMMARY = ("AP", "AP50", "AP75", "APS", "APM", "APL", "AR1", "AR10", "AR100", "ARS", "ARM", "ARL")
+#: The figures the table shows (of ``posecli.evaluate.BOX_SUMMARY_KEYS``).
 SHOWN = ("AP", "AP50", "AP75", "APS", "APM", "APL", "AR100")
-
-
-def box_ap(annotations: Path, boxes: list[dict]) -> dict[str, float]:
-    """pycocotools box AP/AR of ``boxes`` (COCO results, ``bbox`` ``[x, y, w, h]``)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO(str(annotations))
-        if not boxes:
-            return dict.fromkeys(SUMMARY, 0.0)
-        found = truth.loadRes(boxes)
-        evaluation = COCOeval(truth, found, iouType="bbox")
-        evaluation.params.catIds = [1]
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return dict(zip(SUMMARY, map(float, evaluation.stats), strict=True))
 
 
 def widened(boxes: list[dict], scale: float) -> list[dict]:
@@ -92,9 +72,9 @@ def main() -> None:
     annotations = EVAL / args.set / "person_keypoints.json"
     ours = json.loads(args.detections.read_text())  # COCO results with their "bbox"
     rows = {
-        "posecli keypoint extent": box_ap(annotations, ours),
-        f"posecli extent x {args.scale:g}": box_ap(annotations, widened(ours, args.scale)),
-        "picodet": box_ap(
+        "posecli keypoint extent": coco_box_ap(annotations, ours),
+        f"posecli extent x {args.scale:g}": coco_box_ap(annotations, widened(ours, args.scale)),
+        "picodet": coco_box_ap(
             annotations, picodet_boxes(annotations, EVAL / args.set / "images", args.teachers)
         ),  # fmt: skip
     }

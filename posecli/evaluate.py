@@ -35,6 +35,13 @@ if TYPE_CHECKING:
 #: Summary figures returned, in the order of ``COCOeval.stats`` for keypoints.
 SUMMARY_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR")
 _STATS_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APM": 3, "APL": 4, "AR": 5}
+#: pycocotools' twelve person-box figures, in the order of ``COCOeval.stats`` for boxes.
+BOX_SUMMARY_KEYS: tuple[str, ...] = (
+    "AP", "AP50", "AP75", "APS", "APM", "APL", "AR1", "AR10", "AR100", "ARS", "ARM", "ARL",
+)  # fmt: skip
+#: What a result holds per ``COCOeval`` kind: its field (the kind's name), that field's length,
+#: and the word an error uses for its values.
+_RESULT_FIELDS = {"keypoints": (51, "keypoint"), "bbox": (4, "box")}
 #: Upper bounds of the person-height bands of ``recall_by_height``, in network-input pixels.
 HEIGHT_BANDS: tuple[float, ...] = (40.0, 80.0, 160.0)
 
@@ -186,6 +193,31 @@ def coco_keypoint_ap(
     return {key: max(float(stats[index]), 0.0) for key, index in _STATS_INDEX.items()}
 
 
+def coco_box_ap(annotations: str | Path, results: list[dict]) -> dict[str, float]:
+    """pycocotools box AP and AR (``iouType="bbox"``) of person boxes against the annotated ones.
+
+    Args:
+        annotations: path of a COCO ``person_keypoints`` JSON file.
+        results: COCO-format results with ``image_id``, ``bbox`` ``[x, y, w, h]`` (image pixels)
+            and ``score``; may be empty.
+
+    Returns:
+        :data:`BOX_SUMMARY_KEYS` → float in [0, 1] (pycocotools' -1 of an empty area range as 0).
+
+    Raises:
+        InputError: unreadable annotations or malformed results.
+    """
+    ground_truth = load_annotations(annotations)
+    if not results:
+        return dict.fromkeys(BOX_SUMMARY_KEYS, 0.0)
+    evaluation = _matched(ground_truth, results, iou_type="bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation.accumulate()
+        evaluation.summarize()
+    stats = np.asarray(evaluation.stats, dtype=np.float64)
+    return {key: max(float(value), 0.0) for key, value in zip(BOX_SUMMARY_KEYS, stats, strict=True)}
+
+
 def recall_by_height(
     annotations: str | Path,
     results: list[dict],
@@ -236,28 +268,33 @@ def recall_by_height(
 
 
 def _matched(
-    ground_truth: COCO, results: list[dict], image_ids: list[int] | None = None
+    ground_truth: COCO,
+    results: list[dict],
+    image_ids: list[int] | None = None,
+    iou_type: str = "keypoints",
 ) -> COCOeval:
-    """A keypoint ``COCOeval`` of checked, non-empty ``results`` after ``evaluate()`` (OKS of
-    every result with every person in ``ious``, per-image matches), quietly."""
-    _check_results(results, ground_truth)
+    """A ``COCOeval`` (``iou_type`` "keypoints" or "bbox") of checked, non-empty ``results``
+    after ``evaluate()`` (OKS or IoU of every result with every person in ``ious``, per-image
+    matches), quietly."""
+    _check_results(results, ground_truth, iou_type)
     with contextlib.redirect_stdout(io.StringIO()):
         detections = ground_truth.loadRes([{"category_id": 1, **result} for result in results])
-        evaluation = COCOeval(ground_truth, detections, iouType="keypoints")
+        evaluation = COCOeval(ground_truth, detections, iouType=iou_type)
         if image_ids is not None:
             evaluation.params.imgIds = sorted(image_ids)
         evaluation.evaluate()
     return evaluation
 
 
-def _check_results(results: list[dict], ground_truth: COCO) -> None:
+def _check_results(results: list[dict], ground_truth: COCO, iou_type: str = "keypoints") -> None:
     known_images = set(ground_truth.getImgIds())
+    size, word = _RESULT_FIELDS[iou_type]
     for number, result in enumerate(results):
-        if not isinstance(result, dict) or not {"image_id", "keypoints", "score"} <= result.keys():
-            raise InputError(f"result {number} needs image_id, keypoints and score")
-        if len(result["keypoints"]) != 51:
+        if not isinstance(result, dict) or not {"image_id", iou_type, "score"} <= result.keys():
+            raise InputError(f"result {number} needs image_id, {iou_type} and score")
+        if len(result[iou_type]) != size:
             raise InputError(
-                f"result {number} has {len(result['keypoints'])} keypoint values, expected 51"
+                f"result {number} has {len(result[iou_type])} {word} values, expected {size}"
             )
         if result["image_id"] not in known_images:
             raise InputError(f"result {number} is for image {result['image_id']}, not annotated")

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from posecli.errors import InputError
-from posecli.evaluate import SUMMARY_KEYS, coco_keypoint_ap, recall_by_height
+from posecli.evaluate import (
+    BOX_SUMMARY_KEYS,
+    SUMMARY_KEYS,
+    coco_box_ap,
+    coco_keypoint_ap,
+    recall_by_height,
+)
 
 EVAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
 
@@ -65,6 +71,22 @@ def test_perfect_results_score_one(annotations: Path) -> None:
     figures = coco_keypoint_ap(annotations, results_from(annotations))
     assert set(figures) == set(SUMMARY_KEYS)
     assert figures == pytest.approx(dict.fromkeys(SUMMARY_KEYS, 1.0))
+
+
+def test_person_boxes_score_by_iou_and_malformed_boxes_are_refused(annotations: Path) -> None:
+    people = json.loads(annotations.read_text())["annotations"]
+    boxes = [{"image_id": a["image_id"], "bbox": a["bbox"], "score": 0.9} for a in people]
+    assert coco_box_ap(annotations, boxes) == pytest.approx(
+        # no small person; one box per image finds 2 of the 3 (image 1 has two people)
+        {**dict.fromkeys(BOX_SUMMARY_KEYS, 1.0), "APS": 0.0, "ARS": 0.0, "AR1": 2 / 3}
+    )
+    x, y, w, h = boxes[0]["bbox"]
+    shifted = [{**boxes[0], "bbox": [x + w, y, w, h]}, *boxes[1:]]  # IoU 0 with its person
+    figures = coco_box_ap(annotations, shifted)
+    assert figures["AR100"] == pytest.approx(2 / 3, abs=1e-6)
+    assert coco_box_ap(annotations, []) == dict.fromkeys(BOX_SUMMARY_KEYS, 0.0)
+    with pytest.raises(InputError, match="has 3 box values, expected 4"):
+        coco_box_ap(annotations, [{**boxes[0], "bbox": [x, y, w]}])
 
 
 def test_empty_results_score_zero(annotations: Path) -> None:
