@@ -19,8 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from posecli import progress
-from posecli.cli import run
+from posecli.cli import progress, run
 from posecli.io.sources import VideoSource
 from posecli.pose import CSV_COLUMNS
 from posecli.spec import COCO_KEYPOINTS

@@ -1,6 +1,6 @@
 """Progress of long commands on stderr: a rich bar on a terminal, plain lines elsewhere.
 
-Part of the command line (with ``posecli.cli``, the only modules importing rich). On a terminal
+Part of the command line (``posecli.cli``, the only package importing rich). On a terminal
 a live bar shows the count, speed, elapsed time and ETA. When stderr is not a terminal (nohup,
 cron, a batch scheduler, a pipe into a log file) a bar would show nothing until the end, so one
 plain line is written every :data:`PLAIN_INTERVAL_SECONDS` instead::

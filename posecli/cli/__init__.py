@@ -1,7 +1,7 @@
 """The ``posecli`` command line: video, webcam, images, eval, train, label, export and info.
 
-This is the only module that prints and exits, and with ``posecli.progress`` (its progress
-displays) the only one importing typer and rich: it parses options into the calls of the
+This package is the only one that prints and exits, and the only one importing typer and rich
+(``posecli.cli.progress``: its progress displays): it parses options into the calls of the
 library (``streams``, ``images``, ``evaluate``, ``export``, ``info``) and the trainer, shows
 their progress, and maps errors to exit codes. Library errors (``PoseCliError``) become one
 line on stderr and their exit code: 1 for runtime failures, 2 for bad usage; Ctrl-C exits
@@ -32,6 +32,12 @@ from typer import Argument, Option
 
 from posecli import __version__, errors, inference, options, streams, training_options
 from posecli import batch as batch_jobs
+from posecli.cli.progress import (
+    counted_progress,
+    frame_progress,
+    step_progress,
+    training_progress,
+)
 from posecli.config import LabelConfig, TrainConfig
 from posecli.errors import OutputClosedError, PoseCliError, ResumableInterruptError, UsageError
 from posecli.evaluate import annotated_images, detections_path, evaluate_model
@@ -43,12 +49,6 @@ from posecli.io import cameras, display
 from posecli.io.sources import ImageSource, VideoSource, expand_image_inputs
 from posecli.options import OutputFormat
 from posecli.outputs import check_outputs, list_written, openpose_folder, write_json_atomically
-from posecli.progress import (
-    counted_progress,
-    frame_progress,
-    step_progress,
-    training_progress,
-)
 from posecli.report import make_report
 from posecli.signals import Termination, sigterm_as_interrupt
 from posecli.transforms import check_network_inputs
