@@ -223,7 +223,8 @@ def tracks_header(
     options: InferenceOptions,
     **settings: Any,
 ) -> dict[str, Any]:
-    """The header record of a track file: what made it (``posecli report`` shows it).
+    """The header record of a track file: what made it (``posecli report`` shows it), with the
+    names of the model and refiner files that ran (``None``: no refinement).
 
     ``settings`` are the command's own options (``start``, ``every``, ``smooth``…).
     """
@@ -237,6 +238,7 @@ def tracks_header(
         "fps": float(rate) if rate else None,
         "model": options.model,
         "model_name": estimator.model.name,
+        "refiner_name": refinement.refiner.name if (refinement := estimator.refinement) else None,
         "options": {
             **settings,
             **options.inference.to_dict(),

@@ -491,6 +491,10 @@ def test_detect_every_defaults_to_following_for_the_tracking_commands_only() -> 
     chosen = options.inference_options(detect_every=every)
     assert chosen.inference.detect_every == every
     assert options.inference_options(refine=False, detect_every=every).inference.detect_every == 1
-    estimator = SimpleNamespace(model=SimpleNamespace(name="stand-in"))
+    refinement = SimpleNamespace(refiner=SimpleNamespace(name="refiner-int8"))
+    estimator = SimpleNamespace(model=SimpleNamespace(name="stand-in"), refinement=refinement)
     header = tracks_header("video", "in.mp4", None, estimator, chosen)  # type: ignore[arg-type]
     assert header["options"]["detect_every"] == every  # the track file records it
+    assert header["refiner_name"] == "refiner-int8"  # and which refiner file ran
+    estimator.refinement = None
+    assert tracks_header("video", "in.mp4", None, estimator, chosen)["refiner_name"] is None  # type: ignore[arg-type]

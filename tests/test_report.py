@@ -241,6 +241,10 @@ def test_header_gives_fps_model_and_options(tmp_path: Path) -> None:
     assert summary["options"] == "smooth=true, every=2" and summary["source"] == "walk.mp4"
     assert all(not motion.smoothed for motion in report.people)  # --smooth already applied
     assert any("not smoothed again" in note for note in report.notes)
+    refined = {**header, "refiner_name": "refiner-int8"}
+    path = write_tracks(tmp_path / "refined.jsonl", synthetic_frames()[:10], refined)
+    summary = dict(build_report(read_tracks(path), sheet_count=0).summary)
+    assert summary["model"] == "default (imhn-cpu-lite0), refined by refiner-int8"
 
 
 def test_keypoints_under_the_draw_threshold_are_not_found(tmp_path: Path) -> None:

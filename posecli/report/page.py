@@ -73,6 +73,8 @@ def summary_rows(tracks: TrackFile, people: list[PersonMotion]) -> list[tuple[st
     model_text = "not recorded (no header)" if model is None else str(model)
     if header.get("model_name") not in (None, model):
         model_text += f" ({header['model_name']})"
+    if header.get("refiner_name"):
+        model_text += f", refined by {header['refiner_name']}"
     return [
         ("tracks file", str(tracks.path)),
         ("source", str(header.get("source", "not recorded"))),
