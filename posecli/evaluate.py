@@ -32,9 +32,8 @@ if TYPE_CHECKING:
     from posecli.estimator import Estimator
     from posecli.pipeline import PipelineStats, ProgressCallback
 
-#: Summary figures returned, in the order of ``COCOeval.stats`` for keypoints.
+#: Summary figures returned: the first six of ``COCOeval.stats`` for keypoints, in its order.
 SUMMARY_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR")
-_STATS_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APM": 3, "APL": 4, "AR": 5}
 #: pycocotools' twelve person-box figures, in the order of ``COCOeval.stats`` for boxes.
 BOX_SUMMARY_KEYS: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APS", "APM", "APL", "AR1", "AR10", "AR100", "ARS", "ARM", "ARL",
@@ -182,15 +181,7 @@ def coco_keypoint_ap(
     Raises:
         InputError: unreadable annotations or malformed results.
     """
-    ground_truth = load_annotations(annotations)
-    if not results:
-        return dict.fromkeys(SUMMARY_KEYS, 0.0)
-    evaluation = _matched(ground_truth, results, image_ids)
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluation.accumulate()
-        evaluation.summarize()
-    stats = np.asarray(evaluation.stats, dtype=np.float64)
-    return {key: max(float(stats[index]), 0.0) for key, index in _STATS_INDEX.items()}
+    return _summary(annotations, results, SUMMARY_KEYS, "keypoints", image_ids)
 
 
 def coco_box_ap(annotations: str | Path, results: list[dict]) -> dict[str, float]:
@@ -207,15 +198,28 @@ def coco_box_ap(annotations: str | Path, results: list[dict]) -> dict[str, float
     Raises:
         InputError: unreadable annotations or malformed results.
     """
+    return _summary(annotations, results, BOX_SUMMARY_KEYS, "bbox")
+
+
+def _summary(
+    annotations: str | Path,
+    results: list[dict],
+    keys: tuple[str, ...],
+    iou_type: str,
+    image_ids: list[int] | None = None,
+) -> dict[str, float]:
+    """The first ``len(keys)`` figures of pycocotools' summary (``COCOeval.stats``, computed
+    quietly) of ``results`` as ``keys`` → float, pycocotools' -1 as 0; all zeros without
+    results."""
     ground_truth = load_annotations(annotations)
     if not results:
-        return dict.fromkeys(BOX_SUMMARY_KEYS, 0.0)
-    evaluation = _matched(ground_truth, results, iou_type="bbox")
+        return dict.fromkeys(keys, 0.0)
+    evaluation = _matched(ground_truth, results, image_ids, iou_type)
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation.accumulate()
         evaluation.summarize()
-    stats = np.asarray(evaluation.stats, dtype=np.float64)
-    return {key: max(float(value), 0.0) for key, value in zip(BOX_SUMMARY_KEYS, stats, strict=True)}
+    stats = np.asarray(evaluation.stats, dtype=np.float64)[: len(keys)]
+    return {key: max(float(value), 0.0) for key, value in zip(keys, stats, strict=True)}
 
 
 def recall_by_height(
