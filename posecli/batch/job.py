@@ -17,7 +17,7 @@ from posecli import inference
 from posecli.batch.cluster import Cluster, run_on_ray
 from posecli.batch.images import detect_rows, image_rows, staged_openpose, write_images
 from posecli.batch.plan import BatchPlan
-from posecli.batch.summary import BatchProgressCallback, BatchSummary, Tally
+from posecli.batch.summary import BatchProgressCallback, BatchSummary, InputResult, Tally
 from posecli.batch.videos import track_video
 from posecli.errors import OutputError, PoseCliError
 from posecli.inference import InferenceOptions
@@ -99,7 +99,7 @@ def run_batch(
     Returns:
         The summary; the CLI exits 1 when ``summary.failed`` (:meth:`BatchSummary.check`).
     """
-    started = time.perf_counter()
+    started, since = time.perf_counter(), time.time()
     tally = Tally(plan.total, progress)
     stop: BaseException | None = None
     try:
@@ -115,9 +115,31 @@ def run_batch(
     finally:
         shutil.rmtree(plan.staging, ignore_errors=True)
         seconds = time.perf_counter() - started
+        if stop is not None:
+            tally.add(_placed(plan, tally, since))
         summary = tally.summary(plan.inputs(), plan.skipped, seconds, stop)
         _write_summary(plan.out_dir / SUMMARY_NAME, summary, stopped=stop is not None)
     return summary
+
+
+def _placed(plan: BatchPlan, tally: Tally, since: float) -> list[InputResult]:
+    """The videos not in ``tally`` whose outputs were all renamed into place since ``since``
+    (wall clock, the job's start): done, though the job stopped between their last rename and
+    their tally (a SIGTERM then). Outputs of an earlier run are older."""
+    recorded = {result.input for result in (*tally.done, *tally.failed)}
+    return [
+        InputResult(str(job.source), tuple(str(path) for path in job.outputs()))
+        for job in plan.videos
+        if str(job.source) not in recorded and all(_written_since(p, since) for p in job.outputs())
+    ]
+
+
+def _written_since(path: Path, since: float) -> bool:
+    """Whether ``path`` exists and was last modified at or after ``since`` (``time.time()``)."""
+    try:
+        return path.stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def _write_summary(path: Path, summary: BatchSummary, *, stopped: bool) -> None:
